@@ -1,0 +1,142 @@
+"""The model card: the JSON that travels with every ``.keras`` file.
+
+It holds everything needed to serve the model exactly as it was trained and evaluated (input spec,
+class names, calibration, operating threshold) and what is known about it (training data fingerprint,
+metrics with intervals). No Keras import: the web process may read cards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier.preprocessing import InputSpec
+
+SCHEMA_VERSION = 1
+CLASS_NAMES = ("not_fractured", "fractured")
+POSITIVE_CLASS = "fractured"
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+REPORT_FILE = "report.md"
+
+REQUIRED_KEYS = ("schema", "version", "architecture", "input", "class_names", "calibration", "threshold")
+
+
+class CardError(ValueError):
+    """A model card is missing, unreadable or inconsistent."""
+
+
+def calibrate(logits: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
+    """Calibrated probabilities from raw logits: ``sigmoid(a * logit + b)`` (Platt / temperature)."""
+    method = calibration.get("method", "identity")
+    logits = np.asarray(logits, dtype=np.float64)
+    if method == "identity":
+        z = logits
+    elif method in ("platt", "temperature"):
+        z = float(calibration.get("a", 1.0)) * logits + float(calibration.get("b", 0.0))
+    else:
+        raise CardError(f"unknown calibration method {method!r}")
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+
+def new_card(
+    *,
+    version: str,
+    architecture: Mapping[str, Any],
+    input_spec: InputSpec,
+    calibration: Mapping[str, Any] | None = None,
+    threshold: float = 0.5,
+    **extra: Any,
+) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "version": version,
+        "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "architecture": dict(architecture),
+        "input": input_spec.to_dict(),
+        "preprocessing": (
+            "classifier.preprocessing: decode_grayscale (DICOM VOI/window, MONOCHROME1 inverted), longer "
+            f"side scaled to {input_spec.size} px (INTER_AREA), centred on black padding"
+            + (", CLAHE" if input_spec.clahe else "")
+            + ", pixels / 255"
+        ),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": POSITIVE_CLASS,
+        "outputs": {
+            "logit": "fracture logit (N, 1) before calibration",
+            "cam": "class-activation map of logits (N, h, w) over the square model input",
+        },
+        "calibration": dict(calibration or {"method": "identity"}),
+        "threshold": float(threshold),
+    }
+    card.update(extra)
+    validate_card(card)
+    return card
+
+
+def validate_card(card: Mapping[str, Any]) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in card]
+    if missing:
+        raise CardError(f"model card lacks {missing}")
+    if card["schema"] != SCHEMA_VERSION:
+        raise CardError(f"model card schema {card['schema']!r} is not {SCHEMA_VERSION}")
+    if list(card["class_names"]) != list(CLASS_NAMES):
+        raise CardError(f"model card class names {card['class_names']!r} are not {list(CLASS_NAMES)}")
+    threshold = card["threshold"]
+    if not isinstance(threshold, int | float) or not 0.0 <= float(threshold) <= 1.0:
+        raise CardError(f"model card threshold {threshold!r} is not a probability")
+    InputSpec.from_dict(card["input"])
+    calibrate(np.zeros(1), card["calibration"])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_card(card: Mapping[str, Any], path: Path) -> Path:
+    validate_card(card)
+    path.write_text(json.dumps(card, indent=2, default=_json_default, allow_nan=False) + "\n")
+    return path
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise CardError(f"no model card at {path}") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CardError(f"unreadable model card at {path}: {exc}") from exc
+    if not isinstance(card, dict):
+        raise CardError(f"model card at {path} is not a JSON object")
+    validate_card(card)
+    return card
+
+
+def resolve_artifact(path: Path) -> tuple[Path, Path]:
+    """A model directory, or a ``.keras`` file with ``card.json`` beside it -> (model file, card file)."""
+    path = Path(path)
+    if path.is_dir():
+        model_file, card_file = path / MODEL_FILE, path / CARD_FILE
+    elif path.suffix == ".keras":
+        model_file, card_file = path, path.with_name(CARD_FILE)
+    else:
+        raise CardError(f"{path} is neither a model directory nor a .keras file")
+    if not model_file.is_file():
+        raise CardError(f"no model file at {model_file}")
+    if not card_file.is_file():
+        raise CardError(f"no model card at {card_file}")
+    return model_file, card_file

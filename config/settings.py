@@ -1,0 +1,337 @@
+"""Fracture Review settings: one module, every deployment choice read from the environment.
+
+With no environment at all this is the embedded default: SQLite, a Celery broker kept in files under
+var/, images under var/media. Production sets DATABASE_URL (PostgreSQL), CELERY_BROKER_URL (Redis),
+SECRET_KEY and ALLOWED_HOSTS; see README.md for the full list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("FRACTURE_REVIEW_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+_DEV_SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105 - only when DEBUG is on
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is off")
+    SECRET_KEY = _DEV_SECRET_KEY
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    # Django's admin, opened to the admin role (group) instead of the is_staff flag.
+    "radiology.admin_site.FractureReviewAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
+    "radiology",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it must see the result of authentication.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "radiology.context_processors.roles",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+_default_database_url = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+try:
+    _database = dj_database_url.parse(
+        env_str("DATABASE_URL", _default_database_url),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the worker write to one SQLite file: WAL lets readers and a writer overlap,
+    # IMMEDIATE transactions and a timeout turn lock contention into waiting instead of errors.
+    _database["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    _database["CONN_MAX_AGE"] = 0
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, sessions, login throttling --------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "radiology:queue"
+LOGOUT_REDIRECT_URL = "login"
+
+# Sessions end after this much inactivity (each request renews the clock).
+SESSION_COOKIE_AGE = env_int("SESSION_IDLE_TIMEOUT_SECONDS", 30 * 60, minimum=60)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_float("LOGIN_COOLOFF_HOURS", 0.25, minimum=0.0)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
+# --- Security headers -------------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No inline script anywhere: every script is a vendored or project file under /static/.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+# --- Internationalisation ---------------------------------------------------------------------------
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files and stored images ----------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Radiographs are never served by URL: MEDIA_URL is unused and an authenticated view streams them.
+# STORAGE_BACKEND names any django-storages backend (configured by its own variables) for shared object
+# storage when workers run on several machines.
+_storage_backend = env_str("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {
+        "BACKEND": _storage_backend,
+        "OPTIONS": {"location": str(MEDIA_ROOT)} if _storage_backend.endswith("FileSystemStorage") else {},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Upload limits ---------------------------------------------------------------------------------
+UPLOAD_MAX_FILE_BYTES = env_int("UPLOAD_MAX_FILE_BYTES", 40 * 1024 * 1024, minimum=1024)
+UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 60_000_000, minimum=1)
+UPLOAD_MIN_SIDE = env_int("UPLOAD_MIN_SIDE", 32, minimum=1)
+UPLOAD_MAX_FILES_PER_STUDY = env_int("UPLOAD_MAX_FILES_PER_STUDY", 20, minimum=1)
+# Django rejects a request body larger than this before any view runs.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("UPLOAD_MAX_REQUEST_BYTES", 200 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = 500
+
+# --- Classifier and worker -------------------------------------------------------------------------
+CLASSIFIER_MODEL = env_str("CLASSIFIER_MODEL", "")  # empty: the shipped model in models/
+# Radiographs per forward pass (the worker fills a batch with what is queued). On the 2-core CPU box,
+# 8 / 16 / 32 reach 56 / 62 / 69 % of the raw forward pass and 1.0 / 1.3 / 1.8 GB of worker memory
+# (docs/performance.md); on a GPU, larger batches pay off more.
+CLASSIFIER_MAX_BATCH = env_int("CLASSIFIER_MAX_BATCH", 16, minimum=1)
+# TensorFlow threads per worker process (0: TensorFlow decides). With N processes on C cores, C/N.
+CLASSIFIER_CPU_THREADS = env_int("CLASSIFIER_CPU_THREADS", 0, minimum=0)
+# Load the model as soon as a worker process starts, so the first radiograph does not wait for it.
+CLASSIFIER_WARM_UP = env_bool("CLASSIFIER_WARM_UP", True)
+# A radiograph RUNNING longer than this is assumed lost with its worker and is sent again.
+CLASSIFY_RUNNING_TIMEOUT_SECONDS = env_int("CLASSIFY_RUNNING_TIMEOUT_SECONDS", 180, minimum=5)
+# A QUEUED radiograph whose message went out this long ago without being claimed is sent again.
+CLASSIFY_RESEND_AFTER_SECONDS = env_int("CLASSIFY_RESEND_AFTER_SECONDS", 600, minimum=5)
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30, minimum=1)
+
+_broker_dir = VAR_DIR / "broker"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The embedded broker: messages are files in one folder shared by the web process and the worker.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+        # The worker looks for new message files this often (kombu's default, 1 s, was most of the
+        # embedded upload-to-prediction latency); listing one small folder 10 times a second is free.
+        "polling_interval": env_float("CELERY_BROKER_POLLING_INTERVAL", 0.1, minimum=0.01),
+    }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Unacknowledged messages come back after this long (acks_late): longer than the hard time limit.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The web process must not hang when the broker is down: the sweep re-sends what could not be sent.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0, minimum=0.1)
+CELERY_BROKER_CONNECTION_MAX_RETRIES = 0
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CLASSIFY_SOFT_TIME_LIMIT_SECONDS", 90, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CLASSIFY_HARD_TIME_LIMIT_SECONDS", 120, minimum=2)
+# Reserve as many messages as a batch holds. A message is a wake-up, not a claim on its radiograph (the
+# worker claims rows in the database, whichever message woke it), so holding some keeps no work from
+# another worker; and after a batch, its other radiographs' messages are answered from memory, back to
+# back. With one at a time, each of those waited for the broker: on the embedded file broker a polling
+# interval each, which capped the embedded worker at ~1 radiograph/s (docs/performance.md).
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int(
+    "CELERY_WORKER_PREFETCH_MULTIPLIER", CLASSIFIER_MAX_BATCH, minimum=1
+)
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {"worker.tasks.classify_radiograph": {"queue": "inference"}}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-radiographs": {
+        "task": "worker.tasks.sweep_stale_radiographs",
+        "schedule": float(SWEEP_INTERVAL_SECONDS),
+    },
+    "purge-expired-idempotency-records": {
+        "task": "worker.tasks.purge_expired_idempotency_records",
+        "schedule": 3600.0,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Cache ---------------------------------------------------------------------------------------------
+# API throttling counts requests in the cache: with several web processes it must be shared (Redis).
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL:
+    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL or empty, got {CACHE_URL!r}")
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- REST API ----------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "radiology.api.pagination.ApiPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_THROTTLE_USER", "600/minute"),
+        "submit": env_str("API_THROTTLE_SUBMIT", "120/minute"),
+    },
+    # Every API error is an RFC 9457 problem document (radiology/api/problems.py).
+    "EXCEPTION_HANDLER": "radiology.api.errors.exception_handler",
+}
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 200, minimum=1)
+# Checked from Content-Length before the body is read (Django itself bounds only non-file fields).
+API_MAX_REQUEST_BYTES = env_int("API_MAX_REQUEST_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE, minimum=1024)
+API_BATCH_MAX_STUDIES = env_int("API_BATCH_MAX_STUDIES", 50, minimum=1)
+API_BATCH_MAX_FILES = env_int("API_BATCH_MAX_FILES", 200, minimum=1)
+API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
+# An Idempotency-Key whose request has been "in progress" this long was lost with its process.
+API_IDEMPOTENCY_STALE_SECONDS = env_int("API_IDEMPOTENCY_STALE_SECONDS", 300, minimum=10)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fracture Review API",
+    "DESCRIPTION": "Submit radiographs for fracture triage, collect predictions and reviews.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "radiology.api.schema.add_problem_responses",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStateEnum": "radiology.models.Study.State",
+        "RadiographStatusEnum": "radiology.models.Radiograph.Status",
+        "RadiographFormatEnum": "radiology.models.Radiograph.Format",
+        "BodyRegionEnum": "radiology.models.BodyRegion",
+        "LabelEnum": "radiology.models.Label",
+        "SexEnum": "radiology.models.Sex",
+        "ReviewDecisionEnum": "radiology.models.Review.Decision",
+        "ReviewReasonEnum": "radiology.models.Review.Reason",
+        "BatchItemOutcomeEnum": "radiology.models.BatchItem.Outcome",
+    },
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "displayOperationId": False},
+}
+
+# --- Logging -----------------------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,37 @@
+"""Everything under /api/: version 1 of the API, the problem-type catalogue, the schema and its docs.
+
+The last pattern catches every other /api/ path, so an unknown API URL is a 404 problem document rather
+than the web UI's HTML page (and is never redirected by APPEND_SLASH).
+"""
+
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView
+
+from radiology.api import views
+from radiology.api.docs import SwaggerDocsView
+from radiology.api.errors import not_found_view
+
+app_name = "api"
+
+urlpatterns = [
+    path("v1/studies", views.StudyCollectionApi.as_view(), name="studies"),
+    path("v1/studies/<int:pk>", views.StudyDetailApi.as_view(), name="study_detail"),
+    path("v1/radiographs", views.RadiographListApi.as_view(), name="radiographs"),
+    path("v1/radiographs/<int:pk>", views.RadiographDetailApi.as_view(), name="radiograph_detail"),
+    path("v1/radiographs/<int:pk>/image", views.RadiographImageApi.as_view(), name="radiograph_image"),
+    path(
+        "v1/radiographs/<int:pk>/prediction",
+        views.RadiographPredictionApi.as_view(),
+        name="radiograph_prediction",
+    ),
+    path("v1/radiographs/<int:pk>/reviews", views.ReviewCollectionApi.as_view(), name="radiograph_reviews"),
+    path("v1/predictions/<int:pk>/heatmap", views.PredictionHeatmapApi.as_view(), name="prediction_heatmap"),
+    path("v1/batches", views.BatchSubmitApi.as_view(), name="batches"),
+    path("v1/batches/<uuid:pk>", views.BatchDetailApi.as_view(), name="batch_detail"),
+    path("v1/exports/results.csv", views.ResultExportCsvApi.as_view(), name="export_csv"),
+    path("v1/exports/results.json", views.ResultExportJsonApi.as_view(), name="export_json"),
+    path("problems/<str:code>", views.ProblemTypeApi.as_view(), name="problem_type"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SwaggerDocsView.as_view(), name="docs"),
+    re_path(r"^", not_found_view),
+]

@@ -1,0 +1,41 @@
+"""Sending classification work to the Celery workers, by task name and radiograph id only.
+
+Called from transaction.on_commit hooks, so a worker never sees a row that is not committed yet.
+If the broker cannot be reached the upload still succeeds: the rows stay QUEUED without a dispatch
+time, and the periodic sweep sends them once the broker is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+CLASSIFY_TASK = "worker.tasks.classify_radiograph"
+
+
+def send_classification(radiograph_ids: Sequence[int]) -> list[int]:
+    """Publish one message per radiograph; returns the ids that reached the broker."""
+    from radiology.models import Radiograph
+    from worker.celery import app
+
+    sent: list[int] = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for radiograph_id in radiograph_ids:
+                app.send_task(CLASSIFY_TASK, args=[radiograph_id], producer=producer, retry=False)
+                sent.append(radiograph_id)
+    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
+        logger.warning(
+            "broker unavailable (%s): %d radiograph(s) stay queued for the sweep",
+            exc.__class__.__name__,
+            len(radiograph_ids) - len(sent),
+        )
+    if sent:
+        Radiograph.objects.filter(pk__in=sent, status=Radiograph.Status.QUEUED).update(
+            dispatched_at=timezone.now()
+        )
+    return sent

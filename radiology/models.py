@@ -1,0 +1,400 @@
+"""Clinical records: patients, studies, radiographs, predictions, reviews and the audit trail.
+
+Clinical rows are protected from deletion (on_delete=PROTECT) and duplicates are made impossible by
+constraints rather than by code paths. Writes go through radiology.services, reads through selectors.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, OrderBy, Q, Value
+from django.db.models.functions import Coalesce, Upper
+
+
+class Sex(models.TextChoices):
+    FEMALE = "F", "Female"
+    MALE = "M", "Male"
+    OTHER = "O", "Other"
+    UNKNOWN = "U", "Unknown"
+
+
+class BodyRegion(models.TextChoices):
+    HAND = "hand", "Hand"
+    WRIST = "wrist", "Wrist"
+    FOREARM = "forearm", "Forearm"
+    ELBOW = "elbow", "Elbow"
+    HUMERUS = "humerus", "Humerus"
+    SHOULDER = "shoulder", "Shoulder"
+    HIP = "hip", "Hip"
+    PELVIS = "pelvis", "Pelvis"
+    FEMUR = "femur", "Femur"
+    KNEE = "knee", "Knee"
+    LEG = "leg", "Leg"
+    ANKLE = "ankle", "Ankle"
+    FOOT = "foot", "Foot"
+    SPINE = "spine", "Spine"
+    OTHER = "other", "Other"
+
+
+class Label(models.TextChoices):
+    FRACTURED = "fractured", "Fractured"
+    NOT_FRACTURED = "not_fractured", "Not fractured"
+
+
+class Patient(models.Model):
+    mrn = models.CharField("medical record number", max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    date_of_birth = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes: ClassVar[list[models.Index]] = [
+            # The queue's search matches an MRN case-insensitively (UPPER(mrn) = UPPER(term)).
+            models.Index(Upper("mrn"), name="patient_mrn_upper_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mrn})"
+
+
+def queue_order() -> OrderBy:
+    """Most suspicious first, studies without a probability yet last: selectors.study_queue's order and
+    the leading column of the queue indexes, which must be the same expression to be used."""
+    # Probabilities lie in [0, 1] (a constraint), so -1 sorts after all of them.
+    return Coalesce("max_probability", Value(-1.0)).desc()
+
+
+class Study(models.Model):
+    class State(models.TextChoices):
+        """Where the study stands in the clinicians' work, kept in step by radiology.services.
+
+        Stored rather than computed so the queue (tens of thousands of studies) is one indexed query.
+        """
+
+        PROCESSING = "processing", "Processing"
+        AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+        REVIEWED = "reviewed", "Reviewed"
+        FAILED = "failed", "Failed"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    accession_number = models.CharField(max_length=64, unique=True)
+    body_region = models.CharField(max_length=16, choices=BodyRegion.choices)
+    clinical_notes = models.TextField(blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Triage summary, maintained by services.study_refresh_triage.
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PROCESSING)
+    max_probability = models.FloatField(null=True, blank=True)
+    radiograph_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+        indexes: ClassVar[list[models.Index]] = [
+            # The review queue, in the order selectors.study_queue reads it (most suspicious first,
+            # no probability last, then oldest), within one tab and across all of them: a page is read
+            # straight off the index instead of sorting every study. (COALESCE rather than NULLS LAST,
+            # which SQLite indexes cannot express.)
+            models.Index(F("state"), queue_order(), F("created_at"), F("id"), name="study_queue_idx"),
+            models.Index(queue_order(), F("created_at"), F("id"), name="study_queue_all_idx"),
+            # The Reviewed tab: most recently reviewed first.
+            models.Index(fields=["state", "-reviewed_at", "-id"], name="study_reviewed_idx"),
+            models.Index(Upper("accession_number"), name="study_accession_upper_idx"),
+            models.Index(fields=["created_at"], name="study_created_idx"),
+            models.Index(fields=["body_region", "created_at"], name="study_region_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.accession_number
+
+
+def radiograph_storage_name(instance: Radiograph, filename: str) -> str:
+    """A generated name: never the uploader's file name, which may hold identifiers or path tricks."""
+    extension = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}.get(instance.format, "bin")
+    return f"radiographs/{uuid.uuid4().hex}.{extension}"
+
+
+def heatmap_storage_name(instance: Prediction, filename: str) -> str:
+    return f"heatmaps/{uuid.uuid4().hex}.png"
+
+
+class Radiograph(models.Model):
+    class Format(models.TextChoices):
+        PNG = "PNG", "PNG"
+        JPEG = "JPEG", "JPEG"
+        DICOM = "DICOM", "DICOM"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PREDICTED = "predicted", "Predicted"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="radiographs")
+    position = models.PositiveSmallIntegerField(default=0)
+    image = models.FileField(upload_to=radiograph_storage_name, max_length=200)
+    original_filename = models.CharField(max_length=255)
+    format = models.CharField(max_length=8, choices=Format.choices)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    byte_size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    dicom_attributes = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    failure_message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["study", "position", "id"]
+        constraints: ClassVar[list[Any]] = [
+            # The same image twice in one study is a mistake, never two findings.
+            models.UniqueConstraint(fields=["study", "sha256"], name="radiograph_unique_image_per_study"),
+            models.CheckConstraint(
+                condition=Q(status="failed") | Q(failure_message=""),
+                name="radiograph_failure_message_only_when_failed",
+            ),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["status", "dispatched_at"], name="radiograph_sweep_idx"),
+            # The API's radiograph list: newest first (created_at, then id), read backwards.
+            models.Index(fields=["created_at", "id"], name="radiograph_newest_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Radiograph {self.pk} of {self.study_id}"
+
+
+class Prediction(models.Model):
+    radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="predictions")
+    model_version = models.CharField(max_length=100)
+    probability = models.FloatField()
+    label = models.CharField(max_length=16, choices=Label.choices)
+    threshold = models.FloatField()
+    heatmap = models.FileField(upload_to=heatmap_storage_name, max_length=200, blank=True)
+    inference_ms = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints: ClassVar[list[Any]] = [
+            models.UniqueConstraint(
+                fields=["radiograph", "model_version"], name="prediction_one_per_radiograph_and_model"
+            ),
+            models.CheckConstraint(
+                condition=Q(probability__gte=0.0) & Q(probability__lte=1.0),
+                name="prediction_probability_in_unit_interval",
+            ),
+            models.CheckConstraint(
+                condition=Q(threshold__gte=0.0) & Q(threshold__lte=1.0),
+                name="prediction_threshold_in_unit_interval",
+            ),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["model_version", "created_at"], name="prediction_version_idx"),
+            # A radiograph's current (newest) prediction and its label, from the index alone: the API's
+            # verdict filters look it up for every radiograph they consider.
+            models.Index(fields=["radiograph", "-created_at", "-id", "label"], name="prediction_current_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_label_display()} {self.probability:.2f} ({self.model_version})"
+
+
+class Review(models.Model):
+    class Decision(models.TextChoices):
+        CONFIRM = "confirm", "Confirm"
+        OVERRIDE = "override", "Override"
+
+    class Reason(models.TextChoices):
+        MISSED_FRACTURE = "missed_fracture", "Model missed a fracture"
+        FALSE_ALARM = "false_alarm", "No fracture where the model saw one"
+        OLD_FRACTURE = "old_fracture", "Old or healed fracture"
+        HARDWARE = "hardware", "Orthopaedic hardware misled the model"
+        IMAGE_QUALITY = "image_quality", "Image quality too poor to judge"
+        WRONG_REGION = "wrong_region", "Wrong body region or view"
+        OTHER = "other", "Other"
+
+    radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="reviews")
+    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    final_label = models.CharField(max_length=16, choices=Label.choices)
+    reason_code = models.CharField(max_length=20, choices=Reason.choices, blank=True)
+    reason_text = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints: ClassVar[list[Any]] = [
+            models.CheckConstraint(
+                condition=Q(decision="confirm") | ~Q(reason_code=""),
+                name="review_override_requires_reason",
+            ),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["radiograph", "-created_at"], name="review_latest_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} → {self.get_final_label_display()}"
+
+
+class AppendOnlyError(Exception):
+    """Raised on any attempt to change or delete an audit event."""
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError("Audit events cannot be changed")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit events cannot be deleted")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        raise AppendOnlyError("Audit events cannot be changed")
+
+    def update_or_create(self, *args: Any, **kwargs: Any) -> Any:
+        raise AppendOnlyError("Audit events cannot be changed")
+
+
+class AuditEvent(models.Model):
+    class Action(models.TextChoices):
+        STUDY_UPLOADED = "study.uploaded", "Study uploaded"
+        FILE_REJECTED = "file.rejected", "File rejected"
+        PREDICTION_STORED = "prediction.stored", "Prediction stored"
+        RADIOGRAPH_FAILED = "radiograph.failed", "Radiograph failed"
+        RADIOGRAPH_RESENT = "radiograph.resent", "Radiograph sent again"
+        REVIEW_SUBMITTED = "review.submitted", "Review submitted"
+        EXPORT = "export", "Export"
+        ACCESS_DENIED = "access.denied", "Access denied"
+        LOGIN_FAILED = "login.failed", "Login failed"
+        TOKEN_CREATED = "token.created", "API token created"
+        BATCH_SUBMITTED = "batch.submitted", "Batch submitted"
+
+    # Nullable: the worker and the sweep act as "the system"; anonymous requests are denied access.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Audit events cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit events cannot be deleted")
+
+
+# --- REST API bookkeeping --------------------------------------------------------------------------------
+
+
+class Batch(models.Model):
+    """Many studies submitted in one API request; its items say what became of each one."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reference = models.CharField(max_length=200, blank=True, help_text="The integrator's own label.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk}"
+
+
+class BatchItem(models.Model):
+    """One study of a batch: either created (with its study) or failed (with its errors, nothing written)."""
+
+    class Outcome(models.TextChoices):
+        CREATED = "created", "Created"
+        FAILED = "failed", "Failed"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField()
+    accession_number = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    study = models.OneToOneField(
+        Study, null=True, blank=True, on_delete=models.PROTECT, related_name="batch_item"
+    )
+    # [{"code", "message", "field"?, "file"?}]: files refused at ingest, or why nothing was created.
+    errors = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints: ClassVar[list[Any]] = [
+            models.UniqueConstraint(fields=["batch", "index"], name="batch_item_unique_index"),
+            models.CheckConstraint(
+                condition=Q(outcome="failed", study__isnull=True) | Q(outcome="created", study__isnull=False),
+                name="batch_item_study_only_when_created",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Item {self.index} of {self.batch_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a creating API request sent with an Idempotency-Key.
+
+    The unique (user, key) constraint is what makes a retry race-safe: of two concurrent requests with
+    the same key only one can insert its record and do the work; the other sees the record.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of method, path and the parsed body (file contents by digest): "the same request".
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    response_location = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints: ClassVar[list[Any]] = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_key_per_user"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["created_at"], name="idempotency_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.state})"

@@ -1,0 +1,24 @@
+"""The web pages. Every URL here is in the role matrix of tests/web/test_role_matrix.py, which walks this
+URL configuration: a new URL without an entry there fails the test."""
+
+from django.urls import path
+
+from radiology import views
+
+app_name = "radiology"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("queue/", views.queue, name="queue"),
+    path("queue/rows/", views.queue_rows, name="queue_rows"),
+    path("studies/new/", views.study_upload, name="study_upload"),
+    path("studies/inspect-dicom/", views.dicom_inspect, name="dicom_inspect"),
+    path("studies/<int:pk>/", views.study_detail, name="study_detail"),
+    path("studies/<int:pk>/status/", views.study_status, name="study_status"),
+    path("radiographs/<int:pk>/image/", views.radiograph_image, name="radiograph_image"),
+    path("radiographs/<int:pk>/review/", views.radiograph_review, name="radiograph_review"),
+    path("radiographs/<int:pk>/retry/", views.radiograph_retry, name="radiograph_retry"),
+    path("predictions/<int:pk>/heatmap/", views.heatmap_image, name="heatmap_image"),
+    path("audit/", views.audit_dashboard, name="audit_dashboard"),
+    path("audit/predictions.csv", views.prediction_export, name="prediction_export"),
+]

@@ -1,0 +1,82 @@
+"""The bad-input corpus through the API: each refused file is named in an RFC 9457 problem with its own
+code, each accepted one becomes a radiograph; hostile file names are neutralised, never stored as given."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from radiology.models import Radiograph, Study
+from tests.api.conftest import assert_problem, png_bytes, study_form, upload
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.django_db
+
+BAD = FIXTURES / "bad"
+MANIFEST: dict[str, dict[str, Any]] = json.loads((BAD / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_each_corpus_file_gets_its_answer(clinician_api: Any, name: str) -> None:
+    expected = MANIFEST[name]
+    response = clinician_api.post(
+        "/api/v1/studies", study_form(files=[upload(name, (BAD / name).read_bytes())]), format="multipart"
+    )
+    if expected["accept"]:
+        assert response.status_code == 201, response.content[:300]
+        assert response.json()["study"]["radiographs"][0]["original_filename"] == name
+        return
+    body = assert_problem(response, 422, "files_rejected")
+    assert body["errors"] == [
+        {"file": name, "code": expected["code"], "message": body["errors"][0]["message"]}
+    ]
+    assert expected["says"].lower() in body["errors"][0]["message"].lower()
+    assert not Study.objects.exists() and not Radiograph.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/passwd.png",
+        "C:\\Windows\\evil.png",
+        "nul\x00byte.png",
+        "x" * 1000 + ".png",
+        "\u202eevil.png",
+    ],
+)
+def test_hostile_file_names_are_neutralised(clinician_api: Any, name: str) -> None:
+    response = clinician_api.post(
+        "/api/v1/studies", study_form(files=[upload(name, png_bytes())]), format="multipart"
+    )
+    assert response.status_code in (201, 400, 422), response.content[:300]
+    if response.status_code == 201:
+        radiograph = Radiograph.objects.get()
+        assert "/" not in radiograph.original_filename and "\\" not in radiograph.original_filename
+        assert "\x00" not in radiograph.original_filename and len(radiograph.original_filename) <= 255
+        assert radiograph.image.name.startswith("radiographs/") and name not in radiograph.image.name
+    else:
+        assert response["Content-Type"] == "application/problem+json"
+        assert not Study.objects.exists()
+
+
+def test_a_part_named_dot_dot_is_not_taken_for_a_file(clinician_api: Any) -> None:
+    boundary = "b0undary"
+    fields = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in study_form().items()
+    )
+    part = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename=".."\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = clinician_api.post(
+        "/api/v1/studies", fields + part, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert response.status_code == 400 and response["Content-Type"] == "application/problem+json"
+    assert not Study.objects.exists()

@@ -1,0 +1,102 @@
+"""Exports (admins): one row per radiograph, its current prediction joined with its latest review."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+
+from radiology.models import AuditEvent, Label, Review
+from tests.api.conftest import assert_problem
+from tests.factories import PredictionFactory, RadiographFactory, ReviewFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rows(clinician: Any) -> dict[str, Any]:
+    reviewed = PredictionFactory(
+        label=Label.FRACTURED, probability=0.91, radiograph__study__accession_number="=HYPERLINK(1)"
+    )
+    ReviewFactory(prediction=reviewed, reviewer=clinician)
+    ReviewFactory(
+        prediction=reviewed,
+        reviewer=clinician,
+        decision=Review.Decision.OVERRIDE,
+        final_label=Label.NOT_FRACTURED,
+        reason_code=Review.Reason.HARDWARE,
+    )
+    queued = RadiographFactory(study__body_region="ankle")
+    return {"reviewed": reviewed, "queued": queued}
+
+
+def _csv(response: Any) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+def test_csv_joins_the_current_prediction_with_the_latest_review(
+    admin_api: Any, rows: dict[str, Any]
+) -> None:
+    response = admin_api.get("/api/v1/exports/results.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"].startswith('attachment; filename="fracture-review-results-')
+    first, second = _csv(response)
+    prediction = rows["reviewed"]
+    assert first["radiograph_id"] == str(prediction.radiograph_id)
+    assert first["prediction_id"] == str(prediction.pk)
+    assert first["probability"] == "0.91" and first["model_label"] == "fractured"
+    assert first["review_decision"] == "override" and first["review_final_label"] == "not_fractured"
+    assert first["review_reason_code"] == "hardware" and first["reviewer"] == "dr.ada"
+    assert first["accession_number"] == "'=HYPERLINK(1)", "a formula must not reach a spreadsheet"
+    assert (
+        second["radiograph_status"] == "queued" and second["probability"] == "" and second["reviewer"] == ""
+    )
+
+
+def test_json_has_the_same_rows(admin_api: Any, rows: dict[str, Any]) -> None:
+    response = admin_api.get("/api/v1/exports/results.json")
+    assert response["Content-Type"] == "application/json"
+    body = response.json() if hasattr(response, "json") and not response.streaming else None
+    import json
+
+    body = json.loads(b"".join(response.streaming_content))
+    assert body["count"] == 2
+    first, second = body["results"]
+    assert first["probability"] == 0.91 and first["review_final_label"] == "not_fractured"
+    assert first["accession_number"] == "=HYPERLINK(1)"  # JSON is data, not a spreadsheet
+    assert second["prediction_id"] is None and second["review_decision"] is None
+
+
+def test_exports_take_the_radiograph_filters_and_are_audited(
+    admin_api: Any, rows: dict[str, Any], admin: Any
+) -> None:
+    response = admin_api.get("/api/v1/exports/results.csv?body_region=ankle&status=queued")
+    assert [r["radiograph_id"] for r in _csv(response)] == [str(rows["queued"].pk)]
+    event = AuditEvent.objects.get(action=AuditEvent.Action.EXPORT)
+    assert event.actor == admin
+    assert event.details == {
+        "format": "csv",
+        "rows": 1,
+        "filters": {"body_region": ["ankle"], "status": ["queued"]},
+    }
+
+
+def test_invalid_export_filters_are_a_400_and_not_audited(admin_api: Any) -> None:
+    assert_problem(admin_api.get("/api/v1/exports/results.json?verdict=perhaps"), 400, "validation_error")
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.EXPORT).exists()
+
+
+def test_export_queries_stay_bounded(admin_api: Any, django_assert_max_num_queries: Any) -> None:
+    for _ in range(25):
+        ReviewFactory()
+    with django_assert_max_num_queries(9):
+        response = admin_api.get("/api/v1/exports/results.csv")
+        assert len(_csv(response)) == 25
+
+
+def test_clinicians_cannot_export(clinician_api: Any) -> None:
+    assert_problem(clinician_api.get("/api/v1/exports/results.csv"), 403, "permission_denied")
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.EXPORT).exists()

@@ -1,0 +1,230 @@
+"""Radiographs: list and filters, detail, the current prediction, image and heatmap bytes, reviews."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.utils import timezone
+
+from radiology.models import AuditEvent, Batch, BatchItem, Label, Radiograph, Review, Study
+from tests.api.conftest import assert_problem, png_bytes
+from tests.factories import PredictionFactory, RadiographFactory, ReviewFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def cast(clinician: Any) -> dict[str, Radiograph]:
+    """fractured (reviewed), clear (not fractured, an older model too), queued (ankle, old), failed."""
+    fractured = PredictionFactory(label=Label.FRACTURED, probability=0.9).radiograph
+    ReviewFactory(prediction=fractured.predictions.get(), reviewer=clinician)
+    clear = PredictionFactory(label=Label.FRACTURED, probability=0.8, model_version="old-model").radiograph
+    later = timezone.now() + dt.timedelta(seconds=5)
+    newer = PredictionFactory(
+        radiograph=clear, label=Label.NOT_FRACTURED, probability=0.1, model_version="new-model"
+    )
+    type(newer).objects.filter(pk=newer.pk).update(created_at=later)
+    queued = RadiographFactory(study__body_region="ankle")
+    Radiograph.objects.filter(pk=queued.pk).update(
+        created_at=timezone.make_aware(dt.datetime(2020, 1, 5, 12))
+    )
+    failed = RadiographFactory(status=Radiograph.Status.FAILED, failure_message="Unreadable.")
+    return {"fractured": fractured, "clear": clear, "queued": queued, "failed": failed}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"fractured", "clear", "queued", "failed"}),
+        ("status=queued", {"queued"}),
+        ("status=failed", {"failed"}),
+        ("verdict=fractured", {"fractured"}),  # clear's *current* prediction says not fractured
+        ("verdict=not_fractured", {"clear"}),
+        ("reviewed=true", {"fractured"}),
+        ("reviewed=false", {"clear", "queued", "failed"}),
+        ("body_region=ankle", {"queued"}),
+        ("created_before=2020-01-05", {"queued"}),
+        ("created_after=2020-01-06", {"fractured", "clear", "failed"}),
+        ("model_version=old-model", {"clear"}),
+    ],
+)
+def test_radiograph_filters(
+    clinician_api: Any, cast: dict[str, Radiograph], query: str, expected: set[str]
+) -> None:
+    names = {r.pk: name for name, r in cast.items()}
+    response = clinician_api.get(f"/api/v1/radiographs?{query}")
+    assert response.status_code == 200
+    assert {names[r["id"]] for r in response.json()["results"]} == expected
+
+
+def test_filter_by_study_and_batch(clinician_api: Any, cast: dict[str, Radiograph], clinician: Any) -> None:
+    batch = Batch.objects.create(submitted_by=clinician)
+    BatchItem.objects.create(batch=batch, index=0, outcome="created", study=cast["failed"].study)
+    by_batch = clinician_api.get(f"/api/v1/radiographs?batch={batch.pk}").json()["results"]
+    by_study = clinician_api.get(f"/api/v1/radiographs?study={cast['queued'].study_id}").json()["results"]
+    assert [r["id"] for r in by_batch] == [cast["failed"].pk]
+    assert [r["id"] for r in by_study] == [cast["queued"].pk]
+
+
+def test_list_shows_current_prediction_and_latest_review(
+    clinician_api: Any, cast: dict[str, Radiograph]
+) -> None:
+    rows = {r["id"]: r for r in clinician_api.get("/api/v1/radiographs").json()["results"]}
+    clear, fractured = rows[cast["clear"].pk], rows[cast["fractured"].pk]
+    assert clear["prediction"]["model_version"] == "new-model"
+    assert clear["prediction"]["label"] == "not_fractured"
+    assert clear["review"] is None
+    assert fractured["review"]["decision"] == "confirm"
+    assert fractured["review"]["reviewer"] == "dr.ada"
+    assert rows[cast["failed"].pk]["failure_message"] == "Unreadable."
+
+
+def test_list_queries_do_not_grow_with_rows(clinician_api: Any, django_assert_max_num_queries: Any) -> None:
+    for _ in range(40):
+        ReviewFactory()
+    with django_assert_max_num_queries(7):
+        response = clinician_api.get("/api/v1/radiographs?verdict=fractured&reviewed=true&page_size=100")
+    assert response.json()["count"] == 40
+
+
+def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
+    heatmap = png_bytes(200)
+    prediction = PredictionFactory(heatmap=ContentFile(heatmap, name="h.png"), threshold=0.42)
+    pk = prediction.radiograph_id
+
+    detail = clinician_api.get(f"/api/v1/radiographs/{pk}").json()
+    current = clinician_api.get(f"/api/v1/radiographs/{pk}/prediction").json()
+
+    assert detail["prediction"] == current
+    assert current == {
+        "id": prediction.pk,
+        "probability": 0.9,
+        "label": "fractured",
+        "threshold": 0.42,
+        "model_version": "test-model-1",
+        "created_at": current["created_at"],
+        "heatmap_url": f"http://testserver/api/v1/predictions/{prediction.pk}/heatmap",
+    }
+    response = clinician_api.get(current["heatmap_url"])
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert response.content == heatmap
+
+
+def test_prediction_of_a_queued_radiograph_is_a_404_saying_why(clinician_api: Any) -> None:
+    radiograph = RadiographFactory()
+    body = assert_problem(
+        clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}/prediction"), 404, "prediction_not_available"
+    )
+    assert body["radiograph_status"] == "queued"
+
+
+def test_image_returns_the_stored_bytes_whatever_the_accept_header(clinician_api: Any) -> None:
+    radiograph = RadiographFactory(format=Radiograph.Format.JPEG)
+    response = clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}/image", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/jpeg"
+    assert response.content == b"not-read-in-this-test"
+
+
+def test_missing_heatmap_and_image_are_404_problems(clinician_api: Any) -> None:
+    prediction = PredictionFactory()
+    assert_problem(clinician_api.get(f"/api/v1/predictions/{prediction.pk}/heatmap"), 404, "not_found")
+    radiograph = prediction.radiograph
+    radiograph.image.storage.delete(radiograph.image.name)
+    assert_problem(clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}/image"), 404, "not_found")
+
+
+# --- Reviews -------------------------------------------------------------------------------------------
+
+
+def test_confirm_records_a_review_and_updates_the_study(clinician_api: Any, clinician: Any) -> None:
+    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    response = clinician_api.post(
+        f"/api/v1/radiographs/{radiograph.pk}/reviews", {"decision": "confirm"}, format="json"
+    )
+    assert response.status_code == 201
+    review = Review.objects.get()
+    assert response.json()["id"] == review.pk
+    assert review.reviewer == clinician and review.final_label == Label.FRACTURED
+    radiograph.study.refresh_from_db()
+    assert radiograph.study.state == Study.State.REVIEWED
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.REVIEW_SUBMITTED).count() == 1
+
+
+def test_override_with_reason_then_list_newest_first(clinician_api: Any) -> None:
+    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    url = f"/api/v1/radiographs/{radiograph.pk}/reviews"
+    clinician_api.post(url, {"decision": "confirm"}, format="json")
+    response = clinician_api.post(
+        url, {"decision": "override", "reason_code": "old_fracture", "reason_text": "healed"}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["final_label"] == "not_fractured"
+    listed = clinician_api.get(url).json()
+    assert [r["decision"] for r in listed] == ["override", "confirm"]
+    assert (
+        clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}").json()["review"]["decision"] == "override"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ({"decision": "override"}, 422, "reason_required"),
+        ({"decision": "override", "reason_code": "other"}, 422, "reason_required"),
+        ({"decision": "confirm", "final_label": "not_fractured"}, 422, "confirm_label_mismatch"),
+        (
+            {"decision": "override", "final_label": "fractured", "reason_code": "other", "reason_text": "x"},
+            422,
+            "override_same_label",
+        ),
+        ({"decision": "maybe"}, 400, "validation_error"),
+        ({"decision": "override", "reason_code": "bored"}, 400, "validation_error"),
+        ({}, 400, "validation_error"),
+    ],
+)
+def test_inconsistent_reviews_are_refused(
+    clinician_api: Any, payload: dict[str, str], status: int, code: str
+) -> None:
+    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    response = clinician_api.post(f"/api/v1/radiographs/{radiograph.pk}/reviews", payload, format="json")
+    body = assert_problem(response, status, code)
+    assert body.get("errors"), "each refusal names its field"
+    assert Review.objects.count() == 0
+
+
+def test_reviewing_a_radiograph_without_prediction_is_a_409(clinician_api: Any) -> None:
+    radiograph = RadiographFactory()
+    response = clinician_api.post(
+        f"/api/v1/radiographs/{radiograph.pk}/reviews", {"decision": "confirm"}, format="json"
+    )
+    assert_problem(response, 409, "not_ready")
+    assert Review.objects.count() == 0
+
+
+def test_review_of_unknown_radiograph_is_a_404(clinician_api: Any) -> None:
+    assert_problem(
+        clinician_api.post("/api/v1/radiographs/424242/reviews", {"decision": "confirm"}, format="json"),
+        404,
+        "not_found",
+    )
+
+
+def test_review_body_must_be_json(clinician_api: Any) -> None:
+    radiograph = PredictionFactory().radiograph
+    response = clinician_api.post(
+        f"/api/v1/radiographs/{radiograph.pk}/reviews",
+        "decision=confirm",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert_problem(response, 415, "unsupported_media_type")
+    response = clinician_api.post(
+        f"/api/v1/radiographs/{radiograph.pk}/reviews", "{not json", content_type="application/json"
+    )
+    body = assert_problem(response, 400, "parse_error")
+    assert "Expecting" not in body["detail"], "the JSON decoder's own message stays on the server"
+    assert Review.objects.count() == 0

@@ -1,0 +1,115 @@
+"""classifier.models and classifier.layers: build, the CAM identity, TTA invariance, .keras round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from classifier.models import (  # noqa: E402
+    build_core,
+    core_of,
+    count_params,
+    lite0_core,
+    seed_core,
+    serving_model,
+    training_model,
+)
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.random((3, 64, 64, 1), dtype=np.float32)
+
+
+def test_the_seed_is_the_notebooks_cnn() -> None:
+    core = seed_core(128)
+    names = [type(layer).__name__ for layer in core.layers]
+    assert names[1:9] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    assert core.output_shape == (None, 1, 1, 1)
+
+
+def test_lite0_has_the_reference_size_and_a_cam_head() -> None:
+    core = lite0_core(224)
+    assert core.output_shape == (None, 7, 7, 1)
+    # 3.37 M backbone parameters (grey stem) + 1281 for the head; the ImageNet classifier is dropped.
+    assert 3_350_000 < count_params(core) < 3_450_000
+
+
+def test_the_serving_logit_is_the_mean_of_its_cam(batch: np.ndarray) -> None:
+    core = build_core("tiny", 64)
+    out = serving_model(core, tta="none").predict_on_batch(batch)
+    np.testing.assert_allclose(out["logit"][:, 0], out["cam"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    train_logit = training_model(core).predict_on_batch(batch)
+    np.testing.assert_allclose(train_logit, out["logit"], rtol=1e-5, atol=1e-6)
+
+
+def test_log_sum_exp_pooling_is_a_smooth_maximum_of_the_cam(batch: np.ndarray) -> None:
+    core = build_core("tiny", 64)
+    out = serving_model(core, tta="none", pooling="lse").predict_on_batch(batch)
+    cam = out["cam"].reshape(len(batch), -1).astype(np.float64)
+    expected = np.log(np.mean(np.exp(cam), axis=1))
+    np.testing.assert_allclose(out["logit"][:, 0], expected, rtol=1e-4, atol=1e-5)
+    # Between the mean and the maximum of the map, as a smooth maximum must be.
+    assert np.all(out["logit"][:, 0] >= cam.mean(axis=1) - 1e-5)
+    assert np.all(out["logit"][:, 0] <= cam.max(axis=1) + 1e-5)
+    train_logit = training_model(core, pooling="lse").predict_on_batch(batch)
+    np.testing.assert_allclose(train_logit, out["logit"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tta", ["flip", "dihedral"])
+def test_tta_makes_the_answer_invariant_to_its_views(batch: np.ndarray, tta: str) -> None:
+    model = serving_model(build_core("tiny", 64), tta=tta)
+    base = model.predict_on_batch(batch)
+    flipped = model.predict_on_batch(batch[:, :, ::-1].copy())
+    np.testing.assert_allclose(flipped["logit"], base["logit"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(flipped["cam"], base["cam"][:, :, ::-1], rtol=1e-4, atol=1e-5)
+    if tta == "dihedral":
+        rotated = model.predict_on_batch(np.rot90(batch, 1, axes=(1, 2)).copy())
+        np.testing.assert_allclose(rotated["logit"], base["logit"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            rotated["cam"], np.rot90(base["cam"], 1, axes=(1, 2)), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_tta_averages_the_views_of_the_plain_model(batch: np.ndarray) -> None:
+    core = build_core("tiny", 64)
+    plain = serving_model(core, tta="none")
+    flip = serving_model(core, tta="flip")
+    expected = (
+        plain.predict_on_batch(batch)["logit"] + plain.predict_on_batch(batch[:, :, ::-1].copy())["logit"]
+    ) / 2
+    np.testing.assert_allclose(flip.predict_on_batch(batch)["logit"], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "tta", "pooling"),
+    [("lite0", 64, "flip", "lse"), ("seed", 32, "dihedral", "mean"), ("tiny", 32, "none", "mean")],
+)
+def test_a_serving_model_round_trips_through_a_keras_file(
+    arch: str, size: int, tta: str, pooling: str, tmp_path: Path
+) -> None:
+    import classifier.layers  # noqa: F401
+
+    model = serving_model(build_core(arch, size), tta=tta, pooling=pooling)
+    x = np.random.default_rng(1).random((2, size, size, 1), dtype=np.float32)
+    before = model.predict_on_batch(x)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False, safe_mode=True)
+    after = loaded.predict_on_batch(x)
+    for key in ("logit", "cam"):
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
+    assert core_of(loaded).name == core_of(model).name

@@ -1,0 +1,166 @@
+"""classifier.predict: the Predictor contract and the command line, on the tiny artifact and real images."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier.card import CardError, read_card, write_card
+from classifier.predict import ImagePrediction, Predictor, default_model_path
+from classifier.preprocessing import decode_grayscale
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_artifact: Path) -> Predictor:
+    return Predictor.load(tiny_artifact)
+
+
+@pytest.fixture(scope="module")
+def grays(fixture_bytes: dict[str, bytes]) -> list[np.ndarray]:
+    return [decode_grayscale(data) for data in fixture_bytes.values()]
+
+
+def test_it_loads_a_directory_with_its_card(predictor: Predictor, tiny_artifact: Path) -> None:
+    assert predictor.version == "tiny-test"
+    assert predictor.class_names == ("not_fractured", "fractured")
+    assert 0.0 <= predictor.threshold <= 1.0
+    assert predictor.card == read_card(tiny_artifact / "card.json")
+
+
+def test_it_loads_a_keras_file_with_the_card_beside_it(tiny_artifact: Path) -> None:
+    assert Predictor.load(tiny_artifact / "model.keras").version == "tiny-test"
+
+
+def test_it_refuses_a_model_without_a_card(tiny_artifact: Path, tmp_path: Path) -> None:
+    shutil.copy(tiny_artifact / "model.keras", tmp_path / "model.keras")
+    with pytest.raises(CardError, match="card"):
+        Predictor.load(tmp_path)
+
+
+def test_it_refuses_a_card_for_another_input_size(tiny_artifact: Path, tmp_path: Path) -> None:
+    shutil.copy(tiny_artifact / "model.keras", tmp_path / "model.keras")
+    card = read_card(tiny_artifact / "card.json")
+    card["input"]["size"] = 64
+    write_card(card, tmp_path / "card.json")
+    with pytest.raises(CardError, match="input"):
+        Predictor.load(tmp_path)
+
+
+def test_the_tiny_artifact_loads_and_predicts_in_well_under_a_second(
+    tiny_artifact: Path, grays: list[np.ndarray]
+) -> None:
+    started = time.perf_counter()
+    Predictor.load(tiny_artifact).predict(grays[:2])
+    assert time.perf_counter() - started < 1.5  # generous for a loaded CI machine
+
+
+def test_it_predicts_one_result_per_image_in_order(predictor: Predictor, grays: list[np.ndarray]) -> None:
+    results = predictor.predict(grays)
+    assert len(results) == len(grays)
+    for gray, result in zip(grays, results, strict=True):
+        assert isinstance(result, ImagePrediction)
+        assert 0.0 <= result.probability <= 1.0
+        assert result.label == ("fractured" if result.probability >= predictor.threshold else "not_fractured")
+        assert result.heatmap is not None and result.heatmap.dtype == np.float32
+        assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+        h, w = result.heatmap.shape
+        assert abs(w / h - gray.shape[1] / gray.shape[0]) < 0.1  # the original's aspect, no padding
+
+
+def test_a_batch_gives_the_same_answers_as_single_images(
+    predictor: Predictor, grays: list[np.ndarray]
+) -> None:
+    batch = predictor.predict(grays)
+    for gray, together in zip(grays, batch, strict=True):
+        alone = predictor.predict([gray])[0]
+        assert alone.probability == pytest.approx(together.probability, abs=1e-5)
+        assert alone.heatmap is not None and together.heatmap is not None
+        np.testing.assert_allclose(alone.heatmap, together.heatmap, atol=1e-4)
+
+
+def test_it_can_skip_heatmaps_and_empty_batches(predictor: Predictor, grays: list[np.ndarray]) -> None:
+    assert predictor.predict([]) == []
+    assert all(r.heatmap is None for r in predictor.predict(grays[:2], heatmaps=False))
+
+
+def test_it_applies_the_cards_calibration_and_threshold(
+    tiny_artifact: Path, tmp_path: Path, grays: list
+) -> None:
+    shutil.copy(tiny_artifact / "model.keras", tmp_path / "model.keras")
+    card = read_card(tiny_artifact / "card.json")
+    card["calibration"] = {"method": "platt", "a": 0.0, "b": 2.0}  # every image -> sigmoid(2) = 0.881
+    card["threshold"] = 0.9
+    write_card(card, tmp_path / "card.json")
+    results = Predictor.load(tmp_path).predict(grays[:3])
+    assert all(r.probability == pytest.approx(0.8808, abs=1e-4) for r in results)
+    assert all(r.label == "not_fractured" for r in results)
+
+
+def test_the_default_model_lives_in_models() -> None:
+    path = default_model_path()
+    assert path.parent == ROOT / "models"
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.predict", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_the_command_line_prints_one_json_object_per_image(
+    tiny_artifact: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    images = [
+        fixtures_dir / "kaggle_fractured_1.jpg",
+        fixtures_dir / "fracatlas_not_fractured_IMG0000263.jpg",
+    ]
+    result = _run_cli("--model", str(tiny_artifact), "--heatmaps", str(tmp_path), *map(str, images))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(p) for p in images]
+    for record in records:
+        assert record["model_version"] == "tiny-test"
+        assert record["label"] in ("fractured", "not_fractured")
+        assert 0.0 <= record["probability"] <= 1.0
+        assert Path(record["heatmap"]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_command_line_reports_an_unreadable_image_and_carries_on(
+    tiny_artifact: Path, fixtures_dir: Path
+) -> None:
+    result = _run_cli(
+        "--model",
+        str(tiny_artifact),
+        str(fixtures_dir / "kaggle_truncated.jpg"),
+        str(fixtures_dir / "kaggle_fractured_1.jpg"),
+    )
+    assert result.returncode == 1
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert "truncated" in first["error"] and "probability" not in first
+    assert second["model_version"] == "tiny-test"
+
+
+@pytest.mark.skipif(not (default_model_path() / "model.keras").exists(), reason="no shipped model yet")
+def test_the_shipped_model_predicts_the_fixtures(fixtures_dir: Path, labelled: dict) -> None:
+    result = _run_cli(*(str(fixtures_dir / name) for name in labelled))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == len(labelled)
+    card = read_card(default_model_path() / "card.json")
+    assert all(r["model_version"] == card["version"] for r in records)

@@ -1,0 +1,107 @@
+"""factory_boy factories for the clinical records (they bypass services: for arranging state in tests)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
+
+from radiology.models import AuditEvent, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
+from radiology.roles import ADMIN_GROUP, CLINICIAN_GROUP
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True  # the hooks only add groups, which need no save
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("correct-horse-battery")
+
+    @factory.post_generation
+    def groups(self, create: bool, extracted: list[str] | None, **kwargs: object) -> None:
+        for name in extracted or []:
+            self.groups.add(Group.objects.get_or_create(name=name)[0])
+
+
+class ClinicianFactory(UserFactory):
+    @factory.post_generation
+    def clinician_role(self, create: bool, extracted: object, **kwargs: object) -> None:
+        self.groups.add(Group.objects.get_or_create(name=CLINICIAN_GROUP)[0])
+
+
+class AdminFactory(UserFactory):
+    is_staff = True
+
+    @factory.post_generation
+    def admin_role(self, create: bool, extracted: object, **kwargs: object) -> None:
+        self.groups.add(Group.objects.get_or_create(name=ADMIN_GROUP)[0])
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+
+    mrn = factory.Sequence(lambda n: f"MRN{n:06d}")
+    name = factory.Faker("name")
+
+
+class StudyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Study
+
+    patient = factory.SubFactory(PatientFactory)
+    accession_number = factory.Sequence(lambda n: f"ACC{n:07d}")
+    body_region = BodyRegion.WRIST
+    uploaded_by = factory.SubFactory(ClinicianFactory)
+    radiograph_count = 1
+
+
+class RadiographFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Radiograph
+
+    study = factory.SubFactory(StudyFactory)
+    original_filename = factory.Sequence(lambda n: f"image{n}.png")
+    format = Radiograph.Format.PNG
+    sha256 = factory.Sequence(lambda n: hashlib.sha256(str(n).encode()).hexdigest())
+    byte_size = 100
+    width = 224
+    height = 224
+    image = factory.LazyFunction(lambda: ContentFile(b"not-read-in-this-test", name="image.png"))
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prediction
+
+    radiograph = factory.SubFactory(RadiographFactory, status=Radiograph.Status.PREDICTED)
+    model_version = "test-model-1"
+    probability = 0.9
+    label = Label.FRACTURED
+    threshold = 0.5
+    inference_ms = 12.0
+
+
+class ReviewFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Review
+
+    prediction = factory.SubFactory(PredictionFactory)
+    radiograph = factory.SelfAttribute("prediction.radiograph")
+    reviewer = factory.SubFactory(ClinicianFactory)
+    decision = Review.Decision.CONFIRM
+    final_label = factory.SelfAttribute("prediction.label")
+
+
+class AuditEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AuditEvent
+
+    action = AuditEvent.Action.STUDY_UPLOADED
+    target_type = "study"
+    target_id = "1"

@@ -1,0 +1,38 @@
+"""generate_scale_data: a synthetic workload that the application itself would have produced."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from radiology import services
+from radiology.models import Patient, Prediction, Radiograph, Review, Study
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_creates_consistent_studies_in_every_state() -> None:
+    call_command("generate_scale_data", studies=60, radiographs_per_study=3, seed=1, verbosity=0)
+    studies = list(Study.objects.filter(accession_number__startswith="SYN-"))
+    assert len(studies) == 60
+    assert Radiograph.objects.count() == 180
+    assert {s.state for s in studies} == set(Study.State.values)
+    assert Patient.objects.filter(name__startswith="Synthetic").count() == 40
+    assert Prediction.objects.values("model_version").distinct().count() > 1
+    assert Review.objects.filter(decision=Review.Decision.OVERRIDE).exclude(reason_code="").exists()
+    # Every study's triage summary is what the service computes from its radiographs.
+    generated = {s.pk: (s.state, s.max_probability, s.failed_count, s.reviewed_at is None) for s in studies}
+    services.studies_refresh_triage(study_ids=list(generated))
+    for study in Study.objects.filter(pk__in=generated):
+        assert (
+            study.state,
+            study.max_probability,
+            study.failed_count,
+            study.reviewed_at is None,
+        ) == generated[study.pk]
+
+
+def test_it_refuses_to_add_the_same_prefix_twice() -> None:
+    call_command("generate_scale_data", studies=2, verbosity=0)
+    with pytest.raises(CommandError, match="prefix"):
+        call_command("generate_scale_data", studies=2, verbosity=0)

@@ -1,0 +1,138 @@
+"""The audit dashboard and the CSV export: figures per model version that an auditor can check by hand."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from radiology import selectors, services
+from radiology.models import AuditEvent, Radiograph
+from tests.web.conftest import MakeStudy
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = reverse("radiology:audit_dashboard")
+EXPORT = reverse("radiology:prediction_export")
+
+
+@pytest.fixture
+def reviewed(make_study: MakeStudy, clinician: Any) -> None:
+    """Model v1: 3 true positives, 1 missed fracture, 1 false alarm, 2 true negatives, 1 unreviewed.
+    Model v2: 1 true positive. One v1 radiograph was reviewed twice: only the latest review counts."""
+    for _ in range(3):
+        make_study(probabilities=[0.9], reviews=[("confirm",)], model_version="v1")
+    make_study(
+        probabilities=[0.2], reviews=[("override", "fractured", "missed_fracture")], model_version="v1"
+    )
+    make_study(probabilities=[0.8], reviews=[("override", "not_fractured", "hardware")], model_version="v1")
+    twice = make_study(probabilities=[0.1], reviews=[("override", "fractured", "other")], model_version="v1")
+    services.review_submit(radiograph_id=twice.radiographs.get().pk, reviewer=clinician, decision="confirm")
+    make_study(probabilities=[0.3], reviews=[("confirm",)], model_version="v1")
+    make_study(probabilities=[0.6], model_version="v1")
+    make_study(probabilities=[0.7], reviews=[("confirm",)], model_version="v2")
+
+
+def test_per_version_confusion_matrix_sensitivity_and_specificity(admin: Any, reviewed: None) -> None:
+    versions = {v.model_version: v for v in selectors.audit_model_versions(user=admin)}
+    v1 = versions["v1"]
+    assert v1.predictions == 8 and v1.reviewed == 7
+    assert (v1.true_positives, v1.false_negatives, v1.false_positives, v1.true_negatives) == (3, 1, 1, 2)
+    assert v1.sensitivity.value == pytest.approx(3 / 4)
+    assert v1.specificity.value == pytest.approx(2 / 3)
+    assert v1.agreement.value == pytest.approx(5 / 7)
+    low, high = v1.sensitivity.interval or (0, 0)
+    assert 0.25 < low < 0.75 < high < 1.0
+    assert [(code, count) for code, _, count in v1.override_reasons] == [
+        ("missed_fracture", 1),
+        ("hardware", 1),
+    ]
+    assert versions["v2"].reviewed == 1 and versions["v2"].sensitivity.value == 1.0
+    assert versions["v2"].specificity.value is None
+
+
+def test_agreement_over_time_counts_standing_reviews(admin: Any, reviewed: None) -> None:
+    points = {p.model_version: p for p in selectors.audit_agreement_by_day(user=admin)}
+    assert (points["v1"].reviewed, points["v1"].agreed) == (7, 5)
+    assert (points["v2"].reviewed, points["v2"].agreed) == (1, 1)
+
+
+def test_dashboard_shows_the_figures_the_chart_and_the_latest_reviews(
+    admin_client_: Client, reviewed: None
+) -> None:
+    page = admin_client_.get(DASHBOARD).content.decode()
+    assert "Model v1" in page and "Model v2" in page
+    assert "75 %" in page and "67 %" in page  # sensitivity and specificity of v1
+    assert "Orthopaedic hardware misled the model" in page
+    assert '<svg class="chart"' in page and "<polyline" in page
+    assert page.count("data-review=") == 9
+    assert "style=" not in page  # the CSP forbids inline styles; charts use classes and attributes
+
+
+def test_dashboard_filters_by_date(admin_client_: Client, reviewed: None) -> None:
+    page = admin_client_.get(DASHBOARD, {"date_from": "2001-01-01", "date_to": "2001-01-31"}).content.decode()
+    assert "No predictions in this period" in page
+
+
+def test_dashboard_is_for_admins_only(clinician_client: Client, clinician: Any) -> None:
+    assert clinician_client.get(DASHBOARD).status_code == 403
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.ACCESS_DENIED, actor=clinician).exists()
+    assert selectors.audit_model_versions(user=clinician) == []
+
+
+def test_dashboard_queries_are_bounded(
+    admin_client_: Client, reviewed: None, django_assert_max_num_queries: Any
+) -> None:
+    # session, user, groups; versions, override reasons, agreement by day, latest reviews; session save
+    with django_assert_max_num_queries(10):
+        assert admin_client_.get(DASHBOARD).status_code == 200
+
+
+def _csv(response: Any) -> list[dict[str, str]]:
+    content = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(content)))
+
+
+def test_export_joins_each_prediction_with_its_latest_review_and_is_audited(
+    admin_client_: Client, admin: Any, reviewed: None
+) -> None:
+    response = admin_client_.get(EXPORT)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = _csv(response)
+    assert len(rows) == 9
+    twice = next(r for r in rows if r["review_count"] == "2")
+    assert (twice["review_decision"], twice["review_final_label"], twice["agrees_with_model"]) == (
+        "confirm",
+        "not_fractured",
+        "yes",
+    )
+    unreviewed = next(r for r in rows if r["review_count"] == "0")
+    assert unreviewed["review_decision"] == "" and unreviewed["agrees_with_model"] == ""
+    event = AuditEvent.objects.get(action=AuditEvent.Action.EXPORT)
+    assert event.actor == admin and event.details["rows"] == 9
+
+
+def test_export_for_one_model_version(admin_client_: Client, reviewed: None) -> None:
+    rows = _csv(admin_client_.get(EXPORT, {"model_version": "v2"}))
+    assert [r["model_version"] for r in rows] == ["v2"]
+
+
+def test_export_neutralises_spreadsheet_formulas(
+    admin_client_: Client, make_study: MakeStudy, clinician: Any
+) -> None:
+    study = make_study(probabilities=[0.9])
+    services.review_submit(
+        radiograph_id=Radiograph.objects.get(study=study).pk,
+        reviewer=clinician,
+        decision="override",
+        reason_code="other",
+        reason_text='=HYPERLINK("http://example.invalid")',
+    )
+    rows = _csv(admin_client_.get(EXPORT))
+    assert rows[0]["review_reason_text"].startswith("'=")

@@ -1,0 +1,28 @@
+"""The Celery application, configured from Django settings (CELERY_* names)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("fracture_review")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["worker"], related_name="tasks")
+
+
+def _ensure_embedded_broker_folders() -> None:
+    """The file-based embedded broker needs its folders before the first message is sent."""
+    from pathlib import Path
+
+    options = app.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        folder = options.get(key)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+if str(app.conf.broker_url or "").startswith("filesystem://"):
+    _ensure_embedded_broker_folders()
