@@ -156,7 +156,6 @@ def test_the_command_line_reports_an_unreadable_image_and_carries_on(
     assert second["model_version"] == "tiny-test"
 
 
-@pytest.mark.skipif(not (default_model_path() / "model.keras").exists(), reason="no shipped model yet")
 def test_the_shipped_model_predicts_the_fixtures(fixtures_dir: Path, labelled: dict) -> None:
     result = _run_cli(*(str(fixtures_dir / name) for name in labelled))
     assert result.returncode == 0, result.stderr
@@ -164,3 +163,13 @@ def test_the_shipped_model_predicts_the_fixtures(fixtures_dir: Path, labelled: d
     assert len(records) == len(labelled)
     card = read_card(default_model_path() / "card.json")
     assert all(r["model_version"] == card["version"] for r in records)
+    by_name = {Path(r["path"]).name: r for r in records}
+    for record in records:
+        assert 0.0 <= record["probability"] <= 1.0
+        expected = "fractured" if record["probability"] >= card["threshold"] else "not_fractured"
+        assert record["label"] == expected
+    # The shipped model must tell the Kaggle fixtures apart: every fractured one above every intact one.
+    kaggle = {name: label for name, (source, label) in labelled.items() if source == "kaggle"}
+    fractured = [by_name[n]["probability"] for n, label in kaggle.items() if label == "fractured"]
+    intact = [by_name[n]["probability"] for n, label in kaggle.items() if label != "fractured"]
+    assert fractured and intact and min(fractured) > max(intact)
