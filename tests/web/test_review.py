@@ -32,6 +32,7 @@ def test_the_page_shows_verdict_threshold_and_model_version(
     assert "Fracture likely — 0.93" in page
     assert "operating threshold 0.42" in page
     assert "Model lite0-2026.11" in page
+    assert "not validated for locating a fracture" in page  # the heatmap's known weakness, stated
     prediction = Prediction.objects.get(radiograph__study=study)
     assert reverse("radiology:heatmap_image", args=[prediction.pk]) in page
     assert 'id="viewer"' in page and 'data-action="heatmap"' in page and 'data-action="invert"' in page
