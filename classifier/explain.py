@@ -16,15 +16,22 @@ import numpy as np
 from classifier.preprocessing import Letterbox, unletterbox
 
 __all__ = [
+    "OVERLAY_LONGEST_SIDE",
     "cam_to_heatmap",
     "heatmap_to_png",
+    "heatmap_to_stored_png",
     "normalise_map",
     "overlay",
+    "overlay_size",
     "peak",
     "pointing_hit",
+    "stored_to_overlay_png",
 ]
 
 MAX_PNG_SIDE = 16384
+# The overlay drawn over a radiograph: the map has the model's resolution (about 7 x 7 cells at 224 px),
+# so a longer side would only add pixels, not detail.
+OVERLAY_LONGEST_SIDE = 512
 _LOW, _HIGH = 0.25, 0.75  # below _LOW fully transparent, above _HIGH fully opaque
 
 
@@ -134,3 +141,43 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, *, opacity: float = 0.5) -> n
     alpha = rgba[..., 3:4] / 255.0 * float(opacity)
     base = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
     return np.clip(base * (1 - alpha) + rgba[..., :3] * alpha, 0, 255).astype(np.uint8)
+
+
+def overlay_size(width: int, height: int, longest: int = OVERLAY_LONGEST_SIDE) -> tuple[int, int]:
+    """The overlay's size for a radiograph of (width, height): its aspect ratio, at most ``longest``."""
+    scale = min(1.0, longest / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def heatmap_to_stored_png(heatmap: np.ndarray) -> bytes:
+    """The heatmap as it is stored: its levels as an 8-bit greyscale PNG at the map's own resolution.
+
+    About 10 KB and 0.4 ms, against about 100 KB and 5 ms for the coloured overlay at 512 px; colouring and
+    scaling happen when it is viewed (``stored_to_overlay_png``), off the worker's path.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2 or heatmap.size == 0:
+        raise ValueError(f"expected a non-empty 2-D heatmap, got shape {heatmap.shape}")
+    heatmap = np.clip(np.nan_to_num(heatmap, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    ok, encoded = cv2.imencode(".png", cv2.convertScaleAbs(heatmap, alpha=255.0), _PNG_PARAMS)
+    if not ok:
+        raise ValueError("could not encode the heatmap as PNG")
+    return encoded.tobytes()
+
+
+def stored_to_overlay_png(data: bytes, width: int, height: int) -> bytes:
+    """A stored heatmap -> the RGBA overlay PNG the viewer draws over a (width, height) radiograph.
+
+    Greyscale levels (``heatmap_to_stored_png``) are coloured and scaled; an overlay stored whole (RGBA)
+    is returned as it is. Raises ValueError for bytes that are not such a PNG.
+    """
+    stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if stored is None:
+        raise ValueError("the stored heatmap is not a readable PNG")
+    if stored.ndim == 3 and stored.shape[2] == 4:
+        return data
+    if stored.ndim == 3:
+        stored = cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY)
+    if stored.dtype != np.uint8:
+        raise ValueError(f"the stored heatmap has an unexpected depth ({stored.dtype})")
+    return heatmap_to_png(stored.astype(np.float32) / 255.0, *overlay_size(width, height))

@@ -39,15 +39,22 @@ def apply_view(x: Any, view: tuple[str, ...], *, inverse: bool = False) -> Any:
     return x
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class TTAExpand(keras.layers.Layer):
-    """(N, H, W, C) -> (K*N, H, W, C): the K views of every image, view-major."""
+class _TTALayer(keras.layers.Layer):
+    """A layer configured by one test-time augmentation mode (a key of TTA_VIEWS)."""
 
     def __init__(self, mode: str = "none", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if mode not in TTA_VIEWS:
             raise ValueError(f"unknown TTA mode {mode!r}; expected one of {sorted(TTA_VIEWS)}")
         self.mode = mode
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TTAExpand(_TTALayer):
+    """(N, H, W, C) -> (K*N, H, W, C): the K views of every image, view-major."""
 
     def call(self, x: Any) -> Any:
         views = TTA_VIEWS[self.mode]
@@ -60,19 +67,10 @@ class TTAExpand(keras.layers.Layer):
         k = len(TTA_VIEWS[self.mode])
         return (None if batch is None else batch * k, *input_shape[1:])
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mode": self.mode}
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TTAMerge(keras.layers.Layer):
+class TTAMerge(_TTALayer):
     """(K*N, h, w, C) maps of the K views -> (N, h, w, C): each mapped back to the original, averaged."""
-
-    def __init__(self, mode: str = "none", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if mode not in TTA_VIEWS:
-            raise ValueError(f"unknown TTA mode {mode!r}; expected one of {sorted(TTA_VIEWS)}")
-        self.mode = mode
 
     def call(self, x: Any) -> Any:
         views = TTA_VIEWS[self.mode]
@@ -88,9 +86,6 @@ class TTAMerge(keras.layers.Layer):
         batch = input_shape[0]
         k = len(TTA_VIEWS[self.mode])
         return (None if batch is None else batch // k, *input_shape[1:])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mode": self.mode}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -92,6 +92,33 @@ def radiograph_current_prediction(radiograph: Radiograph) -> Prediction | None:
     return max(predictions, key=lambda p: (p.created_at, p.pk))
 
 
+class HeatmapUnavailable(Exception):
+    """The prediction has no heatmap, or its stored file is missing or unreadable (the message says)."""
+
+
+def prediction_heatmap_overlay(*, user: Any, pk: int) -> bytes:
+    """The RGBA overlay PNG of a prediction the user may see, drawn from its stored heatmap levels.
+
+    Raises Prediction.DoesNotExist when the user may not see it, HeatmapUnavailable when there is none.
+    """
+    from classifier.explain import stored_to_overlay_png
+
+    prediction = Prediction.objects.select_related("radiograph").get(
+        pk=pk, radiograph__in=radiograph_queryset_for(user)
+    )
+    if not prediction.heatmap:
+        raise HeatmapUnavailable("This prediction has no heatmap.")
+    try:
+        with prediction.heatmap.open("rb") as handle:
+            stored = handle.read()
+        radiograph = prediction.radiograph
+        return stored_to_overlay_png(stored, radiograph.width, radiograph.height)
+    except FileNotFoundError:
+        raise HeatmapUnavailable("The stored heatmap is missing.") from None
+    except ValueError:
+        raise HeatmapUnavailable("The stored heatmap cannot be read.") from None
+
+
 def radiograph_latest_review(radiograph: Radiograph) -> Review | None:
     reviews = list(radiograph.reviews.all())
     if not reviews:

@@ -291,15 +291,11 @@ def radiograph_image(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def heatmap_image(request: HttpRequest, pk: int) -> HttpResponse:
     try:
-        prediction = Prediction.objects.select_related("radiograph").get(
-            pk=pk, radiograph__in=selectors.radiograph_queryset_for(request.user)
-        )
+        content = selectors.prediction_heatmap_overlay(user=request.user, pk=pk)
     except Prediction.DoesNotExist:
         raise Http404("No such heatmap") from None
-    if not prediction.heatmap:
-        raise Http404("This prediction has no heatmap")
-    with prediction.heatmap.open("rb") as handle:
-        content = handle.read()
+    except selectors.HeatmapUnavailable as error:
+        raise Http404(str(error)) from None
     return _image_response(content, "image/png", hashlib.sha256(content).hexdigest()[:32])
 
 

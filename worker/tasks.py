@@ -38,7 +38,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
-HEATMAP_LONGEST_SIDE = 512
 MAX_RETRIES = 5
 
 
@@ -139,8 +138,6 @@ class ClassifierTask(DjangoTask):
 @dataclass
 class _Work:
     radiograph_id: int
-    width: int
-    height: int
     pixels: Any
 
 
@@ -187,7 +184,7 @@ def classify_radiograph(self: ClassifierTask, radiograph_id: int) -> None:
 
 
 def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseClock) -> None:
-    from classifier.explain import heatmap_to_png
+    from classifier.explain import heatmap_to_stored_png
     from classifier.preprocessing import UnreadableImageError, decode_grayscale
     from radiology import services
     from radiology.models import Radiograph
@@ -215,7 +212,7 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
         except UnreadableImageError as exc:
             services.radiograph_fail(radiograph_id=radiograph.pk, message=str(exc))
             continue
-        work.append(_Work(radiograph.pk, radiograph.width, radiograph.height, pixels))
+        work.append(_Work(radiograph.pk, pixels))
     if not work:
         return
 
@@ -226,9 +223,8 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
     for item, result in zip(work, results, strict=True):
         heatmap_png = None
         if result.heatmap is not None:
-            with clock("heatmap"):
-                width, height = _fit(item.width, item.height, HEATMAP_LONGEST_SIDE)
-                heatmap_png = heatmap_to_png(result.heatmap, width, height)
+            with clock("heatmap"):  # its levels only: coloured when viewed
+                heatmap_png = heatmap_to_stored_png(result.heatmap)
         stored.append(
             services.PredictionResult(
                 radiograph_id=item.radiograph_id,
@@ -304,11 +300,6 @@ class _PhaseClock:
         total = (time.perf_counter() - self.started) * 1000
         phases = ", ".join(f"{name} {ms:.1f}" for name, ms in self.ms.items())
         return f"{total:.1f} ms: {phases}"
-
-
-def _fit(width: int, height: int, longest: int) -> tuple[int, int]:
-    scale = min(1.0, longest / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _backoff(retries: int) -> int:

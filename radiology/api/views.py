@@ -284,19 +284,12 @@ class PredictionHeatmapApi(ApiView):
     @docs.prediction_heatmap
     def get(self, request: Request, pk: int) -> HttpResponse:
         try:
-            prediction = Prediction.objects.get(
-                pk=pk, radiograph__in=selectors.radiograph_queryset_for(request.user)
-            )
+            content = selectors.prediction_heatmap_overlay(user=request.user, pk=pk)
         except Prediction.DoesNotExist:
             raise Problem("not_found", "No such prediction.", status_code=404) from None
-        if not prediction.heatmap:
-            raise Problem("not_found", "This prediction has no heatmap.", status_code=404)
-        try:
-            with prediction.heatmap.open("rb") as handle:
-                content = handle.read()
-        except FileNotFoundError:
-            raise Problem("not_found", "The stored heatmap is missing.", status_code=404) from None
-        return _binary(content, "image/png", f"heatmap-{prediction.pk}")
+        except selectors.HeatmapUnavailable as error:
+            raise Problem("not_found", str(error), status_code=404) from None
+        return _binary(content, "image/png", f"heatmap-{pk}")
 
 
 # --- Batches -------------------------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
 from django.utils import timezone
+from PIL import Image
 
 from radiology.models import AuditEvent, Batch, BatchItem, Label, Radiograph, Review, Study
 from tests.api.conftest import assert_problem, png_bytes
@@ -91,8 +93,10 @@ def test_list_queries_do_not_grow_with_rows(clinician_api: Any, django_assert_ma
 
 
 def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
-    heatmap = png_bytes(200)
+    heatmap = png_bytes(200)  # stored levels, as the worker writes them
     prediction = PredictionFactory(heatmap=ContentFile(heatmap, name="h.png"), threshold=0.42)
+    prediction.radiograph.width, prediction.radiograph.height = 1024, 768
+    prediction.radiograph.save(update_fields=["width", "height"])
     pk = prediction.radiograph_id
 
     detail = clinician_api.get(f"/api/v1/radiographs/{pk}").json()
@@ -111,7 +115,14 @@ def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
     response = clinician_api.get(current["heatmap_url"])
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
-    assert response.content == heatmap
+    overlay = Image.open(io.BytesIO(response.content))
+    assert overlay.mode == "RGBA" and overlay.size == (512, 384)  # coloured, the radiograph's aspect
+
+
+def test_an_unreadable_stored_heatmap_is_a_404_problem_not_a_crash(clinician_api: Any) -> None:
+    prediction = PredictionFactory(heatmap=ContentFile(b"\x89PNG\r\n\x1a\n-cut-short", name="h.png"))
+    body = assert_problem(clinician_api.get(f"/api/v1/predictions/{prediction.pk}/heatmap"), 404, "not_found")
+    assert "cannot be read" in body["detail"]
 
 
 def test_prediction_of_a_queued_radiograph_is_a_404_saying_why(clinician_api: Any) -> None:

@@ -66,17 +66,21 @@ def open_page(chromium: Any) -> Iterator[Any]:
         watched = Watched(page)
         page.on(
             "console",
-            lambda m: watched.problems.append(f"console {m.type} on {page.url}: {m.text}")
-            if m.type in ("error", "warning")
-            else None,
+            lambda m: (
+                watched.problems.append(f"console {m.type} on {page.url}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
         )
         page.on("pageerror", lambda e: watched.problems.append(f"uncaught on {page.url}: {e}"))
         page.on(
             "requestfailed",
-            lambda r: watched.problems.append(f"request failed on {page.url}: {r.url} {r.failure}")
-            # A navigation away cancels pending polls and image loads: not an error.
-            if "ERR_ABORTED" not in (r.failure or "")
-            else None,
+            lambda r: (
+                watched.problems.append(f"request failed on {page.url}: {r.url} {r.failure}")
+                # A navigation away cancels pending polls and image loads: not an error.
+                if "ERR_ABORTED" not in (r.failure or "")
+                else None
+            ),
         )
         page.set_default_timeout(30_000)
         return watched

@@ -93,9 +93,9 @@ def test_clinician_reviews_by_keyboard_and_admin_finds_both_reviews(
     first_id = int(page.get_attribute("#review", "data-selected") or 0)
     first_prediction = Prediction.objects.get(radiograph_id=first_id)
     verdict = page.inner_text(".model-panel .verdict")
-    assert verdict == ("Fracture likely" if first_prediction.label == "fractured" else "Fracture unlikely") + (
-        f" — {first_prediction.probability:.2f}"
-    )
+    assert verdict == (
+        "Fracture likely" if first_prediction.label == "fractured" else "Fracture unlikely"
+    ) + (f" — {first_prediction.probability:.2f}")
     assert first_prediction.model_version in page.inner_text(".model-panel")
 
     # Zoom with the wheel and the button, pan by dragging, toggle the heatmap and invert by key.
@@ -141,7 +141,9 @@ def test_clinician_reviews_by_keyboard_and_admin_finds_both_reviews(
     assert second_id != first_id
     override = Review.objects.get(radiograph_id=first_id)
     assert override.decision == "override" and override.final_label != first_prediction.label
-    assert override.reason_code == ("false_alarm" if first_prediction.label == "fractured" else "missed_fracture")
+    assert override.reason_code == (
+        "false_alarm" if first_prediction.label == "fractured" else "missed_fracture"
+    )
     assert override.reason_text == "Cortex intact on both views"
 
     # Confirm the next one: C arms the button, Enter records. No study is left, so back to the queue.
@@ -152,7 +154,10 @@ def test_clinician_reviews_by_keyboard_and_admin_finds_both_reviews(
     page.wait_for_url("**/queue/")
     assert "No studies await review" in page.inner_text(".messages")
     confirm = Review.objects.get(radiograph_id=second_id)
-    assert confirm.decision == "confirm" and confirm.final_label == Prediction.objects.get(radiograph_id=second_id).label
+    assert (
+        confirm.decision == "confirm"
+        and confirm.final_label == Prediction.objects.get(radiograph_id=second_id).label
+    )
     study.refresh_from_db()
     assert study.state == Study.State.REVIEWED
     clinician.assert_clean()
@@ -176,7 +181,9 @@ def test_clinician_reviews_by_keyboard_and_admin_finds_both_reviews(
     auditor.assert_clean()
 
 
-def test_queue_rows_update_in_place_while_processing(live_server: Any, open_page: Any, make_study: Any) -> None:
+def test_queue_rows_update_in_place_while_processing(
+    live_server: Any, open_page: Any, make_study: Any
+) -> None:
     """No worker needed: the test stores the prediction itself and watches the row change without reload."""
     from django.db import transaction
 
@@ -217,7 +224,9 @@ def test_queue_rows_update_in_place_while_processing(live_server: Any, open_page
     watched.assert_clean()
 
 
-def test_the_review_page_shows_the_result_when_it_arrives(live_server: Any, open_page: Any, make_study: Any) -> None:
+def test_the_review_page_shows_the_result_when_it_arrives(
+    live_server: Any, open_page: Any, make_study: Any
+) -> None:
     """A study opened while still processing: the thumbnails update and the page fills in by itself."""
     from django.db import transaction
 

@@ -53,7 +53,11 @@ def _pick_images() -> list[list[tuple[Path, str]]]:
     studies = []
     for fractured, region, count in PLAN:
         label = "fractured" if fractured else "not_fractured"
-        pool = [r for r in rows if r["label"] == label and region in r["region"].split("|") and r["path"] not in used]
+        pool = [
+            r
+            for r in rows
+            if r["label"] == label and region in r["region"].split("|") and r["path"] not in used
+        ]
         chosen = pool[:count]
         used.update(r["path"] for r in chosen)
         studies.append([(DATASET / r["path"], r["label"]) for r in chosen])

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.explain import cam_to_heatmap, heatmap_to_png, normalise_map, overlay, peak, pointing_hit
+from classifier.explain import (
+    cam_to_heatmap,
+    heatmap_to_png,
+    heatmap_to_stored_png,
+    normalise_map,
+    overlay,
+    overlay_size,
+    peak,
+    pointing_hit,
+    stored_to_overlay_png,
+)
 from classifier.preprocessing import InputSpec, letterbox_uint8
 
 
@@ -68,3 +78,32 @@ def test_overlay_blends_over_the_radiograph() -> None:
     assert blended.shape == (50, 40, 3)
     assert tuple(blended[0, 0]) == (100, 100, 100)
     assert tuple(blended[25, 20]) != (100, 100, 100)
+
+
+def test_the_stored_heatmap_is_its_levels_and_becomes_the_overlay_when_viewed() -> None:
+    heatmap = np.zeros((224, 160), np.float32)
+    heatmap[40:60, 100:120] = 1.0
+    stored = heatmap_to_stored_png(heatmap)
+    levels = np.asarray(Image.open(io.BytesIO(stored)))
+    assert levels.shape == (224, 160) and levels.dtype == np.uint8
+    assert levels[50, 110] == 255 and levels[0, 0] == 0
+    rgba = np.asarray(Image.open(io.BytesIO(stored_to_overlay_png(stored, 700, 980))))
+    assert rgba.shape == (512, 366, 4)  # scaled to the radiograph's aspect, at most 512 px
+    assert rgba[0, 0, 3] == 0 and rgba[int(50 * 512 / 224), int(110 * 366 / 160), 3] == 255
+    # the same overlay as colouring the map directly
+    assert stored_to_overlay_png(stored, 700, 980) == heatmap_to_png(levels / 255.0, 366, 512)
+
+
+def test_an_overlay_stored_whole_passes_through_and_garbage_is_refused() -> None:
+    whole = heatmap_to_png(np.ones((8, 8), np.float32), 64, 48)
+    assert stored_to_overlay_png(whole, 640, 480) == whole
+    with pytest.raises(ValueError, match="not a readable PNG"):
+        stored_to_overlay_png(b"not a png", 640, 480)
+    with pytest.raises(ValueError):
+        heatmap_to_stored_png(np.zeros((0, 3), np.float32))
+
+
+def test_overlay_size_keeps_the_aspect_and_never_enlarges() -> None:
+    assert overlay_size(2048, 1024) == (512, 256)
+    assert overlay_size(300, 200) == (300, 200)
+    assert overlay_size(1, 5000) == (1, 512)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -17,6 +16,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+
+from worker.commands import celery_beat_command, celery_worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY_TIMEOUT = 180.0
@@ -113,24 +114,7 @@ def purge_queues() -> None:
 def start_worker(
     env: dict[str, str], *, name: str = "e2e", concurrency: int = 1, beat: bool = False, wait: bool = True
 ) -> WorkerProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker",
-        "worker",
-        "-Q",
-        "inference,maintenance",
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        "INFO",
-        "-n",
-        f"{name}-{os.getpid()}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    command = celery_worker_command(concurrency=concurrency, node_name=f"{name}-{os.getpid()}@%h")
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -138,18 +122,7 @@ def start_worker(
     if beat:
         # A separate beat process (not `worker --beat`), so the worker's children are only the pool's.
         worker.beat = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(Path(env["FRACTURE_REVIEW_VAR_DIR"]) / f"beat-{name}-{os.getpid()}"),
-            ],
+            celery_beat_command(Path(env["FRACTURE_REVIEW_VAR_DIR"]) / f"beat-{name}-{os.getpid()}"),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

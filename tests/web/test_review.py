@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
+import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import reverse
+from PIL import Image
 
+from classifier.explain import heatmap_to_stored_png
 from radiology.models import AuditEvent, Prediction, Review, Study
 from tests.web.conftest import MakeStudy
 
@@ -249,3 +254,19 @@ def test_a_review_url_opened_after_signing_in_again_shows_the_radiograph(
     response = clinician_client.get(_review_url(radiograph))
     assert response.status_code == 302 and response["Location"] == _page(study, radiograph)
     assert not Review.objects.exists()
+
+
+def test_the_heatmap_is_served_as_a_coloured_overlay_and_a_damaged_one_is_a_404(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    study = make_study(probabilities=[0.8, 0.7])
+    first, second = Prediction.objects.filter(radiograph__study=study).order_by("radiograph__position")
+    first.heatmap.save("h.png", ContentFile(heatmap_to_stored_png(np.eye(16, dtype=np.float32))))
+    response = clinician_client.get(reverse("radiology:heatmap_image", args=[first.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    overlay = Image.open(io.BytesIO(response.content))
+    assert overlay.mode == "RGBA"
+    assert overlay.size == (first.radiograph.width, first.radiograph.height)  # small: not enlarged
+
+    second.heatmap.save("h.png", ContentFile(b"\x89PNG\r\n\x1a\n truncated"))
+    assert clinician_client.get(reverse("radiology:heatmap_image", args=[second.pk])).status_code == 404

@@ -271,7 +271,9 @@ def test_signing_in_without_a_role_explains_instead_of_refusing(client: Client, 
     page = client.get(reverse("login")).content.decode()
     assert 'name="next" value="/"' in page
     response = client.post(
-        reverse("login"), {"username": "no.role", "password": "correct-horse-battery", "next": "/"}, follow=True
+        reverse("login"),
+        {"username": "no.role", "password": "correct-horse-battery", "next": "/"},
+        follow=True,
     )
     assert response.status_code == 200 and "no role" in response.content.decode()
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.ACCESS_DENIED).exists()
@@ -279,6 +281,8 @@ def test_signing_in_without_a_role_explains_instead_of_refusing(client: Client, 
 
 def test_a_clinician_signs_in_to_the_queue(client: Client, clinician: Any) -> None:
     response = client.post(
-        reverse("login"), {"username": "dr.ada", "password": "correct-horse-battery", "next": "/"}, follow=True
+        reverse("login"),
+        {"username": "dr.ada", "password": "correct-horse-battery", "next": "/"},
+        follow=True,
     )
     assert response.redirect_chain[-1][0] == reverse("radiology:queue")

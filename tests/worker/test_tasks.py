@@ -10,6 +10,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import OperationalError
 
+from classifier.explain import stored_to_overlay_png
 from radiology import services
 from radiology.models import Prediction, Radiograph, Study
 from tests.conftest import FakePredictor, fixture_bytes
@@ -38,9 +39,14 @@ def test_it_stores_a_prediction_with_heatmap(fake_predictor: FakePredictor) -> N
     assert prediction.probability == pytest.approx(230 / 255, abs=1e-3)
     assert prediction.label == "fractured"
     assert prediction.threshold == 0.5
-    heatmap = cv2.imdecode(np.frombuffer(prediction.heatmap.read(), np.uint8), cv2.IMREAD_UNCHANGED)
-    assert heatmap.shape[:2] == (64, 96)  # the overlay has the radiograph's shape
-    assert heatmap.shape[2] == 4  # with transparency
+    # Stored: the map's levels, greyscale, at the map's resolution; coloured only when viewed.
+    stored = prediction.heatmap.read()
+    levels = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert levels.ndim == 2 and levels.dtype == np.uint8
+    overlay = cv2.imdecode(
+        np.frombuffer(stored_to_overlay_png(stored, 96, 64), np.uint8), cv2.IMREAD_UNCHANGED
+    )
+    assert overlay.shape == (64, 96, 4)  # the viewer's overlay: the radiograph's shape, with transparency
 
 
 def test_a_redelivered_message_stores_nothing_new(fake_predictor: FakePredictor) -> None:

@@ -171,11 +171,11 @@ class _Generator:
         return images
 
     def _heatmap(self) -> str:
-        from classifier.explain import heatmap_to_png
+        from classifier.explain import heatmap_to_stored_png
 
         y, x = np.mgrid[0:64, 0:64]
         blob = np.exp(-((x - 40.0) ** 2 + (y - 24.0) ** 2) / 120.0).astype(np.float32)
-        return _stored("heatmaps/synthetic-heatmap.png", heatmap_to_png(blob, 410, 512))
+        return _stored("heatmaps/synthetic-heatmap.png", heatmap_to_stored_png(blob))
 
     def _version_at(self, when: dt.datetime) -> int:
         """Model versions were released at equal intervals over the period; the newest reads today."""

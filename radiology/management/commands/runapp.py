@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+
+from worker.commands import celery_worker_command
 
 
 class Command(BaseCommand):
@@ -36,23 +39,10 @@ class Command(BaseCommand):
         if not options["no_worker"]:
             processes.append(
                 subprocess.Popen(
-                    [
-                        python,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "worker",
-                        "worker",
-                        "--beat",
-                        "--schedule",
-                        str(settings.CELERY_BEAT_SCHEDULE_FILENAME),
-                        "-Q",
-                        "inference,maintenance",
-                        "--concurrency",
-                        str(options["worker_concurrency"]),
-                        "--loglevel",
-                        "INFO",
-                    ]
+                    celery_worker_command(
+                        concurrency=options["worker_concurrency"],
+                        beat_schedule=Path(settings.CELERY_BEAT_SCHEDULE_FILENAME),
+                    )
                 )
             )
         bind = f"{options['host']}:{options['port']}"
