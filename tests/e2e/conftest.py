@@ -9,15 +9,15 @@ import pytest
 from tests.e2e.harness import (
     WorkerProcess,
     purge_queues,
-    shipped_or_tiny_model,
+    shipped_model,
     start_worker,
     worker_environment,
 )
 
 
 @pytest.fixture
-def e2e_model_path(tiny_model_dir: Path) -> Path:
-    return shipped_or_tiny_model(tiny_model_dir)
+def e2e_model_path() -> Path:
+    return shipped_model()
 
 
 @pytest.fixture

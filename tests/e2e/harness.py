@@ -37,11 +37,14 @@ def database_url() -> str:
     raise RuntimeError(f"unsupported database vendor {connection.vendor}")
 
 
-def shipped_or_tiny_model(tiny_model_dir: Path) -> Path:
+def shipped_model() -> Path:
+    """The model in models/ that the application serves: the end-to-end tests run the real one."""
     from classifier.predict import default_model_path
 
     shipped = default_model_path()
-    return shipped if shipped.exists() else tiny_model_dir
+    if not (shipped / "model.keras").is_file():
+        raise AssertionError(f"the shipped model is missing: {shipped}/model.keras (see models/*/reproduce.sh)")
+    return shipped
 
 
 def worker_environment(model_path: Path, **overrides: str) -> dict[str, str]:
