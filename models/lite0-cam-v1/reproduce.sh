@@ -37,10 +37,10 @@ $PY -m classifier.train --data "$KAGGLE" --original-kaggle-split --arch seed --s
 $PY -m classifier.evaluate --model "$RUNS/seed-128-leaky" --data "$KAGGLE" --original-kaggle-split \
     --split test --write-card
 
-# 3. The pooling choice checked by grouped cross-validation over train+val clusters (3 folds, 4 epochs
+# 3. The pooling choice checked by grouped cross-validation over train+val clusters (3 folds, 3 epochs
 #    each: a reduced budget; out-of-fold predictions pooled over the folds).
 for pooling in mean lse; do
-  $PY -m classifier.train "${BOTH[@]}" --arch lite0 --size 224 --epochs 4 --augment medium --balance-sources \
+  $PY -m classifier.train "${BOTH[@]}" --arch lite0 --size 224 --epochs 3 --augment medium --balance-sources \
       --tta flip --pooling "$pooling" --cv 3 --cv-tta flip --out "$RUNS/cv-$pooling" --verbose 2
 done
 
@@ -53,4 +53,4 @@ $PY -m classifier.report --model models/lite0-cam-v1 --eval "$RUNS/lite0-cam-v1/
     --compare "linear probe on frozen Lite0=$RUNS/probe-224/eval-test" \
     --compare "Lite0 fine-tuned on Kaggle only=$RUNS/lite0-kaggle-only/eval-test" \
     --compare "seed CNN on the original leaky Kaggle split=$RUNS/seed-128-leaky/eval-test" \
-    --cv "Lite0 mean pooling, 4 epochs=$RUNS/cv-mean" --cv "Lite0 log-sum-exp pooling, 4 epochs=$RUNS/cv-lse"
+    --cv "Lite0 mean pooling, 3 epochs=$RUNS/cv-mean" --cv "Lite0 log-sum-exp pooling, 3 epochs=$RUNS/cv-lse"

@@ -240,6 +240,11 @@ class TcpProxy:
 
         self.up = False
         if self._listener is not None:
+            # close() alone does not wake a thread blocked in accept() on Linux: the socket would keep
+            # listening (and accepting) until then, so the "outage" would not be one and restore() could
+            # not bind the port again. shutdown() stops the listening and wakes the accept.
+            with suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
