@@ -269,7 +269,7 @@ def write_report(
             "",
             "Out-of-fold figures pooled over the folds (clusters of more than 40 images always train, "
             "as in the curated split); the score is the mean of the Kaggle image and cluster AUCs and the "
-            "FracAtlas AUCs with and without hardware. Recipes were chosen on these figures, never on test.",
+            "FracAtlas AUCs with and without hardware. None of them uses the test split.",
             "",
         ]
         lines += [*cv_table(cv_runs), ""]

@@ -53,4 +53,5 @@ $PY -m classifier.report --model models/lite0-cam-v1 --eval "$RUNS/lite0-cam-v1/
     --compare "linear probe on frozen Lite0=$RUNS/probe-224/eval-test" \
     --compare "Lite0 fine-tuned on Kaggle only=$RUNS/lite0-kaggle-only/eval-test" \
     --compare "seed CNN on the original leaky Kaggle split=$RUNS/seed-128-leaky/eval-test" \
-    --cv "Lite0 mean pooling, 3 epochs=$RUNS/cv-mean" --cv "Lite0 log-sum-exp pooling, 3 epochs=$RUNS/cv-lse"
+    --cv "Lite0 mean pooling, 3 epochs=$RUNS/cv-mean" --cv "Lite0 log-sum-exp pooling, 3 epochs=$RUNS/cv-lse" \
+    --cv "linear probe=$RUNS/probe-224"
