@@ -304,7 +304,7 @@ def test_prediction_store_batch_leaves_nothing_behind_when_it_fails(monkeypatch:
     def broken(**kwargs: Any) -> None:
         raise IntegrityError("the database said no")
 
-    monkeypatch.setattr(services, "studies_refresh_triage", broken)
+    monkeypatch.setattr(services.classification, "studies_refresh_triage", broken)
     with pytest.raises(IntegrityError):
         services.prediction_store_batch(
             model_version="m1", threshold=0.5, results=[_result(r, 0.6) for r in radiographs]

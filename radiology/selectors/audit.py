@@ -1,0 +1,229 @@
+"""The audit dashboard (admins): model versions against the clinicians' standing reviews."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncDate
+
+from radiology.models import Label, Prediction, Review
+from radiology.selectors.scoping import require_admin
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k of n with a Wilson 95 % interval: on a few dozen reviews the interval matters as much as k/n."""
+
+    k: int
+    n: int
+
+    @property
+    def value(self) -> float | None:
+        return self.k / self.n if self.n else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        if not self.n:
+            return None
+        z = 1.959963984540054
+        p = self.k / self.n
+        denominator = 1 + z * z / self.n
+        centre = (p + z * z / (2 * self.n)) / denominator
+        half = z * math.sqrt(p * (1 - p) / self.n + z * z / (4 * self.n * self.n)) / denominator
+        return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class ModelVersionAudit:
+    """One model version against the clinicians. "Truth" is the standing (latest) review of a prediction."""
+
+    model_version: str
+    predictions: int = 0
+    first_prediction: dt.datetime | None = None
+    last_prediction: dt.datetime | None = None
+    # confusion[final_label][model_label]: counts of reviewed predictions.
+    confusion: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {t: dict.fromkeys(Label.values, 0) for t in Label.values}
+    )
+    override_reasons: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def _cell(self, truth: str, model: str) -> int:
+        return self.confusion[truth][model]
+
+    @property
+    def true_positives(self) -> int:
+        return self._cell(Label.FRACTURED, Label.FRACTURED)
+
+    @property
+    def false_negatives(self) -> int:
+        return self._cell(Label.FRACTURED, Label.NOT_FRACTURED)
+
+    @property
+    def false_positives(self) -> int:
+        return self._cell(Label.NOT_FRACTURED, Label.FRACTURED)
+
+    @property
+    def true_negatives(self) -> int:
+        return self._cell(Label.NOT_FRACTURED, Label.NOT_FRACTURED)
+
+    @property
+    def reviewed(self) -> int:
+        return self.true_positives + self.false_negatives + self.false_positives + self.true_negatives
+
+    @property
+    def agreement(self) -> Proportion:
+        return Proportion(self.true_positives + self.true_negatives, self.reviewed)
+
+    @property
+    def sensitivity(self) -> Proportion:
+        return Proportion(self.true_positives, self.true_positives + self.false_negatives)
+
+    @property
+    def specificity(self) -> Proportion:
+        return Proportion(self.true_negatives, self.true_negatives + self.false_positives)
+
+    @property
+    def overrides(self) -> int:
+        return sum(count for _, _, count in self.override_reasons)
+
+
+def _standing_reviews() -> QuerySet[Review]:
+    """Each prediction's latest review: the one that stands when a radiograph was reviewed twice."""
+    latest = Review.objects.filter(prediction=OuterRef("prediction")).order_by("-created_at", "-pk")
+    return Review.objects.filter(pk=Subquery(latest.values("pk")[:1]))
+
+
+def _prediction_window(
+    queryset: QuerySet[Any], prefix: str, date_from: dt.date | None, date_to: dt.date | None
+) -> QuerySet[Any]:
+    if date_from:
+        queryset = queryset.filter(**{f"{prefix}created_at__date__gte": date_from})
+    if date_to:
+        queryset = queryset.filter(**{f"{prefix}created_at__date__lte": date_to})
+    return queryset
+
+
+def audit_model_versions(
+    *, user: Any, date_from: dt.date | None = None, date_to: dt.date | None = None
+) -> list[ModelVersionAudit]:
+    """Per model version, newest first: predictions, the confusion matrix against the clinicians' final
+    labels and the reasons for overrides. Two aggregate queries whatever the number of predictions."""
+    latest_final = (
+        Review.objects.filter(prediction=OuterRef("pk")).order_by("-created_at", "-pk").values("final_label")
+    )
+    predictions = _prediction_window(Prediction.objects.all(), "", date_from, date_to)
+    rows = (
+        require_admin(user, predictions)
+        .order_by()
+        .annotate(final_label=Subquery(latest_final[:1]))
+        .values("model_version", "label", "final_label")
+        .annotate(n=Count("pk"), first=Min("created_at"), last=Max("created_at"))
+    )
+    audits: dict[str, ModelVersionAudit] = {}
+    for row in rows:
+        audit = audits.setdefault(row["model_version"], ModelVersionAudit(row["model_version"]))
+        audit.predictions += row["n"]
+        audit.first_prediction = min(filter(None, [audit.first_prediction, row["first"]]))
+        audit.last_prediction = max(filter(None, [audit.last_prediction, row["last"]]))
+        if row["final_label"] in Label.values and row["label"] in Label.values:
+            audit.confusion[row["final_label"]][row["label"]] += row["n"]
+    overrides = (
+        _prediction_window(_standing_reviews(), "prediction__", date_from, date_to)
+        .filter(decision=Review.Decision.OVERRIDE)
+        .order_by()
+        .values("prediction__model_version", "reason_code")
+        .annotate(n=Count("pk"))
+    )
+    reasons = dict(Review.Reason.choices)
+    for row in require_admin(user, overrides):
+        version = audits.get(row["prediction__model_version"])
+        if version is not None:
+            code = row["reason_code"]
+            version.override_reasons.append((code, reasons.get(code, code or "No reason"), row["n"]))
+    for audit in audits.values():
+        audit.override_reasons.sort(key=lambda reason: (-reason[2], reason[1]))
+    oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return sorted(audits.values(), key=lambda a: a.last_prediction or oldest, reverse=True)
+
+
+@dataclass(frozen=True)
+class AgreementPoint:
+    model_version: str
+    day: dt.date
+    reviewed: int
+    agreed: int
+
+    @property
+    def rate(self) -> float:
+        return self.agreed / self.reviewed if self.reviewed else 0.0
+
+
+def audit_agreement_by_day(
+    *, user: Any, date_from: dt.date | None = None, date_to: dt.date | None = None
+) -> list[AgreementPoint]:
+    """Agreement of the model with the standing reviews, per model version and day of review."""
+    rows = (
+        _prediction_window(_standing_reviews(), "prediction__", date_from, date_to)
+        .order_by()
+        .annotate(day=TruncDate("created_at"))
+        .values("prediction__model_version", "day")
+        .annotate(
+            reviewed=Count("pk"),
+            agreed=Count("pk", filter=Q(final_label=F("prediction__label"))),
+        )
+        .order_by("day", "prediction__model_version")
+    )
+    return [
+        AgreementPoint(row["prediction__model_version"], row["day"], row["reviewed"], row["agreed"])
+        for row in require_admin(user, rows)
+    ]
+
+
+def review_recent(*, user: Any, limit: int = 20) -> list[Review]:
+    """The latest reviews with who made them and on which study (one query)."""
+    reviews = Review.objects.select_related("reviewer", "prediction", "radiograph__study__patient").order_by(
+        "-created_at", "-pk"
+    )
+    return list(require_admin(user, reviews)[:limit])
+
+
+def prediction_export_rows(
+    *,
+    user: Any,
+    model_version: str | None = None,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    prediction_ids: Sequence[int] | QuerySet[Any] | None = None,
+) -> QuerySet[Prediction]:
+    """Predictions joined with their latest review (annotated `review_*`), oldest first, for CSV export."""
+    latest = Review.objects.filter(prediction=OuterRef("pk")).order_by("-created_at", "-pk")
+    predictions = _prediction_window(Prediction.objects.all(), "", date_from, date_to)
+    if model_version:
+        predictions = predictions.filter(model_version=model_version)
+    if prediction_ids is not None:
+        predictions = predictions.filter(pk__in=prediction_ids)
+    predictions = (
+        predictions.select_related("radiograph__study")
+        .annotate(
+            review_decision=Subquery(latest.values("decision")[:1]),
+            review_final_label=Subquery(latest.values("final_label")[:1]),
+            review_reason_code=Subquery(latest.values("reason_code")[:1]),
+            review_reason_text=Subquery(latest.values("reason_text")[:1]),
+            review_reviewer=Subquery(latest.values("reviewer__username")[:1]),
+            review_created_at=Subquery(latest.values("created_at")[:1]),
+            review_count=Subquery(
+                Review.objects.filter(prediction=OuterRef("pk"))
+                .order_by()
+                .values("prediction")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
+        )
+        .order_by("created_at", "pk")
+    )
+    return require_admin(user, predictions)

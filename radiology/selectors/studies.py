@@ -1,0 +1,132 @@
+"""The review queue and single studies."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from radiology.models import Patient, Prediction, Radiograph, Review, Study, queue_order
+from radiology.selectors.scoping import require_clinical
+
+
+def study_queue(
+    *,
+    user: Any,
+    state: str | None = None,
+    body_region: str | None = None,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    search: str | None = None,
+) -> QuerySet[Study]:
+    """Studies in review order: most suspicious first (highest fracture probability), then oldest."""
+    studies = Study.objects.select_related("patient")
+    if state:
+        studies = studies.filter(state=state)
+    if body_region:
+        studies = studies.filter(body_region=body_region)
+    if date_from:
+        studies = studies.filter(created_at__gte=start_of_day(date_from))
+    if date_to and date_to < dt.date.max:
+        studies = studies.filter(created_at__lt=start_of_day(date_to + dt.timedelta(days=1)))
+    if search:
+        studies = studies.filter(study_search(search))
+    studies = studies.order_by(queue_order(), "created_at", "pk")
+    return require_clinical(user, studies)
+
+
+def start_of_day(day: dt.date) -> dt.datetime:
+    """Midnight in the site's time zone: a date filter as a range on the indexed created_at column
+    (created_at__date would convert every row)."""
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+
+
+def study_search(term: str) -> Q:
+    """Studies whose accession number or patient's MRN is `term`, case-insensitively.
+
+    The matching patients are looked up first (one indexed query), so that the study side is an
+    index lookup on each branch; one OR across the patient join would read every study.
+    """
+    term = term.strip()
+    patients = list(Patient.objects.filter(mrn__iexact=term).values_list("pk", flat=True)[:100])
+    return Q(patient_id__in=patients) | Q(accession_number__iexact=term)
+
+
+def study_get(*, user: Any, pk: int) -> Study:
+    """One study with its radiographs, their predictions and reviews; raises Study.DoesNotExist."""
+    radiographs = Radiograph.objects.order_by("position", "pk").prefetch_related(
+        Prefetch("predictions", queryset=Prediction.objects.order_by("-created_at", "-pk")),
+        Prefetch(
+            "reviews", queryset=Review.objects.select_related("reviewer").order_by("-created_at", "-pk")
+        ),
+    )
+    queryset = Study.objects.select_related("patient", "uploaded_by").prefetch_related(
+        Prefetch("radiographs", queryset=radiographs)
+    )
+    return require_clinical(user, queryset).get(pk=pk)
+
+
+def next_study_to_review(*, user: Any, after: Study | None = None) -> Study | None:
+    """The next study awaiting review in queue order, skipping `after`."""
+    queue = study_queue(user=user, state=Study.State.AWAITING_REVIEW)
+    if after is not None:
+        queue = queue.exclude(pk=after.pk)
+    return queue.first()
+
+
+def study_queue_with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
+    """Prefetches what a queue row shows (verdict, review outcome) in three queries for the whole page."""
+    radiographs = Radiograph.objects.only("pk", "study_id", "status", "position").order_by("position", "pk")
+    return studies.prefetch_related(
+        Prefetch("radiographs", queryset=radiographs),
+        Prefetch(
+            "radiographs__predictions",
+            queryset=Prediction.objects.only(
+                "pk", "radiograph_id", "label", "probability", "threshold", "model_version", "created_at"
+            ),
+        ),
+        Prefetch(
+            "radiographs__reviews",
+            queryset=Review.objects.select_related("reviewer").only(
+                "pk", "radiograph_id", "decision", "final_label", "created_at", "reviewer__username"
+            ),
+        ),
+    )
+
+
+def study_queue_counts(
+    *,
+    user: Any,
+    body_region: str | None = None,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    search: str | None = None,
+) -> dict[str, int]:
+    """How many studies each queue tab holds under the current filters (one GROUP BY query)."""
+    studies = study_queue(
+        user=user, body_region=body_region, date_from=date_from, date_to=date_to, search=search
+    )
+    counts = dict.fromkeys(Study.State.values, 0)
+    for row in studies.order_by().values("state").annotate(n=Count("pk")):
+        counts[row["state"]] = row["n"]
+    return counts
+
+
+def study_queue_neighbours(*, user: Any, study: Study) -> tuple[Study | None, Study | None]:
+    """The studies before and after `study` in the awaiting-review queue's order (keyset, two queries).
+
+    A study that is not in that queue (no probability yet, or already reviewed) sits at its place by
+    probability when it has one; without one, "next" is the head of the queue and there is no "previous".
+    """
+    queue = study_queue(user=user, state=Study.State.AWAITING_REVIEW).exclude(pk=study.pk)
+    p, created, pk = study.max_probability, study.created_at, study.pk
+    if p is None:
+        return None, queue.first()
+    after = Q(max_probability__lt=p) | Q(max_probability=p, created_at__gt=created)
+    after |= Q(max_probability=p, created_at=created, pk__gt=pk)
+    before = Q(max_probability__gt=p) | Q(max_probability=p, created_at__lt=created)
+    before |= Q(max_probability=p, created_at=created, pk__lt=pk)
+    previous = queue.filter(before).order_by("max_probability", "-created_at", "-pk").first()
+    return previous, queue.filter(after).first()

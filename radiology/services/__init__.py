@@ -1,0 +1,65 @@
+"""Every write to the clinical records. Views, API views, admin actions, commands and tasks call these.
+
+Functions are keyword-only and named <entity>_<action>. Each either completes or leaves nothing behind:
+database work is atomic, and files written to storage are removed again if the transaction fails.
+One module per topic; callers import from this package (`from radiology import services`).
+"""
+
+from radiology.services.audit import audit_event, audit_record
+from radiology.services.batches import BatchItemInput, BatchItemResult, BatchSubmitResult, batch_submit
+from radiology.services.classification import (
+    PredictionResult,
+    prediction_store,
+    prediction_store_batch,
+    radiograph_claim,
+    radiograph_claim_batch,
+    radiograph_fail,
+    radiograph_read_image,
+    radiograph_release,
+    radiograph_retry,
+    radiographs_resend_stale,
+)
+from radiology.services.errors import ServiceError
+from radiology.services.reviews import review_submit
+from radiology.services.storage import cleanup_files_on_error, save_file
+from radiology.services.studies import (
+    StudyDetails,
+    StudyUploadResult,
+    UploadedImage,
+    current_predictions,
+    studies_refresh_triage,
+    study_create,
+    study_refresh_triage,
+)
+from radiology.services.tokens import api_token_issue
+
+__all__ = [
+    "BatchItemInput",
+    "BatchItemResult",
+    "BatchSubmitResult",
+    "PredictionResult",
+    "ServiceError",
+    "StudyDetails",
+    "StudyUploadResult",
+    "UploadedImage",
+    "api_token_issue",
+    "audit_event",
+    "audit_record",
+    "batch_submit",
+    "cleanup_files_on_error",
+    "current_predictions",
+    "prediction_store",
+    "prediction_store_batch",
+    "radiograph_claim",
+    "radiograph_claim_batch",
+    "radiograph_fail",
+    "radiograph_read_image",
+    "radiograph_release",
+    "radiograph_retry",
+    "radiographs_resend_stale",
+    "review_submit",
+    "save_file",
+    "studies_refresh_triage",
+    "study_create",
+    "study_refresh_triage",
+]

@@ -1,0 +1,238 @@
+"""The worker's side: claiming radiographs, storing predictions, failures, retries and the sweep."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from radiology import dispatch
+from radiology.models import AuditEvent, Label, Prediction, Radiograph
+from radiology.services.audit import audit_event, audit_record
+from radiology.services.errors import ServiceError
+from radiology.services.storage import cleanup_files_on_error, save_file
+from radiology.services.studies import studies_refresh_triage, study_refresh_triage
+
+
+def _claimable(now: dt.datetime) -> Q:
+    stale_before = now - dt.timedelta(seconds=settings.CLASSIFY_RUNNING_TIMEOUT_SECONDS)
+    return Q(status=Radiograph.Status.QUEUED) | Q(
+        status=Radiograph.Status.RUNNING, claimed_at__lt=stale_before
+    )
+
+
+def radiograph_claim(*, radiograph_id: int) -> bool:
+    """QUEUED -> RUNNING as one conditional UPDATE: of two workers given the same radiograph, one wins.
+
+    A RUNNING row whose claim is older than the running timeout is taken over: its worker died.
+    """
+    now = timezone.now()
+    claimed = Radiograph.objects.filter(_claimable(now), pk=radiograph_id).update(
+        status=Radiograph.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
+    )
+    return claimed == 1
+
+
+def radiograph_claim_batch(*, radiograph_id: int, max_batch: int) -> list[int]:
+    """Claim the given radiograph and, to fill one forward pass, up to max_batch - 1 other queued ones.
+
+    One transaction (one commit): the given row's conditional UPDATE, then the others, oldest
+    dispatched first, in one locked SELECT (rows another worker is claiming right now are skipped, not
+    waited for) and one UPDATE. Their own messages arrive later, find them claimed or predicted, and
+    do nothing.
+    """
+    with transaction.atomic():
+        if not radiograph_claim(radiograph_id=radiograph_id):
+            return []
+        candidates: list[int] = []
+        if max_batch > 1:
+            candidates = list(
+                Radiograph.objects.select_for_update(skip_locked=True)
+                .filter(status=Radiograph.Status.QUEUED, dispatched_at__isnull=False)
+                .exclude(pk=radiograph_id)
+                .order_by("dispatched_at", "pk")
+                .values_list("pk", flat=True)[: max_batch - 1]
+            )
+        if candidates:
+            # Locked above (PostgreSQL) or inside the one writer's transaction (SQLite): all still QUEUED.
+            Radiograph.objects.filter(pk__in=candidates, status=Radiograph.Status.QUEUED).update(
+                status=Radiograph.Status.RUNNING, claimed_at=timezone.now(), attempts=F("attempts") + 1
+            )
+    return [radiograph_id, *candidates]
+
+
+def radiograph_release(*, radiograph_id: int) -> None:
+    """RUNNING -> QUEUED, so a retried task can claim the row again."""
+    Radiograph.objects.filter(pk=radiograph_id, status=Radiograph.Status.RUNNING).update(
+        status=Radiograph.Status.QUEUED, claimed_at=None
+    )
+
+
+def radiograph_read_image(*, radiograph: Radiograph) -> bytes:
+    with radiograph.image.open("rb") as handle:
+        return handle.read()
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """One radiograph's result from a forward pass, as prediction_store_batch stores it."""
+
+    radiograph_id: int
+    probability: float
+    label: str
+    heatmap_png: bytes | None
+    inference_ms: float
+
+
+def prediction_store(
+    *,
+    radiograph_id: int,
+    model_version: str,
+    probability: float,
+    label: str,
+    threshold: float,
+    heatmap_png: bytes | None,
+    inference_ms: float,
+) -> Prediction:
+    """Store the model's result and mark the radiograph PREDICTED.
+
+    Idempotent: a second call for the same radiograph and model version returns the first prediction.
+    """
+    result = PredictionResult(radiograph_id, probability, label, heatmap_png, inference_ms)
+    return prediction_store_batch(model_version=model_version, threshold=threshold, results=[result])[0]
+
+
+def prediction_store_batch(
+    *, model_version: str, threshold: float, results: Sequence[PredictionResult]
+) -> list[Prediction]:
+    """Store one forward pass's results and mark their radiographs PREDICTED, in one transaction.
+
+    A fixed number of queries however many results (one commit instead of one per radiograph: the
+    worker stores a whole micro-batch at once). Idempotent per radiograph, as prediction_store.
+    Rows are locked radiographs first, then studies, each in id order, so two workers storing
+    radiographs of the same studies cannot deadlock. Returns the predictions in the order given.
+    """
+    for result in results:
+        if result.label not in Label.values:
+            raise ValueError(f"unknown label {result.label!r}")
+    ids = sorted({r.radiograph_id for r in results})
+    with cleanup_files_on_error() as written, transaction.atomic():
+        radiographs = {
+            r.pk: r for r in Radiograph.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        }
+        missing = set(ids) - set(radiographs)
+        if missing:
+            raise Radiograph.DoesNotExist(f"radiographs {sorted(missing)} do not exist")
+        stored = {
+            p.radiograph_id: p
+            for p in Prediction.objects.filter(radiograph_id__in=ids, model_version=model_version)
+        }
+        new: list[Prediction] = []
+        for result in results:
+            if result.radiograph_id in stored:
+                continue
+            prediction = Prediction(
+                radiograph=radiographs[result.radiograph_id],
+                model_version=model_version,
+                probability=float(result.probability),
+                label=result.label,
+                threshold=float(threshold),
+                inference_ms=float(result.inference_ms),
+            )
+            if result.heatmap_png:
+                save_file(prediction.heatmap, "heatmap.png", result.heatmap_png, written)
+            new.append(prediction)
+            stored[result.radiograph_id] = prediction
+        if new:
+            Prediction.objects.bulk_create(new)
+            AuditEvent.objects.bulk_create(
+                [
+                    audit_event(
+                        action=AuditEvent.Action.PREDICTION_STORED,
+                        target=prediction,
+                        details={
+                            "radiograph": prediction.radiograph_id,
+                            "model_version": model_version,
+                            "probability": round(prediction.probability, 4),
+                            "label": prediction.label,
+                        },
+                    )
+                    for prediction in new
+                ]
+            )
+        Radiograph.objects.filter(pk__in=ids).update(
+            status=Radiograph.Status.PREDICTED, failure_message="", updated_at=timezone.now()
+        )
+        studies_refresh_triage(study_ids=[r.study_id for r in radiographs.values()])
+    return [stored[r.radiograph_id] for r in results]
+
+
+def radiograph_fail(*, radiograph_id: int, message: str) -> None:
+    """Mark a radiograph FAILED with a message a clinician can read (never a stack trace)."""
+    with transaction.atomic():
+        radiograph = Radiograph.objects.select_for_update().get(pk=radiograph_id)
+        if radiograph.status == Radiograph.Status.PREDICTED:
+            return  # another worker finished it; a late failure must not undo a stored result
+        radiograph.status = Radiograph.Status.FAILED
+        radiograph.failure_message = message or "The radiograph could not be classified."
+        radiograph.save(update_fields=["status", "failure_message", "updated_at"])
+        audit_record(
+            action=AuditEvent.Action.RADIOGRAPH_FAILED,
+            target=radiograph,
+            details={"message": radiograph.failure_message, "attempts": radiograph.attempts},
+        )
+        study_refresh_triage(study_id=radiograph.study_id)
+
+
+def radiograph_retry(*, radiograph_id: int, actor: Any, client_ip: str | None = None) -> Radiograph:
+    """Send a FAILED radiograph back to the queue (e.g. after an administrator fixed the model)."""
+    with transaction.atomic():
+        radiograph = Radiograph.objects.select_for_update().get(pk=radiograph_id)
+        if radiograph.status != Radiograph.Status.FAILED:
+            raise ServiceError("not_failed", "Only a failed radiograph can be sent again.")
+        radiograph.status = Radiograph.Status.QUEUED
+        radiograph.failure_message = ""
+        radiograph.dispatched_at = None
+        radiograph.claimed_at = None
+        radiograph.save(
+            update_fields=["status", "failure_message", "dispatched_at", "claimed_at", "updated_at"]
+        )
+        audit_record(
+            action=AuditEvent.Action.RADIOGRAPH_RESENT, actor=actor, target=radiograph, client_ip=client_ip
+        )
+        study_refresh_triage(study_id=radiograph.study_id)
+        transaction.on_commit(lambda: dispatch.send_classification([radiograph_id]))
+    return radiograph
+
+
+def radiographs_resend_stale(*, now: dt.datetime | None = None) -> list[int]:
+    """The sweep: send again what the broker never got or a dead worker never finished.
+
+    - RUNNING for longer than the running timeout: its worker is presumed dead; back to QUEUED.
+    - QUEUED and never sent (the broker was down at upload), or sent long ago and still unclaimed.
+    Re-sending is safe because classification claims the row first and stores idempotently.
+    """
+    now = now or timezone.now()
+    stale_running = now - dt.timedelta(seconds=settings.CLASSIFY_RUNNING_TIMEOUT_SECONDS)
+    resend_before = now - dt.timedelta(seconds=settings.CLASSIFY_RESEND_AFTER_SECONDS)
+    # Fresh uploads are dispatched by their own on-commit hook; leave them a moment.
+    grace = now - dt.timedelta(seconds=5)
+    with transaction.atomic():
+        Radiograph.objects.filter(status=Radiograph.Status.RUNNING, claimed_at__lt=stale_running).update(
+            status=Radiograph.Status.QUEUED, claimed_at=None, dispatched_at=None
+        )
+        ids = list(
+            Radiograph.objects.filter(status=Radiograph.Status.QUEUED, created_at__lt=grace)
+            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=resend_before))
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:1000]
+        )
+    if ids:
+        dispatch.send_classification(ids)
+    return ids

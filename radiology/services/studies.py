@@ -1,0 +1,360 @@
+"""Creating studies from uploads, and keeping a study's queue summary (triage) in step."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from radiology import dispatch
+from radiology.ingest import IngestedImage, IngestError, IngestLimits, ingest_file
+from radiology.models import AuditEvent, BodyRegion, Patient, Prediction, Radiograph, Review, Sex, Study
+from radiology.services.audit import audit_record
+from radiology.services.errors import ServiceError
+from radiology.services.storage import cleanup_files_on_error, save_file
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """A file as received: its name as the uploader gave it and its bytes."""
+
+    name: str
+    data: bytes
+
+    @classmethod
+    def from_upload(cls, upload: Any) -> UploadedImage:
+        """Read a Django UploadedFile, at most one byte past the per-file limit: for an oversized file
+        ingest only needs to know that it is too large, not its whole content in memory."""
+        return cls(upload.name or "", upload.read(settings.UPLOAD_MAX_FILE_BYTES + 1))
+
+
+@dataclass(frozen=True)
+class StudyDetails:
+    """What the clinician typed. Blank patient and study fields are filled from DICOM attributes."""
+
+    mrn: str = ""
+    patient_name: str = ""
+    date_of_birth: dt.date | None = None
+    sex: str = ""
+    accession_number: str = ""
+    body_region: str = ""
+    clinical_notes: str = ""
+    study_date: dt.date | None = None
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> StudyDetails:
+        """From a form's or serializer's cleaned data; fields it does not have keep their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names and value is not None})
+
+
+@dataclass
+class StudyUploadResult:
+    study: Study | None
+    accepted: list[Radiograph] = field(default_factory=list)
+    rejected: list[IngestError] = field(default_factory=list)
+
+
+def study_create(
+    *,
+    uploaded_by: Any,
+    details: StudyDetails,
+    files: Sequence[UploadedImage],
+    client_ip: str | None = None,
+    limits: IngestLimits | None = None,
+) -> StudyUploadResult:
+    """Create a study from uploaded radiographs.
+
+    Every file is checked on its own: a valid file is kept even when a sibling is refused, and each
+    refusal names the file and the reason. When no file is valid, nothing is created.
+    Classification is requested after commit, with radiograph ids only.
+    """
+    if not files:
+        raise ServiceError("no_files", "Choose at least one radiograph to upload.", field="files")
+    if len(files) > settings.UPLOAD_MAX_FILES_PER_STUDY:
+        raise ServiceError(
+            "too_many_files",
+            f"A study holds at most {settings.UPLOAD_MAX_FILES_PER_STUDY} radiographs; "
+            f"{len(files)} were sent.",
+            field="files",
+        )
+    limits = limits or IngestLimits.from_settings()
+    accepted_images, rejected = _ingest_all(files, limits)
+    for error in rejected:
+        audit_record(
+            action=AuditEvent.Action.FILE_REJECTED,
+            actor=uploaded_by,
+            details={"file": error.filename, "code": error.code, "reason": error.message},
+            client_ip=client_ip,
+        )
+    if not accepted_images:
+        return StudyUploadResult(study=None, rejected=rejected)
+
+    resolved = _resolve_details(details, accepted_images)
+    with cleanup_files_on_error() as written:
+        try:
+            with transaction.atomic():
+                patient = _patient_for(resolved)
+                study = Study.objects.create(
+                    patient=patient,
+                    accession_number=resolved.accession_number,
+                    body_region=resolved.body_region,
+                    clinical_notes=resolved.clinical_notes,
+                    study_date=resolved.study_date,
+                    uploaded_by=uploaded_by,
+                    radiograph_count=len(accepted_images),
+                )
+                radiographs = []
+                for position, image in enumerate(accepted_images):
+                    radiograph = Radiograph(
+                        study=study,
+                        position=position,
+                        original_filename=image.original_filename,
+                        format=image.format,
+                        sha256=image.sha256,
+                        byte_size=len(image.content),
+                        width=image.width,
+                        height=image.height,
+                        dicom_attributes=image.dicom_attributes,
+                    )
+                    save_file(radiograph.image, "upload", image.content, written)
+                    radiograph.save()
+                    radiographs.append(radiograph)
+                audit_record(
+                    action=AuditEvent.Action.STUDY_UPLOADED,
+                    actor=uploaded_by,
+                    target=study,
+                    details={
+                        "radiographs": [r.pk for r in radiographs],
+                        "rejected": [{"file": e.filename, "code": e.code} for e in rejected],
+                    },
+                    client_ip=client_ip,
+                )
+                ids = [r.pk for r in radiographs]
+                transaction.on_commit(lambda: dispatch.send_classification(ids))
+        except IntegrityError as exc:
+            # A concurrent upload took the accession number between our check and our insert.
+            if Study.objects.filter(accession_number=resolved.accession_number).exists():
+                raise _duplicate_accession(resolved.accession_number) from None
+            raise ServiceError("conflict", "The study could not be saved; please try again.") from exc
+    return StudyUploadResult(study=study, accepted=radiographs, rejected=rejected)
+
+
+def _ingest_all(
+    files: Sequence[UploadedImage], limits: IngestLimits
+) -> tuple[list[IngestedImage], list[IngestError]]:
+    accepted: list[IngestedImage] = []
+    rejected: list[IngestError] = []
+    seen: set[str] = set()
+    for upload in files:
+        try:
+            image = ingest_file(upload.name, upload.data, limits)
+        except IngestError as error:
+            rejected.append(error)
+            continue
+        if image.sha256 in seen:
+            rejected.append(
+                IngestError(
+                    image.original_filename, "duplicate_file", "The same image was already in this upload."
+                )
+            )
+            continue
+        seen.add(image.sha256)
+        accepted.append(image)
+    return accepted, rejected
+
+
+def _resolve_details(details: StudyDetails, images: Sequence[IngestedImage]) -> StudyDetails:
+    """Fill blank fields from the first DICOM file that has them; refuse if something required is missing."""
+    dicom: dict[str, str] = {}
+    for image in images:
+        for key, value in image.dicom_attributes.items():
+            dicom.setdefault(key, value)
+
+    def pick(typed: str, keyword: str) -> str:
+        return typed.strip() or dicom.get(keyword, "").strip()
+
+    resolved = StudyDetails(
+        mrn=pick(details.mrn, "PatientID"),
+        patient_name=pick(details.patient_name, "PatientName"),
+        date_of_birth=details.date_of_birth or _parse_date(dicom.get("PatientBirthDate")),
+        sex=details.sex or _dicom_sex(dicom.get("PatientSex", "")),
+        accession_number=pick(details.accession_number, "AccessionNumber"),
+        body_region=details.body_region or _dicom_region(dicom.get("BodyPartExamined", "")),
+        clinical_notes=details.clinical_notes.strip(),
+        study_date=details.study_date or _parse_date(dicom.get("StudyDate")),
+    )
+    required = {
+        "mrn": "the medical record number",
+        "patient_name": "the patient's name",
+        "accession_number": "the accession number",
+        "body_region": "the body region",
+    }
+    for name, label in required.items():
+        if not getattr(resolved, name):
+            raise ServiceError("missing_field", f"Enter {label} (no DICOM file supplied it).", field=name)
+    if resolved.body_region not in BodyRegion.values:
+        raise ServiceError("invalid_body_region", "Choose a body region from the list.", field="body_region")
+    if Study.objects.filter(accession_number=resolved.accession_number).exists():
+        raise _duplicate_accession(resolved.accession_number)
+    return resolved
+
+
+def _duplicate_accession(accession: str) -> ServiceError:
+    return ServiceError(
+        "duplicate_accession",
+        f"A study with accession number {accession} already exists.",
+        field="accession_number",
+    )
+
+
+def _patient_for(details: StudyDetails) -> Patient:
+    """The patient with this MRN, created on first sight. A different name under a known MRN is refused:
+    filing a radiograph under the wrong patient is the error this check exists to prevent."""
+    patient, created = Patient.objects.select_for_update().get_or_create(
+        mrn=details.mrn,
+        defaults={
+            "name": details.patient_name,
+            "date_of_birth": details.date_of_birth,
+            "sex": details.sex or Sex.UNKNOWN,
+        },
+    )
+    if created:
+        return patient
+    if _normalise_name(patient.name) != _normalise_name(details.patient_name):
+        raise ServiceError(
+            "patient_mismatch",
+            f"Medical record number {details.mrn} belongs to a patient with a different name. "
+            "Check the MRN and the name.",
+            field="mrn",
+        )
+    if details.date_of_birth and patient.date_of_birth and details.date_of_birth != patient.date_of_birth:
+        raise ServiceError(
+            "patient_mismatch",
+            f"Medical record number {details.mrn} belongs to a patient with a different date of birth.",
+            field="date_of_birth",
+        )
+    changed = []
+    if details.date_of_birth and not patient.date_of_birth:
+        patient.date_of_birth = details.date_of_birth
+        changed.append("date_of_birth")
+    if details.sex and patient.sex == Sex.UNKNOWN:
+        patient.sex = details.sex
+        changed.append("sex")
+    if changed:
+        patient.save(update_fields=changed)
+    return patient
+
+
+def _normalise_name(name: str) -> str:
+    return " ".join(name.replace("^", " ").replace(",", " ").lower().split())
+
+
+def _parse_date(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _dicom_sex(value: str) -> str:
+    return {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER}.get(value.strip().upper()[:1], "")
+
+
+_DICOM_BODY_PARTS = {
+    "HAND": BodyRegion.HAND,
+    "FINGER": BodyRegion.HAND,
+    "WRIST": BodyRegion.WRIST,
+    "FOREARM": BodyRegion.FOREARM,
+    "ELBOW": BodyRegion.ELBOW,
+    "HUMERUS": BodyRegion.HUMERUS,
+    "ARM": BodyRegion.HUMERUS,
+    "SHOULDER": BodyRegion.SHOULDER,
+    "CLAVICLE": BodyRegion.SHOULDER,
+    "HIP": BodyRegion.HIP,
+    "PELVIS": BodyRegion.PELVIS,
+    "FEMUR": BodyRegion.FEMUR,
+    "THIGH": BodyRegion.FEMUR,
+    "KNEE": BodyRegion.KNEE,
+    "LEG": BodyRegion.LEG,
+    "LOWER LEG": BodyRegion.LEG,
+    "TIBIA": BodyRegion.LEG,
+    "ANKLE": BodyRegion.ANKLE,
+    "FOOT": BodyRegion.FOOT,
+    "TOE": BodyRegion.FOOT,
+    "SPINE": BodyRegion.SPINE,
+    "CSPINE": BodyRegion.SPINE,
+    "TSPINE": BodyRegion.SPINE,
+    "LSPINE": BodyRegion.SPINE,
+}
+
+
+def _dicom_region(value: str) -> str:
+    return _DICOM_BODY_PARTS.get(value.strip().upper(), "")
+
+
+def study_refresh_triage(*, study_id: int) -> None:
+    """Recompute a study's queue summary from its radiographs, inside the transaction that changed them."""
+    studies_refresh_triage(study_ids=[study_id])
+
+
+def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
+    """study_refresh_triage for several studies in five queries (locked in id order)."""
+    studies = list(Study.objects.select_for_update().filter(pk__in=set(study_ids)).order_by("pk"))
+    if not studies:
+        raise Study.DoesNotExist(f"studies {sorted(set(study_ids))} do not exist")
+    by_study: dict[int, list[Radiograph]] = {study.pk: [] for study in studies}
+    for radiograph in Radiograph.objects.filter(study_id__in=by_study).order_by("position", "pk"):
+        by_study[radiograph.study_id].append(radiograph)
+    current = current_predictions([r.pk for members in by_study.values() for r in members])
+    reviewed = set(
+        Review.objects.filter(radiograph__study_id__in=by_study)
+        .values_list("radiograph_id", flat=True)
+        .distinct()
+    )
+    for study in studies:
+        radiographs = by_study[study.pk]
+        statuses = [r.status for r in radiographs]
+        in_flight = any(s in (Radiograph.Status.QUEUED, Radiograph.Status.RUNNING) for s in statuses)
+        predicted = [r.pk for r in radiographs if r.status == Radiograph.Status.PREDICTED and r.pk in current]
+        failed = statuses.count(Radiograph.Status.FAILED)
+        if in_flight:
+            state = Study.State.PROCESSING
+        elif any(pk not in reviewed for pk in predicted):
+            state = Study.State.AWAITING_REVIEW
+        elif not predicted:
+            state = Study.State.FAILED
+        else:
+            state = Study.State.REVIEWED
+        probabilities = [current[pk].probability for pk in predicted]
+        study.state = state
+        study.max_probability = max(probabilities) if probabilities else None
+        study.radiograph_count = len(radiographs)
+        study.failed_count = failed
+        if state == Study.State.REVIEWED and study.reviewed_at is None:
+            study.reviewed_at = timezone.now()
+        elif state != Study.State.REVIEWED:
+            study.reviewed_at = None
+    fields = ["state", "max_probability", "radiograph_count", "failed_count", "reviewed_at"]
+    if len(studies) == 1:
+        studies[0].save(update_fields=fields)
+    else:
+        Study.objects.bulk_update(studies, fields)
+
+
+def current_predictions(radiograph_ids: Sequence[int]) -> dict[int, Prediction]:
+    """Each radiograph's most recent prediction (the newest model version to have read it)."""
+    latest: dict[int, Prediction] = {}
+    for prediction in Prediction.objects.filter(radiograph_id__in=radiograph_ids).order_by(
+        "created_at", "id"
+    ):
+        latest[prediction.radiograph_id] = prediction
+    return latest
