@@ -10,7 +10,7 @@ import uuid
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, OrderBy, Q, Value
 from django.db.models.functions import Coalesce, Upper
 
@@ -149,7 +149,7 @@ class Radiograph(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     dicom_attributes = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     failure_message = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -163,6 +163,9 @@ class Radiograph(models.Model):
             # The same image twice in one study is a mistake, never two findings.
             models.UniqueConstraint(fields=["study", "sha256"], name="radiograph_unique_image_per_study"),
             models.CheckConstraint(
+        # Outside the model's intended use (radiology.governance.guardrails): the reason is shown instead
+        # of a verdict (GuardrailRefusal).
+        NOT_ANALYSED = "not_analysed", "Not analysed"
                 condition=Q(status="failed") | Q(failure_message=""),
                 name="radiograph_failure_message_only_when_failed",
             ),
@@ -294,7 +297,12 @@ class AuditEvent(models.Model):
     target_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when the event is sealed into the hash chain (not auto_now_add: the hash covers it).
+    created_at = models.DateTimeField(default=None, db_index=True)
+    # The hash chain (radiology.governance.audit_chain): position, predecessor's hash, own hash.
+    sequence = models.PositiveBigIntegerField(unique=True, null=True, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    hash = models.CharField(max_length=64, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -310,7 +318,9 @@ class AuditEvent(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise AppendOnlyError("Audit events cannot be changed")
-        super().save(*args, **kwargs)
+        with transaction.atomic(using=kwargs.get("using")):
+            seal_audit_events([self])
+            super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("Audit events cannot be deleted")
@@ -398,3 +408,31 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.state})"
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[AuditEvent]:
+        events = list(objs)
+        with transaction.atomic(using=self.db):
+            seal_audit_events(events)
+            return super().bulk_create(events, *args, **kwargs)
+
+        MODEL_REGISTERED = "model.registered", "Model version registered"
+        MODEL_STATUS_CHANGED = "model.status_changed", "Model version status changed"
+        MODEL_PROMOTION_REFUSED = "model.promotion_refused", "Model promotion refused"
+        RADIOGRAPH_NOT_ANALYSED = "radiograph.not_analysed", "Radiograph not analysed"
+        DRIFT_ALERT = "drift.alert", "Drift alert raised"
+        AUDIT_VERIFIED = "audit.verified", "Audit trail verified"
+
+
+def seal_audit_events(events: list[AuditEvent]) -> None:
+    # Imported here: the chain's head is a governance model, whose module imports this one.
+    from radiology.governance.audit_chain import seal
+
+    seal(events)
+
+
+# Governance models (model registry, shadow predictions, monitoring, drift, audit chain head) are defined in
+# their own module; importing it here registers them with the radiology app.
+from radiology.governance.models import *  # noqa: E402, F403
+
+
+# Hospital integration (DICOM arrivals, results sent to the PACS): radiology/dicomnet/models.py.
+from radiology.dicomnet.models import DicomArrival, DicomInstance, ResultDelivery  # noqa: E402, F401
