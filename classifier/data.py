@@ -35,6 +35,9 @@ from classifier.preprocessing import (
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever decoding changes what an image file becomes (2: EXIF orientation applied).
+DECODE_VERSION = 2
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".dcm", ".dicom"}
 SPLITS = ("train", "val", "test")
 _POSITIVE_NAMES = {"fractured", "fracture", "fractures", "positive", "abnormal", "1", "yes"}
@@ -109,7 +112,9 @@ def sha256_file(path: Path) -> str:
 def source_name(data_dir: Path) -> str:
     """A short, stable name for a data directory ("kaggle" for the curated Kaggle copy)."""
     name = data_dir.resolve().name.lower()
-    return {"bone-fracture-xray": "kaggle", "fracatlas": "fracatlas"}.get(name, name)
+    return {"bone-fracture-xray": "kaggle", "fracatlas": "fracatlas", "bone-fracture-boxes": "boxes"}.get(
+        name, name
+    )
 
 
 def load_source(data_dir: Path, *, source: str | None = None, hash_files: bool = False) -> list[Record]:
@@ -267,7 +272,8 @@ class ImageSet:
 
 
 def _cache_key(records: Sequence[Record], spec: InputSpec) -> str:
-    digest = hashlib.sha256(repr(sorted(spec.to_dict().items())).encode())
+    # DECODE_VERSION: a change in how files decode (EXIF orientation) must not reuse old caches.
+    digest = hashlib.sha256(f"{DECODE_VERSION}{sorted(spec.to_dict().items())!r}".encode())
     for r in records:
         digest.update(f"{r.path}\t{r.sha256}\n".encode())
     return digest.hexdigest()[:20]
@@ -435,10 +441,16 @@ def _affine_matrices(tf: Any, n: Any, size: int, aug: AugmentSpec, seed_stream: 
     return tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
 
 
-def augment_batch(tf: Any, images: Any, boxes: Any, size: int, aug: AugmentSpec, seed_stream: Any) -> Any:
-    """uint8 (n, S, S) + content boxes (n, 4) -> augmented float32 (n, S, S, 1) in [0, 1]."""
+def augment_batch(
+    tf: Any, images: Any, boxes: Any, size: int, aug: AugmentSpec, seed_stream: Any, masks: Any = None
+) -> Any:
+    """uint8 (n, S, S) + content boxes (n, 4) -> augmented float32 (n, S, S, 1) in [0, 1].
+
+    With ``masks`` (n, S, S) (fracture-box masks), returns (images, masks) with the masks moved by the
+    same geometric transform (intensity changes apply to the images only).
+    """
     n = tf.shape(images)[0]
-    x = tf.cast(images, tf.float32)[..., None] / 255.0
+    x = tf.cast(images, tf.float32)[..., None] * (1.0 / 255.0)
     rows = tf.range(size)[None, :, None]
     cols = tf.range(size)[None, None, :]
     top, left, height, width = (boxes[:, i][:, None, None] for i in range(4))
@@ -454,6 +466,8 @@ def augment_batch(tf: Any, images: Any, boxes: Any, size: int, aug: AugmentSpec,
         b = tf.random.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness, seed=seed_stream())
         x = tf.clip_by_value((x - mean) * c + mean + b, 0.0, 1.0) * mask
     transforms = _affine_matrices(tf, n, size, aug, seed_stream)
+    if masks is not None:
+        x = tf.concat([x, tf.cast(masks, tf.float32)[..., None]], axis=-1)
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=x,
         transforms=transforms,
@@ -462,7 +476,10 @@ def augment_batch(tf: Any, images: Any, boxes: Any, size: int, aug: AugmentSpec,
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
-    return tf.clip_by_value(x, 0.0, 1.0)
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if masks is not None:
+        return x[..., :1], x[..., 1:]
+    return x
 
 
 def training_dataset(

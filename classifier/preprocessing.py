@@ -126,13 +126,17 @@ def _decode_raster(data: bytes, kind: str, max_pixels: int | None) -> np.ndarray
 
     # Fast path: OpenCV's libjpeg-turbo / libpng decode straight to grayscale, a little faster than
     # Pillow. Only for plain modes, where both agree on the result to within rounding.
+    # One orientation everywhere: the EXIF-applied frame, the one a browser shows and the fracture boxes
+    # of the data sets are drawn in. Both decoders read the stored pixels; the turn is applied here once.
+    orientation = _exif_orientation(image)
     fast = (kind == "JPEG" and image.mode in ("L", "RGB", "YCbCr") and _jpeg_is_complete(data)) or (
         kind == "PNG" and image.mode in ("L", "RGB") and "transparency" not in image.info
     )
     if fast:
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         if array is not None and array.shape == (height, width):
-            return np.ascontiguousarray(array, dtype=np.uint8)
+            return apply_exif_orientation(np.ascontiguousarray(array, dtype=np.uint8), orientation)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -142,7 +146,34 @@ def _decode_raster(data: bytes, kind: str, max_pixels: int | None) -> np.ndarray
         raise UnreadableImageError("The image is too large to open safely.") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImageError("The image data is truncated or corrupt.") from exc
-    return _pil_to_gray(image)
+    return apply_exif_orientation(_pil_to_gray(image), orientation)
+
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of a raster image; 1 (as stored) when absent or unreadable."""
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        return 1  # a damaged EXIF block: show the pixels as stored, as browsers do
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_exif_orientation(gray: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels -> the frame EXIF ``orientation`` asks for (what Pillow's ``exif_transpose`` does)."""
+    turned = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1, :],  # mirrored top-bottom
+        5: lambda a: a.T,  # transposed
+        6: lambda a: np.rot90(a, -1),  # stored rotated 90 counter-clockwise: turn clockwise
+        7: lambda a: a[::-1, ::-1].T,  # transverse
+        8: lambda a: np.rot90(a, 1),  # stored rotated 90 clockwise: turn counter-clockwise
+    }[orientation](gray)
+    return np.ascontiguousarray(turned)
 
 
 def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:

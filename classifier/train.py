@@ -77,6 +77,7 @@ class Recipe:
     tta: str = "flip"
     pooling: str = "mean"
     patience: int = 0
+    cell_loss_weight: float = 1.0
     augment: AugmentSpec = field(default_factory=AugmentSpec)
 
     def input_spec(self) -> InputSpec:
@@ -366,9 +367,10 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> No
 
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
+    for key in [k for k in ("loss", "image_loss", "cell_loss") if k in history[0]]:
+        ax_loss.plot(epochs, [h[key] for h in history], marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="training loss (weighted BCE)", title="loss")
-    keys = [k for k in history[0] if k.endswith("auc") or k.endswith("no_hardware") or k == "score"]
+    keys = [k for k in history[0] if k.endswith(("auc", "no_hardware", "pointing")) or k == "score"]
     for key in keys:
         ax_auc.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key)
     ax_auc.set(xlabel="epoch", ylabel="validation ROC-AUC", title="validation")
@@ -471,6 +473,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         tta=args.tta,
         pooling=args.pooling,
         patience=args.patience,
+        cell_loss_weight=args.cell_loss_weight,
         augment=augment,
     )
 
@@ -486,7 +489,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--version", default=None, help="model version for the card (default: the out folder name)"
     )
-    p.add_argument("--arch", choices=["lite0", "seed", "tiny"], default="lite0")
+    p.add_argument("--arch", choices=["lite0det", "lite0", "seed", "tiny"], default="lite0det")
+    p.add_argument("--cell-loss-weight", type=float, default=1.0, help="lite0det: weight of the cell loss")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--clahe", action="store_true")
     p.add_argument("--epochs", type=int, default=6)
@@ -540,12 +544,16 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_from_args(args)
     records = load_records(args)
     backbone = None
-    if recipe.arch == "lite0":
+    if recipe.arch in ("lite0", "lite0det"):
         from classifier.convert import ensure_backbone_weights
 
         backbone = ensure_backbone_weights(args.backbone_weights)
     args.out.mkdir(parents=True, exist_ok=True)
     spec = recipe.input_spec()
+    if recipe.arch == "lite0det":
+        from classifier.train_detector import run_detector
+
+        return run_detector(args, recipe, records, spec, backbone)
     if args.cv:
         return run_cv(args, recipe, records, spec, backbone)
 

@@ -1,0 +1,495 @@
+"""Model v2: an image head and a fracture-cell head learnt from the fracture boxes.
+
+EfficientNet-Lite0 at 320 px. Two heads share the backbone:
+
+- **image head**: a 1x1 convolution on the stride-32 features whose spatial mean is the image logit (global
+  average pooling + dense, the pooling grouped cross-validation preferred over log-sum-exp);
+- **cell head**: block 10's stride-16 features beside the upsampled stride-32 features, a 3x3 and a 1x1
+  convolution: one logit per 16 x 16-pixel cell of the model input, "is this cell on a fracture".
+
+The cell head is trained per cell from the boxes (FracAtlas train and the boxes source's train): a cell more
+than ``POSITIVE_COVERAGE`` inside a box is positive, a partly covered cell is ignored, the other cells of a
+boxed image are weak negatives, and every cell of a normal radiograph is negative. Image labels alone did
+not teach the first model where a fracture is (its heatmap peak hit a box on 1 of 69 images).
+
+Cell ``(i, j)`` stands for model-input pixels ``[16 i, 16 i + 16) x [16 j, 16 j + 16)``: the targets are
+made by averaging the box mask over exactly those pixels, so that mapping is what the head learns, whatever
+the receptive field's own centre (with "SAME" padding it sits at 16 i + 15). ``cells_to_boxes`` inverts it.
+
+Keras 3 for the model (saved ``.keras`` files stay backend-agnostic); the training loop uses TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from classifier.data import AugmentSpec, ImageSet, augment_batch, sample_weights
+from classifier.preprocessing import Letterbox
+
+log = logging.getLogger(__name__)
+
+CELL_STRIDE = 16
+POSITIVE_COVERAGE = 0.3
+# Negative cells of an image with boxes weigh less than those of a normal radiograph: a frame can hold
+# several views with only some of their fractures boxed.
+BOXED_NEGATIVE_WEIGHT = 0.3
+# Cell supervision of an image: none (a fractured image without boxes), from its boxes, or all negative.
+CELLS_NONE, CELLS_BOXED, CELLS_NORMAL = 0, 1, 2
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+def lite0_detector_core(
+    size: int = 320,
+    *,
+    dropout: float = 0.2,
+    drop_connect_rate: float = 0.2,
+    backbone_weights: str | None = None,
+    bn_momentum: float = 0.9,
+    head_width: int = 96,
+) -> Any:
+    """(S, S, 1) in [0, 1] -> [image logit map (S/32, S/32, 1), cell logit map (S/16, S/16, 1)]."""
+    import keras
+    from keras import layers
+
+    from classifier.models import _cam_head, lite0_backbone
+
+    if size % 32:
+        raise ValueError(f"the input size must be a multiple of 32, not {size}")
+    backbone = lite0_backbone(size, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum)
+    if backbone_weights:
+        backbone.load_weights(backbone_weights)
+    features = keras.Model(
+        backbone.input,
+        [backbone.get_layer("block10_add").output, backbone.output],
+        name="lite0_features",
+    )
+    image = keras.Input((size, size, 1), name="image")
+    fine, coarse = features(image)
+    cam = _cam_head(coarse, dropout=dropout)
+    top = layers.Conv2D(head_width, 1, activation="relu", name="cells_top")(coarse)
+    top = layers.UpSampling2D(2, interpolation="bilinear", name="cells_up")(top)
+    lateral = layers.Conv2D(head_width, 1, activation="relu", name="cells_lateral")(fine)
+    x = layers.Concatenate(name="cells_concat")([top, lateral])
+    x = layers.Conv2D(head_width, 3, padding="same", activation="relu", name="cells_conv")(x)
+    # A fracture covers a few cells of hundreds: start every cell near "no fracture".
+    cells = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-4.0), name="cells")(x)
+    return keras.Model(image, [cam, cells], name="lite0_det")
+
+
+def detector_serving_model(core: Any, *, tta: str = "flip") -> Any:
+    """core -> {"logit": (N, 1), "cam": (N, h32, w32), "cells": (N, h16, w16)}, TTA inside the graph."""
+    import keras
+    from keras import layers
+
+    from classifier.layers import TTAExpand, TTAMerge
+
+    image = keras.Input(core.input_shape[1:], name="image")
+    cam, cells = core(TTAExpand(tta, name="tta_expand")(image))
+    cam = TTAMerge(tta, name="tta_merge")(cam)
+    cells = TTAMerge(tta, name="tta_merge_cells")(cells)
+    logit = layers.GlobalAveragePooling2D(name="logit")(cam)
+    cam_shape, cell_shape = core.output_shape[0][1:3], core.output_shape[1][1:3]
+    return keras.Model(
+        image,
+        {
+            "logit": logit,
+            "cam": layers.Reshape(tuple(cam_shape), name="cam_map")(cam),
+            "cells": layers.Reshape(tuple(cell_shape), name="cell_map")(cells),
+        },
+        name="lite0_det_serving",
+    )
+
+
+# --------------------------------------------------------------------------------- boxes <-> cells
+
+
+@dataclass(frozen=True)
+class Box:
+    """A fracture box in original-image pixels (x0, y0 inclusive; x1, y1 exclusive) with its score."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "x0": round(self.x0, 1),
+            "y0": round(self.y0, 1),
+            "x1": round(self.x1, 1),
+            "y1": round(self.y1, 1),
+            "score": round(self.score, 4),
+        }
+
+
+def box_mask(geometry: Letterbox, boxes: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
+    """uint8 (S, S): 1 on the model-input pixels inside any box (boxes as cx, cy, w, h fractions)."""
+    mask = np.zeros((geometry.size, geometry.size), np.uint8)
+    for cx, cy, w, h in boxes:
+        x0, y0, x1, y1 = geometry.box_to_model(cx, cy, w, h)
+        c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        c1, r1 = min(geometry.size, int(np.ceil(x1))), min(geometry.size, int(np.ceil(y1)))
+        if c1 > c0 and r1 > r0:
+            mask[r0:r1, c0:c1] = 1
+    return mask
+
+
+def cell_coverage(mask: np.ndarray, stride: int = CELL_STRIDE) -> np.ndarray:
+    """(S, S) mask -> (S/stride, S/stride) share of each cell's pixels inside a box."""
+    size = mask.shape[0]
+    n = size // stride
+    return mask[: n * stride, : n * stride].reshape(n, stride, n, stride).mean(axis=(1, 3))
+
+
+def _model_to_original(geometry: Letterbox, x: float, y: float) -> tuple[float, float]:
+    sx = geometry.original_width / geometry.content_width
+    sy = geometry.original_height / geometry.content_height
+    return (x - geometry.left) * sx, (y - geometry.top) * sy
+
+
+def cells_to_boxes(
+    cell_probabilities: np.ndarray,
+    geometry: Letterbox,
+    *,
+    threshold: float,
+    max_boxes: int = 5,
+    always_top: bool = False,
+) -> list[Box]:
+    """Cell probabilities (h, w) -> boxes in original pixels, best first.
+
+    Cells at or above ``threshold`` are grouped into 8-connected regions; each region becomes the box around
+    its cells, scored by its highest cell. ``always_top`` returns the best cell's region even below the
+    threshold (for the pointing game). Boxes are clipped to the image (the padding is not the image).
+    """
+    import cv2
+
+    probabilities = np.asarray(cell_probabilities, np.float32)
+    stride = geometry.size / probabilities.shape[0]
+    above = (probabilities >= threshold).astype(np.uint8)
+    if always_top and not above.any():
+        above[np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)] = 1
+    count, labels = cv2.connectedComponents(above, connectivity=8)
+    boxes = []
+    for k in range(1, count):
+        rows, cols = np.nonzero(labels == k)
+        x0, y0 = _model_to_original(geometry, cols.min() * stride, rows.min() * stride)
+        x1, y1 = _model_to_original(geometry, (cols.max() + 1) * stride, (rows.max() + 1) * stride)
+        x0, x1 = max(0.0, x0), min(float(geometry.original_width), x1)
+        y0, y1 = max(0.0, y0), min(float(geometry.original_height), y1)
+        if x1 <= x0 or y1 <= y0:
+            continue  # a region on the padding only
+        boxes.append(Box(x0, y0, x1, y1, float(probabilities[rows, cols].max())))
+    boxes.sort(key=lambda b: -b.score)
+    return boxes[:max_boxes]
+
+
+def cell_peak(cell_probabilities: np.ndarray, geometry: Letterbox) -> tuple[float, float]:
+    """The centre of the highest cell inside the image content, in original pixels (x, y)."""
+    probabilities = np.array(cell_probabilities, np.float32)
+    n = probabilities.shape[0]
+    stride = geometry.size / n
+    centres = (np.arange(n) + 0.5) * stride
+    inside_rows = (centres >= geometry.top) & (centres < geometry.top + geometry.content_height)
+    inside_cols = (centres >= geometry.left) & (centres < geometry.left + geometry.content_width)
+    probabilities[~inside_rows, :] = -np.inf
+    probabilities[:, ~inside_cols] = -np.inf
+    row, col = np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)
+    return _model_to_original(geometry, centres[col], centres[row])
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class DetectorData:
+    """Training arrays: the images plus what the two losses need per image."""
+
+    images: ImageSet
+    masks: np.ndarray  # uint8 (N, S, S) box masks
+    cell_modes: np.ndarray  # int32 (N,): CELLS_NONE / CELLS_BOXED / CELLS_NORMAL
+    image_weights: np.ndarray  # float32 (N,): image-loss weight (0 for the boxes source)
+
+
+def detector_data(
+    data: ImageSet,
+    *,
+    image_sources: Sequence[str],
+    balance_sources: bool = True,
+    cluster_power: float = 0.5,
+) -> DetectorData:
+    """Masks, cell modes and image-loss weights for ``data``.
+
+    Only ``image_sources`` (the sources with both classes) count in the image loss and its class balance;
+    a positives-only source (the boxes one) teaches localisation alone, or the model would learn "this kind
+    of image means fracture".
+    """
+    masks = np.zeros(data.images.shape, np.uint8)
+    modes = np.zeros(len(data.records), np.int32)
+    for i, record in enumerate(data.records):
+        if record.label == 0:
+            modes[i] = CELLS_NORMAL
+        elif record.boxes:
+            modes[i] = CELLS_BOXED
+            masks[i] = box_mask(data.geometries[i], record.boxes)
+    weights = np.zeros(len(data.records), np.float32)
+    in_image_loss = np.array([r.source in image_sources for r in data.records])
+    if in_image_loss.any():
+        sub = data.subset(np.flatnonzero(in_image_loss))
+        weights[in_image_loss] = sample_weights(
+            sub, balance_sources=balance_sources, cluster_power=cluster_power
+        )
+    return DetectorData(data, masks, modes, weights)
+
+
+def detector_dataset(train: DetectorData, *, batch_size: int, augment: AugmentSpec, seed: int) -> Any:
+    """Endless shuffled batches: (images (B,S,S,1), labels (B,), weights (B,), cell targets, cell weights)."""
+    import tensorflow as tf
+
+    data = train.images
+    size = data.spec.size
+    labels = data.labels.astype(np.float32)
+    content = data.content_boxes()
+    counter = iter(range(seed * 1000 + 7, 2**31 - 1))
+
+    def seed_stream() -> int:
+        return next(counter)
+
+    images, masks = data.images, train.masks
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(labels)),))
+    ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size, drop_remainder=True)
+
+    def gather(index: Any) -> Any:
+        imgs, msks = tf.numpy_function(lambda i: (images[i], masks[i]), [index], (tf.uint8, tf.uint8))
+        imgs.set_shape([batch_size, size, size])
+        msks.set_shape([batch_size, size, size])
+        take = lambda values: tf.gather(tf.constant(values), index)  # noqa: E731
+        return imgs, msks, take(content), take(labels), take(train.image_weights), take(train.cell_modes)
+
+    def prepare(imgs: Any, msks: Any, bxs: Any, y: Any, w: Any, modes: Any) -> Any:
+        x, m = augment_batch(tf, imgs, bxs, size, augment, seed_stream, masks=msks)
+        coverage = tf.nn.avg_pool2d(m, CELL_STRIDE, CELL_STRIDE, "VALID")[..., 0]
+        boxed = tf.equal(modes, CELLS_BOXED)[:, None, None]
+        normal = tf.equal(modes, CELLS_NORMAL)[:, None, None]
+        positive = boxed & (coverage > POSITIVE_COVERAGE)
+        negative_boxed = boxed & (coverage <= 0.0)
+        target = tf.cast(positive, tf.float32)
+        # Cell weights: +1 positive, -w negative (sign carries the class for the balanced loss), 0 ignored.
+        weight = (
+            tf.cast(positive, tf.float32)
+            - BOXED_NEGATIVE_WEIGHT * tf.cast(negative_boxed, tf.float32)
+            - tf.cast(normal, tf.float32) * tf.ones_like(coverage)
+        )
+        return x, y, w, target, weight
+
+    ds = ds.map(gather, num_parallel_calls=2).map(prepare, num_parallel_calls=2)
+    return ds.prefetch(2)
+
+
+def detector_losses(
+    logits: Any, labels: Any, weights: Any, cell_logits: Any, cell_targets: Any, cell_weights: Any
+) -> tuple[Any, Any]:
+    """(image loss, cell loss). The cell loss balances the classes per batch: the mean over positive cells
+    plus the weighted mean over negative cells, so a few fracture cells are not drowned by hundreds."""
+    import tensorflow as tf
+
+    image_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    image_loss = tf.reduce_sum(weights * image_bce) / tf.cast(tf.shape(labels)[0], tf.float32)
+    cell_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=cell_targets, logits=cell_logits)
+    positive = tf.nn.relu(cell_weights)
+    negative = tf.nn.relu(-cell_weights)
+    cell_loss = tf.reduce_sum(positive * cell_bce) / tf.maximum(tf.reduce_sum(positive), 1.0)
+    cell_loss += tf.reduce_sum(negative * cell_bce) / tf.maximum(tf.reduce_sum(negative), 1.0)
+    return image_loss, cell_loss
+
+
+def predict_detector(
+    core: Any, images: np.ndarray, *, tta: str = "none", batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 letterboxed images (N, S, S) -> (image logits (N,), cell probabilities (N, h, w))."""
+    model = detector_serving_model(core, tta=tta)
+    logits = np.zeros(len(images), np.float32)
+    cells: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size].astype(np.float32)[..., None] / 255.0
+        out = model.predict_on_batch(chunk)
+        logits[start : start + len(chunk)] = np.asarray(out["logit"]).reshape(-1)
+        cells.append(1.0 / (1.0 + np.exp(-np.asarray(out["cells"], np.float32))))
+    return logits, np.concatenate(cells) if cells else np.zeros((0, 1, 1), np.float32)
+
+
+@dataclass
+class DetectorFit:
+    core: Any
+    history: list[dict[str, Any]]
+    best_epoch: int
+    seconds: float
+
+
+def fit_detector(
+    train: DetectorData,
+    *,
+    size: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: float,
+    augment: AugmentSpec,
+    cell_loss_weight: float,
+    backbone_weights: str | None,
+    seed: int,
+    evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
+    select_best: bool = True,
+    max_steps: int | None = None,
+    on_epoch: Callable[[int, Any, dict[str, Any]], None] | None = None,
+) -> DetectorFit:
+    """Train both heads with AdamW (one-cycle cosine schedule); keep the epoch ``evaluate_epoch`` scores best."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    core = lite0_detector_core(size, backbone_weights=backbone_weights)
+    steps = max(1, len(train.images.records) // batch_size)
+    if max_steps:
+        steps = min(steps, max_steps)
+    total = steps * epochs
+    warm = max(1, int(warmup * total))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr / 25.0, decay_steps=max(1, total - warm), warmup_target=lr,
+        warmup_steps=warm, alpha=1e-3,
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    dataset = iter(detector_dataset(train, batch_size=batch_size, augment=augment, seed=seed))
+
+    @tf.function
+    def step(x: Any, y: Any, w: Any, target: Any, weight: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            cam, cells = core(x, training=True)
+            logits = tf.reduce_mean(cam, axis=[1, 2, 3])
+            image_loss, cell_loss = detector_losses(logits, y, w, cells[..., 0], target, weight)
+            loss = image_loss + cell_loss_weight * cell_loss
+        variables = core.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return image_loss, cell_loss
+
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_weights = -np.inf, -1, None
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        sums = np.zeros(2)
+        for k in range(steps):
+            image_loss, cell_loss = step(*next(dataset))
+            sums += (float(image_loss), float(cell_loss))
+            if (k + 1) % 25 == 0:
+                log.info("epoch %d step %d/%d: %.1f s", epoch, k + 1, steps, time.perf_counter() - t0)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "image_loss": float(sums[0] / steps),
+            "cell_loss": float(sums[1] / steps),
+            "train_seconds": round(time.perf_counter() - t0, 1),
+        }
+        if evaluate_epoch is not None:
+            row.update(evaluate_epoch(core))
+        history.append(row)
+        log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                 for k, v in row.items() if k != "epoch"))
+        score = float(row.get("score", epoch)) if select_best else float(epoch)
+        if score > best_score:
+            best_score, best_epoch, best_weights = score, epoch, core.get_weights()
+        if on_epoch is not None:
+            on_epoch(epoch, core, row)
+    if best_weights is not None:
+        core.set_weights(best_weights)
+    return DetectorFit(core, history, best_epoch, time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------ localisation
+
+
+def fraction_boxes_to_pixels(
+    boxes: Sequence[tuple[float, float, float, float]], width: int, height: int
+) -> list[tuple[float, float, float, float]]:
+    """(cx, cy, w, h) fractions (the data sets' YOLO convention) -> (x0, y0, x1, y1) pixels."""
+    return [
+        ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        for cx, cy, w, h in boxes
+    ]
+
+
+def point_in_box(x: float, y: float, box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def box_hits(predicted: Box, truth: tuple[float, float, float, float], *, min_iou: float = 0.1) -> bool:
+    """A predicted box finds a true fracture when they overlap by ``min_iou`` or its centre lies inside.
+
+    A box made of 16-pixel cells is coarse next to a 5-10 %-of-the-side fracture box, so IoU alone would
+    miss boxes that a reader sees on the fracture; the centre rule keeps the hit honest for big boxes.
+    """
+    cx, cy = (predicted.x0 + predicted.x1) / 2, (predicted.y0 + predicted.y1) / 2
+    box = (predicted.x0, predicted.y0, predicted.x1, predicted.y1)
+    return iou(box, truth) >= min_iou or point_in_box(cx, cy, truth)
+
+
+def pointing_hits(peaks: Sequence[tuple[float, float]], truths: Sequence[Sequence[tuple]]) -> np.ndarray:
+    """Per image: does its peak (x, y) fall inside one of its true boxes (pixels)?"""
+    return np.array(
+        [any(point_in_box(x, y, t) for t in boxes) for (x, y), boxes in zip(peaks, truths, strict=True)], bool
+    )
+
+
+def froc(
+    predictions: Sequence[Sequence[Box]],
+    truths: Sequence[Sequence[tuple[float, float, float, float]]],
+    *,
+    fp_rates: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0),
+) -> dict[str, Any]:
+    """Free-response ROC: fracture-level sensitivity against false-positive boxes per image.
+
+    ``predictions``: every image's candidate boxes (all scores; images without fractures count too, their
+    boxes are all false positives). A true fracture is found at a score threshold when a box at or above it
+    hits it; a box that hits no fracture is a false positive. Returns the sensitivity at each rate in
+    ``fp_rates`` (the best threshold whose false positives per image stay at or under the rate) and the curve.
+    """
+    n_images = len(predictions)
+    n_truths = sum(len(t) for t in truths)
+    scored: list[tuple[float, int, int]] = []  # (score, image, index of the fracture it hits or -1)
+    for i, (boxes, image_truths) in enumerate(zip(predictions, truths, strict=True)):
+        for box in boxes:
+            hit = next((k for k, t in enumerate(image_truths) if box_hits(box, t)), -1)
+            scored.append((box.score, i, hit))
+    scored.sort(key=lambda s: -s[0])
+    found: set[tuple[int, int]] = set()
+    false_positives = 0
+    curve: list[tuple[float, float, float]] = []  # (score, fp per image, sensitivity)
+    for k, (score, image, hit) in enumerate(scored):
+        if hit >= 0:
+            found.add((image, hit))
+        else:
+            false_positives += 1
+        if k + 1 == len(scored) or scored[k + 1][0] < score:
+            curve.append((score, false_positives / max(n_images, 1), len(found) / max(n_truths, 1)))
+    at: dict[str, float] = {}
+    for rate in fp_rates:
+        allowed = [sens for _, fp, sens in curve if fp <= rate]
+        at[f"{rate:g}"] = float(max(allowed)) if allowed else 0.0
+    return {"images": n_images, "fractures": n_truths, "sensitivity_at_fp_per_image": at, "curve": curve}
