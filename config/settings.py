@@ -188,6 +188,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("UPLOAD_MAX_REQUEST_BYTES", 200 * 1024 * 1
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 500
 
+# --- Reading workflow ------------------------------------------------------------------------------
+# Blinded first read for readers who have not chosen for themselves: the reader's own call first, then
+# the model's band and boxes.
+BLINDED_READ_DEFAULT = env_bool("BLINDED_READ_DEFAULT", False)
+# How long "being read by" marks a study after the reader's page last checked in.
+READING_MARKER_SECONDS = env_int("READING_MARKER_SECONDS", 300, minimum=30)
+
 # --- Classifier and worker -------------------------------------------------------------------------
 CLASSIFIER_MODEL = env_str("CLASSIFIER_MODEL", "")  # empty: the shipped model in models/
 # Radiographs per forward pass (the worker fills a batch with what is queued). On the 2-core CPU box,

@@ -45,6 +45,24 @@ class Label(models.TextChoices):
     NOT_FRACTURED = "not_fractured", "Not fractured"
 
 
+class Band(models.TextChoices):
+    """The model's call in three bands, from the card's two operating points: at or above the specific
+    point "Fracture", below the sensitive point "No fracture", between them "Doubt"."""
+
+    FRACTURE = "fracture", "Fracture"
+    DOUBT = "doubt", "Doubt"
+    NO_FRACTURE = "no_fracture", "No fracture"
+
+
+# Most to least suspicious: a study's band is the highest of its images'.
+BAND_ORDER: tuple[str, ...] = (Band.FRACTURE, Band.DOUBT, Band.NO_FRACTURE)
+
+
+def band_rank(band: str) -> int:
+    """0 for the most suspicious band; unknown or empty bands rank last."""
+    return BAND_ORDER.index(band) if band in BAND_ORDER else len(BAND_ORDER)
+
+
 class Patient(models.Model):
     mrn = models.CharField("medical record number", max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -92,9 +110,16 @@ class Study(models.Model):
     # Triage summary, maintained by services.study_refresh_triage.
     state = models.CharField(max_length=16, choices=State.choices, default=State.PROCESSING)
     max_probability = models.FloatField(null=True, blank=True)
+    # The highest band among the radiographs' current predictions ("" until one is predicted).
+    band = models.CharField(max_length=12, choices=Band.choices, blank=True, default="")
     radiograph_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # "Being read by": set when a clinician opens the study, until reading_until (refreshed while open).
+    reading_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reading_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "studies"
@@ -181,11 +206,20 @@ class Radiograph(models.Model):
 
 
 class Prediction(models.Model):
+    Band = Band
+
     radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="predictions")
     model_version = models.CharField(max_length=100)
     probability = models.FloatField()
     label = models.CharField(max_length=16, choices=Label.choices)
     threshold = models.FloatField()
+    band = models.CharField(max_length=12, choices=Band.choices)
+    # [{"x0", "y0", "x1", "y1", "score"}]: where the model localised a fracture, in original-image pixels
+    # (the frame the viewer shows: EXIF orientation applied), most confident first.
+    boxes = models.JSONField(default=list, blank=True)
+    # The card's two operating points that drew the band (null on predictions stored before bands).
+    threshold_sensitive = models.FloatField(null=True, blank=True)
+    threshold_specific = models.FloatField(null=True, blank=True)
     heatmap = models.FileField(upload_to=heatmap_storage_name, max_length=200, blank=True)
     inference_ms = models.FloatField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -203,6 +237,15 @@ class Prediction(models.Model):
             models.CheckConstraint(
                 condition=Q(threshold__gte=0.0) & Q(threshold__lte=1.0),
                 name="prediction_threshold_in_unit_interval",
+            ),
+            models.CheckConstraint(
+                condition=Q(band__in=Band.values), name="prediction_band_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(threshold_sensitive__isnull=True)
+                | Q(threshold_specific__isnull=True)
+                | Q(threshold_sensitive__lte=F("threshold_specific")),
+                name="prediction_operating_points_ordered",
             ),
         ]
         indexes: ClassVar[list[models.Index]] = [
@@ -230,6 +273,26 @@ class Review(models.Model):
         WRONG_REGION = "wrong_region", "Wrong body region or view"
         OTHER = "other", "Other"
 
+    # Which reasons can explain an override to each final label: "missed a fracture" cannot explain
+    # recording *not fractured*, nor "old fracture" recording *fractured* (services enforce this).
+    REASONS_FOR_LABEL: ClassVar[dict[str, tuple[str, ...]]] = {
+        Label.FRACTURED: (
+            Reason.MISSED_FRACTURE,
+            Reason.HARDWARE,
+            Reason.IMAGE_QUALITY,
+            Reason.WRONG_REGION,
+            Reason.OTHER,
+        ),
+        Label.NOT_FRACTURED: (
+            Reason.FALSE_ALARM,
+            Reason.OLD_FRACTURE,
+            Reason.HARDWARE,
+            Reason.IMAGE_QUALITY,
+            Reason.WRONG_REGION,
+            Reason.OTHER,
+        ),
+    }
+
     radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="reviews")
     prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -237,6 +300,8 @@ class Review(models.Model):
     final_label = models.CharField(max_length=16, choices=Label.choices)
     reason_code = models.CharField(max_length=20, choices=Reason.choices, blank=True)
     reason_text = models.TextField(blank=True)
+    # Blinded reading: the reader's own call made before the model was shown ("" when not blinded).
+    unaided_label = models.CharField(max_length=16, choices=Label.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -253,6 +318,84 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_decision_display()} → {self.get_final_label_display()}"
+
+
+class ReaderProfile(models.Model):
+    """A clinician's reading preferences; `blinded` None follows the site's BLINDED_READ_DEFAULT."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reader_profile"
+    )
+    blinded = models.BooleanField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Reading preferences of {self.user}"
+
+
+class UnaidedRead(models.Model):
+    """A reader's call on a radiograph before the model's answer was shown to them (blinded reading).
+
+    One per reader and radiograph, never changed: the point is what the reader thought unaided.
+    """
+
+    radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="unaided_reads")
+    reader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    label = models.CharField(max_length=16, choices=Label.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints: ClassVar[list[Any]] = [
+            models.UniqueConstraint(fields=["radiograph", "reader"], name="unaided_read_one_per_reader"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Unaided {self.get_label_display()} by {self.reader} on {self.radiograph_id}"
+
+
+class Adjudication(models.Model):
+    """A second clinician's call on a radiograph whose review disagreed with a confident model band or with
+    the reader's own unaided read. Once decided it is locked and is the reference standard."""
+
+    class Trigger(models.TextChoices):
+        MODEL_DISAGREES = "model_disagrees", "Final call against a confident model band"
+        READER_CHANGED = "reader_changed", "Final call differs from the unaided read"
+
+    class State(models.TextChoices):
+        OPEN = "open", "Awaiting a second reader"
+        DECIDED = "decided", "Decided"
+
+    radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="adjudications")
+    review = models.ForeignKey(Review, on_delete=models.PROTECT, related_name="adjudications")
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
+    adjudicator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    label = models.CharField(max_length=16, choices=Label.choices, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints: ClassVar[list[Any]] = [
+            # At most one adjudication per radiograph is open at a time.
+            models.UniqueConstraint(
+                fields=["radiograph"], condition=Q(state="open"), name="adjudication_one_open_per_radiograph"
+            ),
+            models.CheckConstraint(
+                condition=Q(state="open", label="", adjudicator__isnull=True, decided_at__isnull=True)
+                | (Q(state="decided", adjudicator__isnull=False, decided_at__isnull=False) & ~Q(label="")),
+                name="adjudication_decided_has_label",
+            ),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["state", "created_at"], name="adjudication_queue_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Adjudication of {self.radiograph_id} ({self.state})"
 
 
 class AppendOnlyError(Exception):
@@ -281,6 +424,11 @@ class AuditEvent(models.Model):
         RADIOGRAPH_FAILED = "radiograph.failed", "Radiograph failed"
         RADIOGRAPH_RESENT = "radiograph.resent", "Radiograph sent again"
         REVIEW_SUBMITTED = "review.submitted", "Review submitted"
+        UNAIDED_READ = "read.unaided", "Unaided read recorded"
+        ADJUDICATION_OPENED = "adjudication.opened", "Sent to a second reader"
+        ADJUDICATION_DECIDED = "adjudication.decided", "Adjudicated"
+        PATIENT_DETAILS_DIFFER = "patient.details_differ", "Typed patient details differ from DICOM"
+        READER_SETTING = "reader.setting", "Reading preference changed"
         EXPORT = "export", "Export"
         ACCESS_DENIED = "access.denied", "Access denied"
         LOGIN_FAILED = "login.failed", "Login failed"

@@ -102,21 +102,48 @@ def outsider_client(outsider: Any) -> Client:
 
 
 @dataclass(frozen=True)
+class FakeBox:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+
+@dataclass(frozen=True)
+class FakeOperatingPoints:
+    sensitive: float
+    specific: float
+
+
+@dataclass(frozen=True)
 class FakeResult:
     probability: float
     label: str
     heatmap: np.ndarray | None
+    band: str = "no_fracture"
+    boxes: tuple[FakeBox, ...] = ()
 
 
 class FakePredictor:
-    """Deterministic stand-in for classifier.predict.Predictor: brighter images look more 'fractured'."""
+    """Deterministic stand-in for classifier.predict.Predictor: brighter images look more 'fractured'.
+
+    Bands from two operating points (0.3, 0.7); an image outside "no fracture" gets one box over the
+    middle of its upper-left quarter, in original-image pixels.
+    """
 
     version = "fake-model-1"
     threshold = 0.5
+    thresholds = FakeOperatingPoints(sensitive=0.3, specific=0.7)
     class_names = ("not_fractured", "fractured")
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+
+    def band_for(self, probability: float) -> str:
+        if probability >= self.thresholds.specific:
+            return "fracture"
+        return "doubt" if probability >= self.thresholds.sensitive else "no_fracture"
 
     def predict(self, images: Sequence[np.ndarray], *, heatmaps: bool = True) -> list[FakeResult]:
         self.batches.append(len(images))
@@ -125,7 +152,12 @@ class FakePredictor:
             probability = float(np.clip(image.mean() / 255.0, 0.0, 1.0))
             label = "fractured" if probability >= self.threshold else "not_fractured"
             heatmap = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8) if heatmaps else None
-            results.append(FakeResult(probability, label, heatmap))
+            band = self.band_for(probability)
+            height, width = image.shape[:2]
+            boxes = ()
+            if band != "no_fracture":
+                boxes = (FakeBox(width * 0.125, height * 0.125, width * 0.375, height * 0.375, probability),)
+            results.append(FakeResult(probability, label, heatmap, band, boxes))
         return results
 
 

@@ -84,6 +84,12 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     probability = 0.9
     label = Label.FRACTURED
     threshold = 0.5
+    # The band the fake predictor's operating points (0.3, 0.7) give the probability.
+    band = factory.LazyAttribute(
+        lambda p: "fracture" if p.probability >= 0.7 else "doubt" if p.probability >= 0.3 else "no_fracture"
+    )
+    threshold_sensitive = 0.3
+    threshold_specific = 0.7
     inference_ms = 12.0
 
 

@@ -230,13 +230,20 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
                 radiograph_id=item.radiograph_id,
                 probability=result.probability,
                 label=result.label,
+                band=result.band,
+                boxes=result.boxes,
                 heatmap_png=heatmap_png,
                 inference_ms=per_image_ms,
             )
         )
+    operating_points = predictor.thresholds
     with clock("store"):  # one transaction for the batch
         services.prediction_store_batch(
-            model_version=predictor.version, threshold=predictor.threshold, results=stored
+            model_version=predictor.version,
+            threshold=predictor.threshold,
+            threshold_sensitive=operating_points.sensitive,
+            threshold_specific=operating_points.specific,
+            results=stored,
         )
     # Their own messages will follow (the first one's is this task's): answer those without a query.
     _predicted_here.add_all(r.radiograph_id for r in stored if r.radiograph_id != radiograph_ids[0])

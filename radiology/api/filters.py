@@ -15,7 +15,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 
-from radiology.models import BodyRegion, Label, Prediction, Radiograph, Review, Study
+from radiology.models import Band, BodyRegion, Label, Prediction, Radiograph, Review, Study
 from radiology.selectors import study_search
 
 
@@ -69,6 +69,11 @@ class StudyFilter(_CreatedRange):
         help_text="fractured: some radiograph's current prediction is fractured; "
         "not_fractured: predicted, and none is.",
     )
+    band = filters.ChoiceFilter(
+        choices=Band.choices,
+        field_name="band",
+        help_text="The study's band: the highest band among its radiographs' current predictions.",
+    )
     reviewed = filters.BooleanFilter(
         method="filter_reviewed", help_text="true: every prediction reviewed (state reviewed)."
     )
@@ -109,6 +114,9 @@ class RadiographFilter(_CreatedRange):
     verdict = filters.ChoiceFilter(
         choices=Label.choices, method="filter_verdict", help_text="The current prediction's label."
     )
+    band = filters.ChoiceFilter(
+        choices=Band.choices, method="filter_band", help_text="The current prediction's band."
+    )
     reviewed = filters.BooleanFilter(method="filter_reviewed", help_text="Has at least one review.")
     study = IdFilter(field_name="study_id", help_text="Radiographs of one study.")
     batch = filters.UUIDFilter(
@@ -124,6 +132,9 @@ class RadiographFilter(_CreatedRange):
 
     def filter_verdict(self, queryset: QuerySet[Radiograph], name: str, value: str) -> QuerySet[Radiograph]:
         return queryset.filter(pk__in=_current_predictions().filter(label=value).values("radiograph_id"))
+
+    def filter_band(self, queryset: QuerySet[Radiograph], name: str, value: str) -> QuerySet[Radiograph]:
+        return queryset.filter(pk__in=_current_predictions().filter(band=value).values("radiograph_id"))
 
     def filter_reviewed(
         self, queryset: QuerySet[Radiograph], name: str, value: bool | None

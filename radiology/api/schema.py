@@ -30,7 +30,11 @@ PREDICTION = {
     "id": 812,
     "probability": 0.9312,
     "label": "fractured",
+    "band": "fracture",
+    "boxes": [{"x0": 412.0, "y0": 655.5, "x1": 538.0, "y1": 790.0, "score": 0.81}],
     "threshold": 0.42,
+    "threshold_sensitive": 0.18,
+    "threshold_specific": 0.61,
     "model_version": "effnet-lite0-2025.06",
     "created_at": "2025-06-02T09:14:07.512Z",
     "heatmap_url": f"{_HOST}/api/v1/predictions/812/heatmap",
@@ -82,6 +86,7 @@ STUDY = {
     "clinical_notes": "Fall on outstretched hand.",
     "state": "awaiting_review",
     "max_probability": 0.9312,
+    "band": "fracture",
     "radiograph_count": 1,
     "failed_count": 0,
     "created_at": "2025-06-02T09:14:05.101Z",
@@ -323,8 +328,8 @@ radiograph_list = extend_schema(
     operation_id="radiographs_list",
     tags=["radiographs"],
     summary="List radiographs with their current prediction and latest review",
-    description="Newest first, paginated. Filter by status, body region, date, verdict, review status, "
-    "study or batch.",
+    description="Newest first, paginated. Filter by status, body region, date, verdict, band, review "
+    "status, study or batch.",
     responses={200: s.RadiographOut(many=True)},
     examples=[OpenApiExample("predicted radiograph", value=RADIOGRAPH, response_only=True)],
 )
@@ -342,7 +347,8 @@ radiograph_prediction = extend_schema(
     operation_id="radiographs_prediction_retrieve",
     tags=["radiographs"],
     summary="A radiograph's current prediction",
-    description="Probability, label at the model's threshold, threshold, model version and heatmap URL. "
+    description="Probability, label at the model's threshold, band (fracture / doubt / no_fracture) from "
+    "the two operating points, the model's boxes (original-image pixels), model version and heatmap URL. "
     "404 `prediction_not_available` while the radiograph is queued, running or failed.",
     parameters=[PK],
     responses={

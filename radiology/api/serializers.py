@@ -20,6 +20,7 @@ from rest_framework import serializers
 
 from radiology import selectors
 from radiology.models import (
+    Band,
     BodyRegion,
     Label,
     Prediction,
@@ -59,6 +60,17 @@ class ItemErrorOut(serializers.Serializer):
 # --- Results -----------------------------------------------------------------------------------------
 
 
+class BoxOut(serializers.Serializer):
+    """A region where the model localised a fracture, in original-image pixels (EXIF orientation applied,
+    the frame of `width` x `height`), with the model's score for it."""
+
+    x0 = serializers.FloatField()
+    y0 = serializers.FloatField()
+    x1 = serializers.FloatField()
+    y1 = serializers.FloatField()
+    score = serializers.FloatField(help_text="0-1.")
+
+
 class PredictionOut(serializers.Serializer):
     id = serializers.IntegerField()
     probability = serializers.FloatField(help_text="Calibrated probability of a fracture, 0-1.")
@@ -66,7 +78,19 @@ class PredictionOut(serializers.Serializer):
     label = serializers.ChoiceField(  # type: ignore[assignment]
         choices=Label.choices, help_text="The label at the model's threshold."
     )
+    band = serializers.ChoiceField(
+        choices=Band.choices,
+        help_text="The model's band: fracture at or above threshold_specific, no_fracture below "
+        "threshold_sensitive, doubt between them.",
+    )
+    boxes = BoxOut(many=True, help_text="The model's boxes, most confident first (may be empty).")
     threshold = serializers.FloatField(help_text="The model's operating threshold.")
+    threshold_sensitive = serializers.FloatField(
+        allow_null=True, help_text="The sensitive operating point (null for predictions made before bands)."
+    )
+    threshold_specific = serializers.FloatField(
+        allow_null=True, help_text="The specific operating point (null for predictions made before bands)."
+    )
     model_version = serializers.CharField()
     created_at = serializers.DateTimeField()
     heatmap_url = serializers.SerializerMethodField()
@@ -164,6 +188,11 @@ class StudyOut(serializers.Serializer):
     state = serializers.ChoiceField(choices=Study.State.choices)
     max_probability = serializers.FloatField(
         allow_null=True, help_text="Highest current fracture probability among its radiographs."
+    )
+    band = serializers.ChoiceField(
+        choices=[("", "None yet"), *Band.choices],
+        help_text="The highest band among its radiographs' current predictions; empty until one is "
+        "predicted.",
     )
     radiograph_count = serializers.IntegerField()
     failed_count = serializers.IntegerField()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from radiology import dispatch
-from radiology.models import AuditEvent, Label, Prediction, Radiograph
+from radiology.models import AuditEvent, Band, Label, Prediction, Radiograph
 from radiology.services.audit import audit_event, audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.storage import cleanup_files_on_error, save_file
@@ -81,13 +82,19 @@ def radiograph_read_image(*, radiograph: Radiograph) -> bytes:
 
 @dataclass(frozen=True)
 class PredictionResult:
-    """One radiograph's result from a forward pass, as prediction_store_batch stores it."""
+    """One radiograph's result from a forward pass, as prediction_store_batch stores it.
+
+    ``band``: "fracture" | "doubt" | "no_fracture". ``boxes``: the model's boxes in original-image pixels,
+    as ``classifier.predict.Box`` (x0, y0, x1, y1, score attributes) or mappings with those keys.
+    """
 
     radiograph_id: int
     probability: float
     label: str
     heatmap_png: bytes | None
     inference_ms: float
+    band: str
+    boxes: Sequence[Any] = ()
 
 
 def prediction_store(
@@ -96,20 +103,77 @@ def prediction_store(
     model_version: str,
     probability: float,
     label: str,
+    band: str,
     threshold: float,
     heatmap_png: bytes | None,
     inference_ms: float,
+    boxes: Sequence[Any] = (),
+    threshold_sensitive: float | None = None,
+    threshold_specific: float | None = None,
 ) -> Prediction:
     """Store the model's result and mark the radiograph PREDICTED.
 
     Idempotent: a second call for the same radiograph and model version returns the first prediction.
     """
-    result = PredictionResult(radiograph_id, probability, label, heatmap_png, inference_ms)
-    return prediction_store_batch(model_version=model_version, threshold=threshold, results=[result])[0]
+    result = PredictionResult(radiograph_id, probability, label, heatmap_png, inference_ms, band, boxes)
+    return prediction_store_batch(
+        model_version=model_version,
+        threshold=threshold,
+        threshold_sensitive=threshold_sensitive,
+        threshold_specific=threshold_specific,
+        results=[result],
+    )[0]
+
+
+_BOX_KEYS = ("x0", "y0", "x1", "y1", "score")
+
+
+def _box_dict(box: Any, width: int, height: int) -> dict[str, float]:
+    """One model box as stored: floats, corners inside the image, a score in [0, 1].
+
+    A box outside the image or with a score out of range is a model fault, refused rather than clipped
+    into something the model did not say (half a pixel of slack for rounding on the model's grid).
+    """
+    values = {key: box[key] if isinstance(box, Mapping) else getattr(box, key) for key in _BOX_KEYS}
+    try:
+        x0, y0, x1, y1, score = (float(values[key]) for key in _BOX_KEYS)
+    except (TypeError, ValueError):
+        raise ValueError(f"box {values!r} has a value that is not a number") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1, score)):
+        raise ValueError(f"box {values!r} has a value that is not finite")
+    if not (-0.5 <= x0 < x1 <= width + 0.5 and -0.5 <= y0 < y1 <= height + 0.5):
+        raise ValueError(f"box {values!r} is not inside the {width}x{height} image")
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"box {values!r} has a score outside [0, 1]")
+
+    def inside(value: float, high: int) -> float:
+        return round(min(max(value, 0.0), float(high)), 2)
+
+    return {
+        "x0": inside(x0, width),
+        "y0": inside(y0, height),
+        "x1": inside(x1, width),
+        "y1": inside(y1, height),
+        "score": round(score, 4),
+    }
+
+
+def _operating_point(value: float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} {value!r} is not a probability")
+    return value
 
 
 def prediction_store_batch(
-    *, model_version: str, threshold: float, results: Sequence[PredictionResult]
+    *,
+    model_version: str,
+    threshold: float,
+    results: Sequence[PredictionResult],
+    threshold_sensitive: float | None = None,
+    threshold_specific: float | None = None,
 ) -> list[Prediction]:
     """Store one forward pass's results and mark their radiographs PREDICTED, in one transaction.
 
@@ -117,10 +181,18 @@ def prediction_store_batch(
     worker stores a whole micro-batch at once). Idempotent per radiograph, as prediction_store.
     Rows are locked radiographs first, then studies, each in id order, so two workers storing
     radiographs of the same studies cannot deadlock. Returns the predictions in the order given.
+    A result the model cannot have meant (unknown label or band, a box outside the image, operating
+    points out of order) raises ValueError and stores nothing.
     """
+    sensitive = _operating_point(threshold_sensitive, "threshold_sensitive")
+    specific = _operating_point(threshold_specific, "threshold_specific")
+    if sensitive is not None and specific is not None and sensitive > specific:
+        raise ValueError(f"the sensitive operating point {sensitive} is above the specific one {specific}")
     for result in results:
         if result.label not in Label.values:
             raise ValueError(f"unknown label {result.label!r}")
+        if result.band not in Band.values:
+            raise ValueError(f"unknown band {result.band!r}")
     ids = sorted({r.radiograph_id for r in results})
     with cleanup_files_on_error() as written, transaction.atomic():
         radiographs = {
@@ -137,12 +209,17 @@ def prediction_store_batch(
         for result in results:
             if result.radiograph_id in stored:
                 continue
+            radiograph = radiographs[result.radiograph_id]
             prediction = Prediction(
-                radiograph=radiographs[result.radiograph_id],
+                radiograph=radiograph,
                 model_version=model_version,
                 probability=float(result.probability),
                 label=result.label,
+                band=result.band,
+                boxes=[_box_dict(box, radiograph.width, radiograph.height) for box in result.boxes],
                 threshold=float(threshold),
+                threshold_sensitive=sensitive,
+                threshold_specific=specific,
                 inference_ms=float(result.inference_ms),
             )
             if result.heatmap_png:
@@ -161,6 +238,8 @@ def prediction_store_batch(
                             "model_version": model_version,
                             "probability": round(prediction.probability, 4),
                             "label": prediction.label,
+                            "band": prediction.band,
+                            "boxes": len(prediction.boxes),
                         },
                     )
                     for prediction in new

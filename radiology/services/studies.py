@@ -14,7 +14,17 @@ from django.utils import timezone
 
 from radiology import dispatch
 from radiology.ingest import IngestedImage, IngestError, IngestLimits, ingest_file
-from radiology.models import AuditEvent, BodyRegion, Patient, Prediction, Radiograph, Review, Sex, Study
+from radiology.models import (
+    AuditEvent,
+    BodyRegion,
+    Patient,
+    Prediction,
+    Radiograph,
+    Review,
+    Sex,
+    Study,
+    band_rank,
+)
 from radiology.services.audit import audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.storage import cleanup_files_on_error, save_file
@@ -335,15 +345,17 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
         else:
             state = Study.State.REVIEWED
         probabilities = [current[pk].probability for pk in predicted]
+        bands = sorted((current[pk].band for pk in predicted), key=band_rank)
         study.state = state
         study.max_probability = max(probabilities) if probabilities else None
+        study.band = bands[0] if bands else ""
         study.radiograph_count = len(radiographs)
         study.failed_count = failed
         if state == Study.State.REVIEWED and study.reviewed_at is None:
             study.reviewed_at = timezone.now()
         elif state != Study.State.REVIEWED:
             study.reviewed_at = None
-    fields = ["state", "max_probability", "radiograph_count", "failed_count", "reviewed_at"]
+    fields = ["state", "max_probability", "band", "radiograph_count", "failed_count", "reviewed_at"]
     if len(studies) == 1:
         studies[0].save(update_fields=fields)
     else:

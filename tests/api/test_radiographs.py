@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
+from radiology import services
 from radiology.models import AuditEvent, Batch, BatchItem, Label, Radiograph, Review, Study
 from tests.api.conftest import assert_problem, png_bytes
 from tests.factories import PredictionFactory, RadiographFactory, ReviewFactory
@@ -92,9 +94,38 @@ def test_list_queries_do_not_grow_with_rows(clinician_api: Any, django_assert_ma
     assert response.json()["count"] == 40
 
 
+def test_the_band_filter_uses_the_current_prediction(clinician_api: Any) -> None:
+    doubtful = PredictionFactory(probability=0.5, label="fractured")
+    certain = PredictionFactory(probability=0.95)
+    # A newer model version read the doubtful one again and was sure: only the current band counts.
+    PredictionFactory(radiograph=certain.radiograph, model_version="test-model-2", probability=0.5)
+    clear = PredictionFactory(probability=0.05, label="not_fractured")
+    ids = {
+        band: {r["id"] for r in clinician_api.get(f"/api/v1/radiographs?band={band}").json()["results"]}
+        for band in ("fracture", "doubt", "no_fracture")
+    }
+    assert ids == {
+        "fracture": set(),
+        "doubt": {doubtful.radiograph_id, certain.radiograph_id},
+        "no_fracture": {clear.radiograph_id},
+    }
+    with transaction.atomic():
+        services.studies_refresh_triage(
+            study_ids=[p.radiograph.study_id for p in (doubtful, certain, clear)]
+        )
+    studies = clinician_api.get("/api/v1/studies?band=doubt").json()["results"]
+    assert {s["id"] for s in studies} == {doubtful.radiograph.study_id, certain.radiograph.study_id}
+    assert {s["band"] for s in studies} == {"doubt"}
+    assert clinician_api.get("/api/v1/radiographs?band=likely").status_code == 400
+
+
 def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
     heatmap = png_bytes(200)  # stored levels, as the worker writes them
-    prediction = PredictionFactory(heatmap=ContentFile(heatmap, name="h.png"), threshold=0.42)
+    prediction = PredictionFactory(
+        heatmap=ContentFile(heatmap, name="h.png"),
+        threshold=0.42,
+        boxes=[{"x0": 100.0, "y0": 120.5, "x1": 300.0, "y1": 260.0, "score": 0.8}],
+    )
     prediction.radiograph.width, prediction.radiograph.height = 1024, 768
     prediction.radiograph.save(update_fields=["width", "height"])
     pk = prediction.radiograph_id
@@ -107,7 +138,11 @@ def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
         "id": prediction.pk,
         "probability": 0.9,
         "label": "fractured",
+        "band": "fracture",
+        "boxes": [{"x0": 100.0, "y0": 120.5, "x1": 300.0, "y1": 260.0, "score": 0.8}],
         "threshold": 0.42,
+        "threshold_sensitive": 0.3,
+        "threshold_specific": 0.7,
         "model_version": "test-model-1",
         "created_at": current["created_at"],
         "heatmap_url": f"http://testserver/api/v1/predictions/{prediction.pk}/heatmap",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -230,16 +231,94 @@ def test_batch_claim_returns_nothing_when_the_first_is_taken() -> None:
     assert services.radiograph_claim_batch(radiograph_id=first.pk, max_batch=4) == []
 
 
-def _store(radiograph: Radiograph, probability: float = 0.8, version: str = "m1") -> Prediction:
+def _band(probability: float) -> str:
+    return "fracture" if probability >= 0.7 else "doubt" if probability >= 0.3 else "no_fracture"
+
+
+def _store(
+    radiograph: Radiograph, probability: float = 0.8, version: str = "m1", boxes: Any = ()
+) -> Prediction:
     return services.prediction_store(
         radiograph_id=radiograph.pk,
         model_version=version,
         probability=probability,
         label=Label.FRACTURED if probability >= 0.5 else Label.NOT_FRACTURED,
+        band=_band(probability),
+        boxes=boxes,
         threshold=0.5,
+        threshold_sensitive=0.3,
+        threshold_specific=0.7,
         heatmap_png=_png(),
         inference_ms=5.0,
     )
+
+
+@dataclass(frozen=True)
+class _Box:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+
+def test_prediction_store_keeps_band_boxes_and_operating_points() -> None:
+    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING, width=200, height=100)
+    prediction = _store(radiograph, 0.85, boxes=[_Box(10, 20.5, 60, 80, 0.91)])
+    prediction.refresh_from_db()
+    assert prediction.band == "fracture"
+    assert prediction.boxes == [{"x0": 10.0, "y0": 20.5, "x1": 60.0, "y1": 80.0, "score": 0.91}]
+    assert (prediction.threshold_sensitive, prediction.threshold_specific) == (0.3, 0.7)
+    assert Study.objects.get(pk=radiograph.study_id).band == "fracture"
+    event = AuditEvent.objects.get(action=AuditEvent.Action.PREDICTION_STORED)
+    assert event.details["band"] == "fracture" and event.details["boxes"] == 1
+
+
+def test_a_study_takes_the_highest_band_of_its_images() -> None:
+    study = StudyFactory(radiograph_count=3)
+    radiographs = [RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(3)]
+    _store(radiographs[0], 0.1)
+    study.refresh_from_db()
+    assert study.band == "no_fracture"
+    _store(radiographs[1], 0.5)
+    _store(radiographs[2], 0.2)
+    study.refresh_from_db()
+    assert study.band == "doubt"
+
+
+@pytest.mark.parametrize(
+    ("box", "problem"),
+    [
+        ({"x0": 10, "y0": 10, "x1": 250, "y1": 50, "score": 0.5}, "inside"),
+        ({"x0": 50, "y0": 10, "x1": 10, "y1": 50, "score": 0.5}, "inside"),
+        ({"x0": 10, "y0": 10, "x1": 50, "y1": 50, "score": 1.5}, "score"),
+        ({"x0": 10, "y0": float("nan"), "x1": 50, "y1": 50, "score": 0.5}, "finite"),
+    ],
+)
+def test_a_box_the_model_cannot_have_meant_stores_nothing(box: dict[str, float], problem: str) -> None:
+    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING, width=200, height=100)
+    with pytest.raises(ValueError, match=problem):
+        _store(radiograph, 0.9, boxes=[box])
+    assert not Prediction.objects.exists()
+    radiograph.refresh_from_db()
+    assert radiograph.status == Radiograph.Status.RUNNING
+
+
+def test_an_unknown_band_or_reversed_operating_points_store_nothing() -> None:
+    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    with pytest.raises(ValueError, match="band"):
+        services.prediction_store_batch(
+            model_version="m1", threshold=0.5, results=[_result(radiograph, 0.9, band="likely")]
+        )
+    with pytest.raises(ValueError, match="operating point"):
+        services.prediction_store_batch(
+            model_version="m1",
+            threshold=0.5,
+            threshold_sensitive=0.8,
+            threshold_specific=0.2,
+            results=[_result(radiograph, 0.9)],
+        )
+    assert not Prediction.objects.exists()
 
 
 def test_prediction_store_marks_predicted_and_updates_the_study() -> None:
@@ -262,9 +341,9 @@ def test_prediction_store_is_idempotent() -> None:
     assert len(_stored_files()) == 2  # the image and one heatmap: the repeat wrote nothing
 
 
-def _result(radiograph: Radiograph, probability: float) -> services.PredictionResult:
+def _result(radiograph: Radiograph, probability: float, band: str | None = None) -> services.PredictionResult:
     label = Label.FRACTURED if probability >= 0.5 else Label.NOT_FRACTURED
-    return services.PredictionResult(radiograph.pk, probability, label, _png(), 5.0)
+    return services.PredictionResult(radiograph.pk, probability, label, _png(), 5.0, band or _band(probability))
 
 
 def test_prediction_store_batch_stores_a_forward_pass_in_one_go(django_assert_max_num_queries: Any) -> None:
