@@ -25,6 +25,8 @@ from typing import Any
 
 import requests
 
+from worker.commands import celery_beat_command, celery_worker_command, gunicorn_command
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -195,20 +197,7 @@ def running_stack(
         stack.manage("collectstatic", "--no-input")
         web, web_ready = _spawn(
             "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(web_workers),
-                "--threads",
-                "4",
-                "--timeout",
-                "120",
-            ],
+            gunicorn_command(bind=f"127.0.0.1:{port}", workers=web_workers),
             env,
             marker="Booting worker",
         )
@@ -218,24 +207,9 @@ def running_stack(
             for index in range(workers):
                 worker, ready = _spawn(
                     f"worker{index}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "worker",
-                        "worker",
-                        "-Q",
-                        "inference,maintenance",
-                        "--concurrency",
-                        str(worker_concurrency),
-                        "--loglevel",
-                        "INFO",
-                        "-n",
-                        f"bench{index}-{os.getpid()}@%h",
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
+                    celery_worker_command(
+                        concurrency=worker_concurrency, node_name=f"bench{index}-{os.getpid()}@%h"
+                    ),
                     env,
                     marker=" loaded from ",  # the model is loaded and warmed up
                 )
@@ -243,18 +217,7 @@ def running_stack(
                 worker_ready.append((ready, worker))
             beat, _ = _spawn(
                 "beat",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker",
-                    "beat",
-                    "--loglevel",
-                    "WARNING",
-                    "--schedule",
-                    str(scratch / "beat-schedule"),
-                ],
+                celery_beat_command(scratch / "beat-schedule", loglevel="WARNING"),
                 env,
             )
             stack.processes.append(beat)

@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "radiology",
+    # The process layer: Celery tasks and `manage.py runapp` (which starts web + worker processes).
+    "worker",
 ]
 
 MIDDLEWARE = [

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from radiology.model_artifact import check_model_artifact
 from radiology.roles import is_admin, is_clinician
 
 
@@ -13,8 +14,6 @@ def roles(request: HttpRequest) -> dict[str, Any]:
     context: dict[str, Any] = {"is_clinician": clinician, "is_admin": is_admin(user), "model_problem": ""}
     if clinician:
         # A broken model artifact stops classification; the web application keeps serving and says so.
-        from worker.model_health import check_model_artifact
-
         status = check_model_artifact()
         if not status.ok:
             context["model_problem"] = status.problem

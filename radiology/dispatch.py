@@ -1,5 +1,8 @@
 """Sending classification work to the Celery workers, by task name and radiograph id only.
 
+The one place radiology reaches Celery: it sends by name through the current app (the one config/
+installs from worker/), so the web side never imports the worker's code (a lint contract checks this).
+
 Called from transaction.on_commit hooks, so a worker never sees a row that is not committed yet.
 If the broker cannot be reached the upload still succeeds: the rows stay QUEUED without a dispatch
 time, and the periodic sweep sends them once the broker is back.
@@ -10,7 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from celery import current_app
 from django.utils import timezone
+
+from radiology.models import Radiograph
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +25,7 @@ CLASSIFY_TASK = "worker.tasks.classify_radiograph"
 
 def send_classification(radiograph_ids: Sequence[int]) -> list[int]:
     """Publish one message per radiograph; returns the ids that reached the broker."""
-    from radiology.models import Radiograph
-    from worker.celery import app
-
+    app = current_app
     sent: list[int] = []
     try:
         with app.producer_or_acquire() as producer:
@@ -39,3 +43,4 @@ def send_classification(radiograph_ids: Sequence[int]) -> list[int]:
             dispatched_at=timezone.now()
         )
     return sent
+

@@ -1,5 +1,8 @@
 """Checks on the model artifact that need no TensorFlow, shared by the worker (refuse to start on a
-broken artifact) and the web application (tell an administrator)."""
+broken artifact) and the web application (tell an administrator).
+
+Here rather than in worker/ because the web pages use it, and radiology never imports the worker.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+
+from classifier.predict import default_model_path
 
 
 @dataclass(frozen=True)
@@ -23,8 +28,6 @@ class ModelStatus:
 def configured_model_path() -> Path:
     if settings.CLASSIFIER_MODEL:
         return Path(settings.CLASSIFIER_MODEL)
-    from classifier.predict import default_model_path
-
     return default_model_path()
 
 

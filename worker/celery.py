@@ -9,8 +9,13 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("fracture_review")
+# The default app in every thread (not only the importing one): radiology.dispatch sends through
+# celery.current_app, which in a web server's request threads would otherwise be an unconfigured app.
+app.set_default()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["worker"], related_name="tasks")
+app.autodiscover_tasks(["worker"], related_name="dicom_tasks")  # DICOM arrivals and PACS delivery
+app.autodiscover_tasks(["worker"], related_name="governance_tasks")  # shadow versions, monitoring, drift
 
 
 def _ensure_embedded_broker_folders() -> None:

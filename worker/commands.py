@@ -1,8 +1,8 @@
-"""The command lines that start this project's Celery processes, written once.
+"""The command lines that start this project's processes (Celery worker and beat, gunicorn), written once.
 
-Used by ``manage.py runapp`` and the end-to-end test harness, so the queues a worker consumes and the way
-it is started cannot drift apart between them. (bench/stack.py keeps its own copy: the benchmark driver
-does not import the application, whose import configures Django.)
+Used by ``manage.py runapp``, the end-to-end test harness and bench/stack.py, so the queues a worker
+consumes and the way each process is started cannot drift apart between them. This module imports
+nothing of the application (importing it configures neither Django nor Celery).
 """
 
 from __future__ import annotations
@@ -35,3 +35,14 @@ def celery_worker_command(
 def celery_beat_command(schedule: Path, *, loglevel: str = "INFO") -> list[str]:
     """A separate ``celery beat`` (exactly one per deployment: it runs the sweep)."""
     return [*_CELERY, "beat", "--loglevel", loglevel, "--schedule", str(schedule)]
+
+
+def gunicorn_command(
+    *, bind: str, workers: int = 2, threads: int = 4, timeout: int = 120, access_log: bool = False
+) -> list[str]:
+    """The web server: gunicorn serving config.wsgi (``access_log`` writes one line per request to stdout)."""
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", bind]
+    command += ["--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)]
+    if access_log:
+        command += ["--access-logfile", "-"]
+    return command

@@ -13,21 +13,22 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 from celery import signals
 from celery.contrib.django.task import DjangoTask
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from classifier.explain import heatmap_to_stored_png
+from classifier.predict import Predictor
+from classifier.preprocessing import UnreadableImageError, decode_grayscale
+from radiology import services
+from radiology.model_artifact import check_model_artifact, configured_model_path
+from radiology.models import Radiograph
 from worker.celery import app
-from worker.model_health import check_model_artifact, configured_model_path
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from classifier.predict import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def get_predictor() -> Predictor:
             _predictor_error = f"The classification model is unavailable: {status.problem}"
             raise ModelUnavailableError(_predictor_error)
         try:
-            from classifier.predict import Predictor
+            # Imported here, in the child: it imports TensorFlow, which must not load before the fork.
             from worker.accelerator import configure_accelerator
 
             started = time.perf_counter()
@@ -90,8 +91,6 @@ def get_predictor() -> Predictor:
 
 
 def _warmup_image() -> np.ndarray:
-    import numpy as np
-
     return np.zeros((256, 256), dtype=np.uint8)
 
 
@@ -151,8 +150,6 @@ class _Work:
 )
 def classify_radiograph(self: ClassifierTask, radiograph_id: int) -> None:
     """Classify one radiograph (and, to fill the batch, other queued ones)."""
-    from radiology import services
-
     if _predicted_here.discard(radiograph_id):
         return  # this process stored its prediction in another message's batch: nothing to ask the database
     clock = _PhaseClock()
@@ -184,11 +181,6 @@ def classify_radiograph(self: ClassifierTask, radiograph_id: int) -> None:
 
 
 def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseClock) -> None:
-    from classifier.explain import heatmap_to_stored_png
-    from classifier.preprocessing import UnreadableImageError, decode_grayscale
-    from radiology import services
-    from radiology.models import Radiograph
-
     try:
         predictor = task.predictor
     except ModelUnavailableError as exc:
@@ -314,8 +306,6 @@ def _backoff(retries: int) -> int:
 
 
 def _release_quietly(radiograph_ids: list[int]) -> None:
-    from radiology import services
-
     try:
         for pk in radiograph_ids:
             services.radiograph_release(radiograph_id=pk)
@@ -325,8 +315,6 @@ def _release_quietly(radiograph_ids: list[int]) -> None:
 
 
 def _fail_quietly(radiograph_ids: list[int], message: str) -> None:
-    from radiology import services
-
     try:
         for pk in radiograph_ids:
             services.radiograph_fail(radiograph_id=pk, message=message)
@@ -337,8 +325,6 @@ def _fail_quietly(radiograph_ids: list[int], message: str) -> None:
 @app.task(name="worker.tasks.sweep_stale_radiographs", ignore_result=True)
 def sweep_stale_radiographs() -> int:
     """Send again radiographs that the broker never received or a dead worker never finished."""
-    from radiology import services
-
     resent = services.radiographs_resend_stale()
     if resent:
         logger.info("sweep re-sent %d radiograph(s)", len(resent))
@@ -348,9 +334,7 @@ def sweep_stale_radiographs() -> int:
 @app.task(name="worker.tasks.purge_expired_idempotency_records", ignore_result=True)
 def purge_expired_idempotency_records() -> int:
     """Forget API idempotency keys older than API_IDEMPOTENCY_TTL_HOURS."""
-    from radiology.api.idempotency import idempotency_purge_expired
-
-    purged = idempotency_purge_expired()
+    purged = services.idempotency_purge_expired()
     if purged:
         logger.info("purged %d expired idempotency record(s)", purged)
     return purged

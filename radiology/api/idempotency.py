@@ -32,6 +32,9 @@ from rest_framework.response import Response
 
 from radiology.api.problems import Problem
 from radiology.models import IdempotencyRecord
+from radiology.services.idempotency import idempotency_purge_expired
+
+__all__ = ["idempotency_key", "idempotency_purge_expired", "request_fingerprint", "run_idempotently"]
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -182,11 +185,3 @@ def run_idempotently(request: Request, operation: Callable[[], HttpResponseBase]
     else:
         _release(record)
     return response
-
-
-def idempotency_purge_expired(*, now: dt.datetime | None = None) -> int:
-    """Delete records past their time to live (for a periodic task); returns how many went."""
-    now = now or timezone.now()
-    cutoff = now - dt.timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
-    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
-    return deleted

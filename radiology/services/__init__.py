@@ -20,6 +20,7 @@ from radiology.services.classification import (
     radiographs_resend_stale,
 )
 from radiology.services.errors import ServiceError
+from radiology.services.idempotency import idempotency_purge_expired
 from radiology.services.reviews import review_submit
 from radiology.services.storage import cleanup_files_on_error, save_file
 from radiology.services.studies import (
@@ -48,6 +49,7 @@ __all__ = [
     "batch_submit",
     "cleanup_files_on_error",
     "current_predictions",
+    "idempotency_purge_expired",
     "prediction_store",
     "prediction_store_batch",
     "radiograph_claim",

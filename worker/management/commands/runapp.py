@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from worker.commands import celery_worker_command
+from worker.commands import celery_worker_command, gunicorn_command
 
 
 class Command(BaseCommand):
@@ -35,7 +35,6 @@ class Command(BaseCommand):
         call_command("create_demo_users")
 
         processes: list[subprocess.Popen[bytes]] = []
-        python = sys.executable
         if not options["no_worker"]:
             processes.append(
                 subprocess.Popen(
@@ -47,24 +46,7 @@ class Command(BaseCommand):
             )
         bind = f"{options['host']}:{options['port']}"
         processes.append(
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "config.wsgi:application",
-                    "--bind",
-                    bind,
-                    "--workers",
-                    str(options["web_workers"]),
-                    "--threads",
-                    "4",
-                    "--timeout",
-                    "120",
-                    "--access-logfile",
-                    "-",
-                ]
-            )
+            subprocess.Popen(gunicorn_command(bind=bind, workers=options["web_workers"], access_log=True))
         )
         self.stdout.write(
             self.style.SUCCESS(f"\nFracture Review is running at http://{bind}/  (Ctrl+C stops it)\n")
