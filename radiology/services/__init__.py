@@ -21,7 +21,17 @@ from radiology.services.classification import (
 )
 from radiology.services.errors import ServiceError
 from radiology.services.idempotency import idempotency_purge_expired
-from radiology.services.reviews import review_submit
+from radiology.services.reading import (
+    adjudication_decide,
+    adjudication_open_if_needed,
+    adjudication_trigger,
+    reader_is_blinded,
+    reader_setting_update,
+    study_mark_reading,
+    study_release_reading,
+    unaided_read_record,
+)
+from radiology.services.reviews import override_reasons_for, review_submit, study_confirm
 from radiology.services.storage import cleanup_files_on_error, save_file
 from radiology.services.studies import (
     StudyDetails,
@@ -43,6 +53,9 @@ __all__ = [
     "StudyDetails",
     "StudyUploadResult",
     "UploadedImage",
+    "adjudication_decide",
+    "adjudication_open_if_needed",
+    "adjudication_trigger",
     "api_token_issue",
     "audit_event",
     "audit_record",
@@ -50,6 +63,7 @@ __all__ = [
     "cleanup_files_on_error",
     "current_predictions",
     "idempotency_purge_expired",
+    "override_reasons_for",
     "prediction_store",
     "prediction_store_batch",
     "radiograph_claim",
@@ -59,9 +73,15 @@ __all__ = [
     "radiograph_release",
     "radiograph_retry",
     "radiographs_resend_stale",
+    "reader_is_blinded",
+    "reader_setting_update",
     "review_submit",
     "save_file",
     "studies_refresh_triage",
+    "study_confirm",
     "study_create",
+    "study_mark_reading",
     "study_refresh_triage",
+    "study_release_reading",
+    "unaided_read_record",
 ]
