@@ -39,6 +39,7 @@ chromium:
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck:
 	$(VENV)/bin/mypy config radiology worker classifier
