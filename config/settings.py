@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
@@ -344,3 +345,40 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+# --- Model governance: shadow versions, the promotion gate, drift alerts ------------------------------
+# Shadow versions predict on their own queue, consumed by their own worker process, so they never delay
+# the active prediction (worker/commands.py: shadow_worker_command).
+CELERY_TASK_ROUTES["worker.governance_tasks.shadow_predict"] = {"queue": "shadow"}
+# A shadow version is promoted only with at least this many reviewed cases read by both versions, and only
+# if the lower bound of the 95 % interval of the paired AUC difference (shadow - active) is above the margin.
+GOVERNANCE_PROMOTION_MIN_REVIEWED = env_int("GOVERNANCE_PROMOTION_MIN_REVIEWED", 200, minimum=1)
+GOVERNANCE_NONINFERIORITY_MARGIN = env_float("GOVERNANCE_NONINFERIORITY_MARGIN", -0.02)
+# Label-free drift, checked daily per site/device over the last DRIFT_WINDOW_DAYS: a population stability
+# index above DRIFT_PSI_THRESHOLD (score, intensity or size distribution against the card's validation
+# reference), or a share of radiographs not analysed above DRIFT_NOT_ANALYSED_MAX, raises an alert.
+GOVERNANCE_DRIFT_WINDOW_DAYS = env_int("GOVERNANCE_DRIFT_WINDOW_DAYS", 7, minimum=1)
+GOVERNANCE_DRIFT_MIN_SAMPLE = env_int("GOVERNANCE_DRIFT_MIN_SAMPLE", 50, minimum=1)
+GOVERNANCE_DRIFT_PSI_THRESHOLD = env_float("GOVERNANCE_DRIFT_PSI_THRESHOLD", 0.25, minimum=0.0)
+GOVERNANCE_DRIFT_NOT_ANALYSED_MAX = env_float("GOVERNANCE_DRIFT_NOT_ANALYSED_MAX", 0.10, minimum=0.0)
+GOVERNANCE_DRIFT_HOUR_UTC = env_int("GOVERNANCE_DRIFT_HOUR_UTC", 2, minimum=0)
+CELERY_BEAT_SCHEDULE["refresh-monitoring"] = {
+    "task": "worker.governance_tasks.refresh_monitoring",
+    "schedule": crontab(hour=GOVERNANCE_DRIFT_HOUR_UTC, minute=0),
+}
+CELERY_BEAT_SCHEDULE["check-drift"] = {
+    "task": "worker.governance_tasks.check_drift",
+    "schedule": crontab(hour=GOVERNANCE_DRIFT_HOUR_UTC, minute=15),
+}
+# Alerts go to every user in the admin role with an e-mail address, through Django's e-mail backend
+# (the console in development: `make run` prints them).
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "fracture-review@localhost")

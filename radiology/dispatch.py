@@ -44,3 +44,16 @@ def send_classification(radiograph_ids: Sequence[int]) -> list[int]:
         )
     return sent
 
+
+SHADOW_TASK = "worker.governance_tasks.shadow_predict"
+
+
+def send_shadow_predictions(radiograph_ids: Sequence[int]) -> bool:
+    """One message for the shadow versions' queue (routed by settings.CELERY_TASK_ROUTES); a lost message
+    costs only shadow evidence, never a clinical result, so it is not retried."""
+    try:
+        current_app.send_task(SHADOW_TASK, args=[list(radiograph_ids)], retry=False)
+    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
+        logger.warning("shadow work for %d radiograph(s) not sent: %s", len(radiograph_ids), exc.__class__.__name__)
+        return False
+    return True

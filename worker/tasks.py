@@ -28,6 +28,8 @@ from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import services
 from radiology.model_artifact import check_model_artifact, configured_model_path
 from radiology.models import Radiograph
+from radiology.governance import services as governance_services
+from worker import governance_tasks
 from worker.celery import app
 
 logger = logging.getLogger(__name__)
@@ -56,10 +58,14 @@ def get_predictor() -> Predictor:
     global _predictor, _predictor_error
     with _predictor_lock:
         if _predictor is not None:
-            return _predictor
+            if not governance_tasks.active_version_changed(_predictor.version):
+                return _predictor
+            # A promotion or rollback: load the version that is active now.
+            logger.info("model %s is no longer active; loading the active version", _predictor.version)
+            _predictor = None
         if _predictor_error is not None:
             raise ModelUnavailableError(_predictor_error)
-        path = configured_model_path()
+        path = governance_tasks.active_model_path()
         status = check_model_artifact(path)
         if not status.ok:
             _predictor_error = f"The classification model is unavailable: {status.problem}"
@@ -189,7 +195,14 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
         return
 
     work: list[_Work] = []
-    for radiograph in Radiograph.objects.filter(pk__in=radiograph_ids).order_by("pk"):
+    card = governance_tasks.card_of(predictor)
+    for radiograph in Radiograph.objects.filter(pk__in=radiograph_ids).select_related("study__patient").order_by("pk"):
+        refusal = governance_tasks.metadata_refusal(radiograph, card)
+        if refusal is not None:  # outside the intended use: no verdict, the reason instead
+            governance_services.radiograph_mark_not_analysed(
+                radiograph_id=radiograph.pk, model_version=predictor.version, refusal=refusal
+            )
+            continue
         try:
             with clock("read"):
                 data = services.radiograph_read_image(radiograph=radiograph)
@@ -211,8 +224,15 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
     with clock("model"):  # letterbox, one forward pass for the batch, maps back onto each image
         results = predictor.predict([item.pixels for item in work], heatmaps=True)
     per_image_ms = clock.ms["model"] / len(work)
+    with clock("guardrails"):  # far from the training images: not analysed, whatever the score
+        unlike = governance_tasks.distribution_refusals(predictor, [item.pixels for item in work], results)
     stored = []
-    for item, result in zip(work, results, strict=True):
+    for item, result, refusal in zip(work, results, unlike, strict=True):
+        if refusal is not None:
+            governance_services.radiograph_mark_not_analysed(
+                radiograph_id=item.radiograph_id, model_version=predictor.version, refusal=refusal
+            )
+            continue
         heatmap_png = None
         if result.heatmap is not None:
             with clock("heatmap"):  # its levels only: coloured when viewed
@@ -229,13 +249,18 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
             )
         )
     operating_points = predictor.thresholds
-    with clock("store"):  # one transaction for the batch
-        services.prediction_store_batch(
-            model_version=predictor.version,
-            threshold=predictor.threshold,
-            threshold_sensitive=operating_points.sensitive,
-            threshold_specific=operating_points.specific,
-            results=stored,
+    if stored:
+        with clock("store"):  # one transaction for the batch
+            services.prediction_store_batch(
+                model_version=predictor.version,
+                threshold=predictor.threshold,
+                threshold_sensitive=operating_points.sensitive,
+                threshold_specific=operating_points.specific,
+                results=stored,
+            )
+    with clock("governance"):  # input statistics for the drift check; shadow versions on their own queue
+        governance_tasks.after_active_store(
+            [r.radiograph_id for r in stored], [(item.radiograph_id, item.pixels) for item in work]
         )
     # Their own messages will follow (the first one's is this task's): answer those without a query.
     _predicted_here.add_all(r.radiograph_id for r in stored if r.radiograph_id != radiograph_ids[0])

@@ -1,0 +1,24 @@
+"""Governance fixtures: registered model versions (real tiny artifacts) and a clean registry cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker import governance_tasks
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry_cache() -> Iterator[None]:
+    governance_tasks.forget_registry_for_tests()
+    yield
+    governance_tasks.forget_registry_for_tests()
+
+
+@pytest.fixture(scope="session")
+def shadow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from classifier.testing import write_tiny_artifact
+
+    return write_tiny_artifact(tmp_path_factory.mktemp("tiny-shadow"), version="tiny-shadow")
