@@ -14,6 +14,7 @@ from django.shortcuts import render
 
 from radiology.models import AuditEvent
 from radiology.roles import is_admin, is_clinician
+from radiology.services import audit_record
 
 View = Callable[..., HttpResponseBase]
 
@@ -23,8 +24,6 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def deny(request: HttpRequest, *, reason: str = "role") -> HttpResponse:
-    from radiology.services import audit_record
-
     audit_record(
         action=AuditEvent.Action.ACCESS_DENIED,
         actor=request.user,

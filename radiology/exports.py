@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from radiology.access import client_ip
 from radiology.models import AuditEvent, Prediction
+from radiology.services import audit_record
 
 COLUMNS = (
     "prediction_id",
@@ -88,8 +89,6 @@ class _Echo:
 def prediction_csv_response(
     *, request: HttpRequest, rows: QuerySet[Prediction], filters: dict[str, Any]
 ) -> StreamingHttpResponse:
-    from radiology.services import audit_record
-
     count = rows.count()
     audit_record(
         action=AuditEvent.Action.EXPORT,

@@ -8,15 +8,15 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from radiology.access import client_ip
+from radiology.models import AuditEvent
+from radiology.services import audit_record
+
 
 @receiver(user_login_failed)
 def audit_failed_login(
     sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any
 ) -> None:
-    from radiology.access import client_ip
-    from radiology.models import AuditEvent
-    from radiology.services import audit_record
-
     audit_record(
         action=AuditEvent.Action.LOGIN_FAILED,
         details={"username": str(credentials.get("username", ""))[:150]},

@@ -26,6 +26,7 @@ from radiology.api.problems import (
     problem_response,
 )
 from radiology.models import AuditEvent
+from radiology.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ def flatten_errors(detail: Any, path: str = "") -> list[dict[str, Any]]:
 
 
 def _audit_denial(request: Any, code: str) -> None:
-    from radiology.services import audit_record
-
     user = getattr(request, "user", None)
     audit_record(
         action=AuditEvent.Action.ACCESS_DENIED,
