@@ -39,6 +39,8 @@ POSITIVE_COVERAGE = 0.3
 # Negative cells of an image with boxes weigh less than those of a normal radiograph: a frame can hold
 # several views with only some of their fractures boxed.
 BOXED_NEGATIVE_WEIGHT = 0.3
+# Blocks 0..FROZEN_BLOCKS-1 (strides 2 and 4) keep their ImageNet weights.
+FROZEN_BLOCKS = 3
 # Cell supervision of an image: none (a fractured image without boxes), from its boxes, or all negative.
 CELLS_NONE, CELLS_BOXED, CELLS_NORMAL = 0, 1, 2
 
@@ -54,8 +56,12 @@ def lite0_detector_core(
     backbone_weights: str | None = None,
     bn_momentum: float = 0.9,
     head_width: int = 96,
+    frozen_blocks: int = FROZEN_BLOCKS,
 ) -> Any:
-    """(S, S, 1) in [0, 1] -> [image logit map (S/32, S/32, 1), cell logit map (S/16, S/16, 1)]."""
+    """(S, S, 1) in [0, 1] -> [image logit map (S/32, S/32, 1), cell logits (S/16, S/16, 1), embedding (D,)].
+
+    The embedding (the pooled stride-32 features the image head sees) serves out-of-distribution checks.
+    """
     import keras
     from keras import layers
 
@@ -66,6 +72,13 @@ def lite0_detector_core(
     backbone = lite0_backbone(size, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum)
     if backbone_weights:
         backbone.load_weights(backbone_weights)
+    # The stem and the first blocks work at stride 2-4, where back-propagation costs most on a CPU, and
+    # their ImageNet edge and texture filters need no fracture-specific change: they stay as trained
+    # (their batch normalisation in inference mode too).
+    frozen = ("stem_", *(f"block{i}_" for i in range(frozen_blocks)))
+    for layer in backbone.layers:
+        if layer.name.startswith(frozen):
+            layer.trainable = False
     features = keras.Model(
         backbone.input,
         [backbone.get_layer("block10_add").output, backbone.output],
@@ -81,20 +94,25 @@ def lite0_detector_core(
     x = layers.Conv2D(head_width, 3, padding="same", activation="relu", name="cells_conv")(x)
     # A fracture covers a few cells of hundreds: start every cell near "no fracture".
     cells = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-4.0), name="cells")(x)
-    return keras.Model(image, [cam, cells], name="lite0_det")
+    embedding = layers.GlobalAveragePooling2D(name="embedding")(coarse)
+    return keras.Model(image, [cam, cells, embedding], name="lite0_det")
 
 
 def detector_serving_model(core: Any, *, tta: str = "flip") -> Any:
-    """core -> {"logit": (N, 1), "cam": (N, h32, w32), "cells": (N, h16, w16)}, TTA inside the graph."""
+    """core -> {"logit": (N, 1), "cam": (N, h32, w32), "cells": (N, h16, w16), "embedding": (N, D)}.
+
+    Test-time augmentation runs inside the graph: the maps of every view are mapped back and averaged.
+    """
     import keras
     from keras import layers
 
-    from classifier.layers import TTAExpand, TTAMerge
+    from classifier.layers import TTAExpand, TTAMean, TTAMerge
 
     image = keras.Input(core.input_shape[1:], name="image")
-    cam, cells = core(TTAExpand(tta, name="tta_expand")(image))
+    cam, cells, embedding = core(TTAExpand(tta, name="tta_expand")(image))
     cam = TTAMerge(tta, name="tta_merge")(cam)
     cells = TTAMerge(tta, name="tta_merge_cells")(cells)
+    embedding = TTAMean(tta, name="tta_mean_embedding")(embedding)
     logit = layers.GlobalAveragePooling2D(name="logit")(cam)
     cam_shape, cell_shape = core.output_shape[0][1:3], core.output_shape[1][1:3]
     return keras.Model(
@@ -103,6 +121,7 @@ def detector_serving_model(core: Any, *, tta: str = "flip") -> Any:
             "logit": logit,
             "cam": layers.Reshape(tuple(cam_shape), name="cam_map")(cam),
             "cells": layers.Reshape(tuple(cell_shape), name="cell_map")(cells),
+            "embedding": embedding,
         },
         name="lite0_det_serving",
     )
@@ -353,7 +372,8 @@ def fit_detector(
     max_steps: int | None = None,
     on_epoch: Callable[[int, Any, dict[str, Any]], None] | None = None,
 ) -> DetectorFit:
-    """Train both heads with AdamW (one-cycle cosine schedule); keep the epoch ``evaluate_epoch`` scores best."""
+    """Train both heads with AdamW (one-cycle cosine schedule); keep the epoch ``evaluate_epoch`` scores best.
+    """
     import keras
     import tensorflow as tf
 
@@ -365,8 +385,11 @@ def fit_detector(
     total = steps * epochs
     warm = max(1, int(warmup * total))
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr / 25.0, decay_steps=max(1, total - warm), warmup_target=lr,
-        warmup_steps=warm, alpha=1e-3,
+        initial_learning_rate=lr / 25.0,
+        decay_steps=max(1, total - warm),
+        warmup_target=lr,
+        warmup_steps=warm,
+        alpha=1e-3,
     )
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
     dataset = iter(detector_dataset(train, batch_size=batch_size, augment=augment, seed=seed))
@@ -374,7 +397,7 @@ def fit_detector(
     @tf.function
     def step(x: Any, y: Any, w: Any, target: Any, weight: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
-            cam, cells = core(x, training=True)
+            cam, cells, _ = core(x, training=True)
             logits = tf.reduce_mean(cam, axis=[1, 2, 3])
             image_loss, cell_loss = detector_losses(logits, y, w, cells[..., 0], target, weight)
             loss = image_loss + cell_loss_weight * cell_loss
@@ -402,8 +425,13 @@ def fit_detector(
         if evaluate_epoch is not None:
             row.update(evaluate_epoch(core))
         history.append(row)
-        log.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                 for k, v in row.items() if k != "epoch"))
+        log.info(
+            "epoch %d: %s",
+            epoch,
+            " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"
+            ),
+        )
         score = float(row.get("score", epoch)) if select_best else float(epoch)
         if score > best_score:
             best_score, best_epoch, best_weights = score, epoch, core.get_weights()

@@ -114,3 +114,21 @@ class LogSumExpPool(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "sharpness": self.sharpness}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TTAMean(_TTALayer):
+    """(K*N, D) per-view vectors (view-major, as TTAExpand made them) -> (N, D): their mean over the views.
+
+    For features that carry no position (pooled embeddings), so nothing is to be mapped back."""
+
+    def call(self, x: Any) -> Any:
+        k = len(TTA_VIEWS[self.mode])
+        if k == 1:
+            return x
+        return ops.mean(ops.reshape(x, (k, -1, ops.shape(x)[-1])), axis=0)
+
+    def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        batch = input_shape[0]
+        k = len(TTA_VIEWS[self.mode])
+        return (None if batch is None else batch // k, *input_shape[1:])

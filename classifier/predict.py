@@ -2,8 +2,9 @@
 
     python -m classifier.predict [--model PATH] [--heatmaps DIR] IMAGE...
 
-prints one JSON object per image (path, probability, label, model_version, ...), using the shipped model
-in ``models/`` unless ``--model`` names another. A model directory holds ``model.keras`` and ``card.json``.
+prints one JSON object per image (path, probability, band, boxes, label, model_version, ...), using the
+shipped model in ``models/`` unless ``--model`` names another. A model directory holds ``model.keras``
+and ``card.json``.
 
 Keras is imported when a model is loaded, not when this module is imported.
 """
@@ -30,8 +31,15 @@ from classifier.card import (
     read_card,
     resolve_artifact,
 )
+from classifier.detector import Box, cells_to_boxes
 from classifier.explain import cam_to_heatmap
-from classifier.preprocessing import InputSpec, UnreadableImageError, decode_grayscale, prepare_batch
+from classifier.preprocessing import (
+    InputSpec,
+    UnreadableImageError,
+    decode_grayscale,
+    prepare_batch,
+    unletterbox,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +53,65 @@ def default_model_path() -> Path:
     return MODELS_DIR / DEFAULT_MODEL_VERSION
 
 
+BANDS = ("fracture", "doubt", "no_fracture")
+BAND_LABELS = {"fracture": "Fracture", "doubt": "Doubt", "no_fracture": "No fracture"}
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """The card's two thresholds on the calibrated probability (the way cleared fracture products report).
+
+    ``sensitive``: below it, "no fracture" (fitted for sensitivity >= 0.95 on every source);
+    ``specific``: at or above it, "fracture" (fitted for specificity >= 0.95 on every source);
+    between them, "doubt".
+    """
+
+    sensitive: float
+    specific: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sensitive <= self.specific <= 1.0:
+            raise CardError(
+                f"operating points out of order: sensitive {self.sensitive}, specific {self.specific}"
+            )
+
+    def band(self, probability: float) -> str:
+        if probability >= self.specific:
+            return "fracture"
+        if probability >= self.sensitive:
+            return "doubt"
+        return "no_fracture"
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> OperatingPoints:
+        points = card.get("operating_points")
+        if points is None:  # a card from before the two operating points: one threshold, no doubt band
+            threshold = float(card["threshold"])
+            return cls(threshold, threshold)
+        return cls(float(points["sensitive"]), float(points["specific"]))
+
+
 @dataclass(frozen=True)
 class ImagePrediction:
     """One radiograph's result.
 
-    ``probability``: calibrated probability of a fracture. ``label``: "fractured" or "not_fractured" at the
-    card's operating threshold. ``heatmap``: float32 in [0, 1] over the original image (same aspect
-    ratio, padding removed, longer side at most the model input size), or None when not asked for.
-    ``logit``: the model's raw (uncalibrated) logit.
+    ``probability``: calibrated probability of a fracture. ``band``: "fracture" / "doubt" / "no_fracture"
+    from the card's two operating points. ``label``: "fractured" unless the band is "no_fracture" (the
+    binary call at the sensitive operating point, for agreement figures). ``boxes``: where the model sees a
+    fracture, in original-image pixels (EXIF-applied frame), best first, each with its cell probability.
+    ``heatmap``: float32 in [0, 1] over the original image (same aspect ratio, padding removed), the
+    fracture-cell probabilities (an absolute scale, not min-max) for a model with a cell head, else the
+    min-max CAM; None when not asked for. ``logit``: the raw (uncalibrated) logit. ``embedding``: the
+    backbone's pooled features (for out-of-distribution checks), when the model exposes them.
     """
 
     probability: float
     label: str
+    band: str = "no_fracture"
+    boxes: tuple[Box, ...] = ()
     heatmap: np.ndarray | None = None
     logit: float = 0.0
+    embedding: np.ndarray | None = None
 
 
 class Predictor:
@@ -69,10 +122,15 @@ class Predictor:
         self.card = card
         self.path = path
         self.version: str = str(card["version"])
-        self.threshold: float = float(card["threshold"])
+        self.thresholds = OperatingPoints.from_card(card)
+        # The binary label's threshold: the sensitive operating point (everything below is "no fracture").
+        self.threshold: float = self.thresholds.sensitive
         self.class_names: tuple[str, ...] = tuple(card["class_names"])
         self.input_spec = InputSpec.from_dict(card["input"])
         self.calibration: dict[str, Any] = dict(card["calibration"])
+        boxes = card.get("boxes") or {}
+        self.box_threshold: float = float(boxes.get("threshold", 0.5))
+        self.max_boxes: int = int(boxes.get("max_boxes", 5))
         expected = (self.input_spec.size, self.input_spec.size, 1)
         got = tuple(model.input_shape[1:])
         if got != expected:
@@ -81,6 +139,8 @@ class Predictor:
         if "logit" not in outputs:
             raise CardError("the model has no 'logit' output: not a serving model")
         self.has_cam = "cam" in outputs
+        self.has_cells = "cells" in outputs
+        self.has_embedding = "embedding" in outputs
 
     @classmethod
     def load(cls, path: str | Path, *, warmup: bool = False) -> Predictor:
@@ -106,43 +166,91 @@ class Predictor:
         for n in batch_sizes:
             self.forward(np.zeros((n, size, size, 1), np.float32))
 
-    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw model call on a prepared batch (N, S, S, 1) -> (logits (N,), CAMs (N, h, w) or None)."""
-        if len(batch) == 0:
-            return np.zeros(0, np.float32), None
+    def forward(self, batch: np.ndarray) -> ForwardPass:
+        """Raw model call on a prepared batch (N, S, S, 1)."""
+        n = len(batch)
+        if n == 0:
+            return ForwardPass(np.zeros(0, np.float32))
         out = self.model.predict_on_batch(batch)
-        logits = np.asarray(out["logit"], dtype=np.float32).reshape(len(batch))
-        cams = np.asarray(out["cam"], dtype=np.float32) if self.has_cam else None
-        return logits, cams
+
+        def optional(name: str) -> np.ndarray | None:
+            return np.asarray(out[name], dtype=np.float32) if name in out else None
+
+        logits = np.asarray(out["logit"], dtype=np.float32).reshape(n)
+        cells = optional("cells")
+        return ForwardPass(
+            logits,
+            cams=optional("cam"),
+            cells=None if cells is None else 1.0 / (1.0 + np.exp(-cells)),
+            embeddings=optional("embedding"),
+        )
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return calibrate(logits, self.calibration)
 
-    def label_for(self, probability: float) -> str:
-        return POSITIVE_CLASS if probability >= self.threshold else CLASS_NAMES[0]
+    def band_for(self, probability: float) -> str:
+        return self.thresholds.band(probability)
 
-    def predict(self, images: Sequence[np.ndarray], *, heatmaps: bool = True) -> list[ImagePrediction]:
+    def label_for(self, probability: float) -> str:
+        return CLASS_NAMES[0] if self.band_for(probability) == "no_fracture" else POSITIVE_CLASS
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The backbone's pooled features (N, D) of 2-D uint8 images; (N, 0) for a model without them."""
+        batch, _ = prepare_batch(images, self.input_spec)
+        embeddings = self.forward(batch).embeddings
+        return embeddings if embeddings is not None else np.zeros((len(images), 0), np.float32)
+
+    def predict(
+        self, images: Sequence[np.ndarray], *, heatmaps: bool = True, embeddings: bool = False
+    ) -> list[ImagePrediction]:
         """2-D uint8 grayscale images (as from ``decode_grayscale``) -> one prediction each, in order."""
         if len(images) == 0:
             return []
         batch, geometries = prepare_batch(images, self.input_spec)
-        logits, cams = self.forward(batch)
-        probabilities = self.probabilities(logits)
+        forward = self.forward(batch)
+        probabilities = self.probabilities(forward.logits)
         results = []
         for i, geometry in enumerate(geometries):
             heatmap = None
-            if heatmaps and cams is not None:
-                heatmap = cam_to_heatmap(cams[i], geometry, max_side=HEATMAP_MAX_SIDE)
+            boxes: tuple[Box, ...] = ()
+            if forward.cells is not None:
+                boxes = tuple(
+                    cells_to_boxes(
+                        forward.cells[i], geometry, threshold=self.box_threshold, max_boxes=self.max_boxes
+                    )
+                )
+                if heatmaps:
+                    heatmap = np.clip(
+                        unletterbox(forward.cells[i], geometry, max_side=HEATMAP_MAX_SIDE), 0, 1
+                    )
+            elif heatmaps and forward.cams is not None:
+                heatmap = cam_to_heatmap(forward.cams[i], geometry, max_side=HEATMAP_MAX_SIDE)
             probability = float(probabilities[i])
             results.append(
                 ImagePrediction(
                     probability=probability,
                     label=self.label_for(probability),
+                    band=self.band_for(probability),
+                    boxes=boxes,
                     heatmap=heatmap,
-                    logit=float(logits[i]),
+                    logit=float(forward.logits[i]),
+                    embedding=(
+                        forward.embeddings[i] if embeddings and forward.embeddings is not None else None
+                    ),
                 )
             )
         return results
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """What one model call returns: logits (N,), and where the model has them: CAMs (N, h, w), fracture-cell
+    probabilities (N, h, w) and pooled backbone features (N, D)."""
+
+    logits: np.ndarray
+    cams: np.ndarray | None = None
+    cells: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,9 +295,14 @@ def main(argv: list[str] | None = None) -> int:
             record: dict[str, Any] = {
                 "path": str(path),
                 "probability": round(prediction.probability, 6),
+                "band": prediction.band,
+                "boxes": [box.as_dict() for box in prediction.boxes],
                 "label": prediction.label,
                 "model_version": predictor.version,
-                "threshold": predictor.threshold,
+                "operating_points": {
+                    "sensitive": predictor.thresholds.sensitive,
+                    "specific": predictor.thresholds.specific,
+                },
                 "logit": round(prediction.logit, 6),
                 "ms_per_image": round(elapsed_ms, 1),
             }

@@ -1,0 +1,658 @@
+"""Release a v2 model: fit what is fitted on validation data, evaluate on test, write card and report.
+
+    python -m classifier.release --run classifier_runs/lite0-det-v2 --out models/lite0-det-v2 \
+        --data ../shared/datasets/bone-fracture-xray --data ../shared/datasets/fracatlas \
+        --data ../shared/datasets/bone-fracture-boxes
+
+1. Builds the serving graph (flip TTA inside) from the run's chosen epoch and saves ``model.keras``.
+2. On ``val`` only, through the same ``Predictor`` the app uses: Platt calibration weighted by 1 / cluster
+   size (so a few large, confidently wrong clusters of copies cannot flatten it); the two operating points
+   per cluster (sensitive: sensitivity >= 0.95 on every source; specific: specificity >= 0.95 on every
+   source); the box threshold (the one that keeps false-positive boxes at or under 0.5 per image); the out-
+   of-distribution reference (training embeddings' centre and spread, threshold at the 99th percentile of
+   val distances); the drift references (score, intensity and size histograms).
+3. On ``test`` (touched for nothing else): per source, per image and per cluster, AUC with cluster-bootstrap
+   intervals, each band's meaning (sensitivity, specificity, share of images), ECE, one band per multi-image
+   cluster, FracAtlas without hardware and per region; localisation (pointing game, FROC) on FracAtlas and the
+   boxes source.
+4. Writes ``card.json``, ``metrics.json``, ``predictions-*.csv``, ``figures/`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier.card import CARD_FILE, MODEL_FILE, calibrate, read_card, write_card
+from classifier.data import ImageSet, Record, load_images, load_sources, select
+from classifier.detector import (
+    Box,
+    box_hits,
+    cell_peak,
+    cells_to_boxes,
+    fraction_boxes_to_pixels,
+    pointing_hits,
+)
+from classifier.evaluate import N_BOOT, _ci, _weighted_rates, _wilson
+from classifier.metrics import (
+    cluster_bootstrap,
+    cluster_means,
+    expected_calibration_error,
+    fit_platt,
+    reliability_bins,
+    roc_auc,
+)
+from classifier.preprocessing import decode_grayscale
+
+log = logging.getLogger("classifier.release")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SENSITIVITY_TARGET = 0.95
+SPECIFICITY_TARGET = 0.95
+FP_PER_IMAGE_TARGET = 0.5
+OOD_QUANTILE = 0.99
+BOX_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+# Where the model was trained (FracAtlas: hand, leg, hip, shoulder; the Kaggle set: upper and lower limbs,
+# hips, knees; the boxes source: elbow, forearm, hand, humerus, shoulder, wrist), in radiology's body regions.
+TRAINED_REGIONS = (
+    "hand", "wrist", "forearm", "elbow", "humerus", "shoulder", "hip", "pelvis", "femur", "knee", "leg",
+    "ankle", "foot",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ predicting
+
+
+class Scored:
+    """One image set through the predictor: raw logits, cell probabilities and embeddings, in record order."""
+
+    def __init__(self, predictor: Any, data: ImageSet, *, batch_size: int = 32) -> None:
+        self.data = data
+        self.records: list[Record] = data.records
+        n = len(data.records)
+        self.logits = np.zeros(n, np.float32)
+        cells: list[np.ndarray] = []
+        embeddings: list[np.ndarray] = []
+        for start in range(0, n, batch_size):
+            batch = data.images[start : start + batch_size].astype(np.float32)[..., None] / np.float32(255.0)
+            forward = predictor.forward(batch)
+            self.logits[start : start + len(batch)] = forward.logits
+            cells.extend(forward.cells if forward.cells is not None else [])
+            embeddings.extend(forward.embeddings if forward.embeddings is not None else [])
+        self.cells = np.array(cells, np.float32)
+        self.embeddings = np.array(embeddings, np.float32)
+        self.labels = np.array([r.label for r in self.records])
+        self.clusters = np.array([r.cluster for r in self.records])
+        self.sources = np.array([r.source for r in self.records])
+
+    def where(self, source: str) -> np.ndarray:
+        return np.flatnonzero(self.sources == source)
+
+
+def cluster_weights(clusters: np.ndarray) -> np.ndarray:
+    """1 / (the size of each image's cluster): every distinct radiograph weighs the same."""
+    _, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+# --------------------------------------------------------------------------------- operating points
+
+
+def sensitive_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity (p >= t) reaches ``target``."""
+    positives = np.sort(probabilities[labels == 1])[::-1]
+    needed = min(max(int(np.ceil(target * len(positives) - 1e-9)), 1), len(positives))
+    return float(positives[needed - 1])
+
+
+def specific_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """The lowest threshold whose specificity (p < t for negatives) reaches ``target``."""
+    negatives = np.sort(probabilities[labels == 0])
+    needed = min(max(int(np.ceil(target * len(negatives) - 1e-9)), 1), len(negatives))
+    # Just above the needed-th lowest negative: that many negatives fall below.
+    return float(np.nextafter(negatives[needed - 1], 1.0))
+
+
+def fit_operating_points(scored: Scored, probabilities: np.ndarray, sources: Sequence[str]) -> dict[str, Any]:
+    """Both thresholds on val clusters (mean probability of a cluster's images), the stricter over sources."""
+    per_source: dict[str, dict[str, float]] = {}
+    for source in sources:
+        idx = scored.where(source)
+        _, labels, probs = cluster_means(scored.clusters[idx], scored.labels[idx], probabilities[idx])
+        per_source[source] = {
+            "sensitive": sensitive_threshold(labels, probs, SENSITIVITY_TARGET),
+            "specific": specific_threshold(labels, probs, SPECIFICITY_TARGET),
+            "clusters": len(labels),
+        }
+    sensitive = min(v["sensitive"] for v in per_source.values())
+    specific = max(v["specific"] for v in per_source.values())
+    if specific < sensitive:  # the two rules cross: no doubt band is needed on val
+        sensitive = specific = (sensitive + specific) / 2
+    return {
+        "sensitive": sensitive,
+        "specific": specific,
+        "fitted_on": "val",
+        "level": "cluster (mean calibrated probability of a cluster's images)",
+        "rule": (
+            f"sensitive: the highest threshold with sensitivity >= {SENSITIVITY_TARGET} on every source; "
+            f"specific: the lowest threshold with specificity >= {SPECIFICITY_TARGET} on every source"
+        ),
+        "per_source": per_source,
+    }
+
+
+def band_of(probabilities: np.ndarray, sensitive: float, specific: float) -> np.ndarray:
+    return np.where(probabilities >= specific, 2, np.where(probabilities >= sensitive, 1, 0))
+
+
+# ------------------------------------------------------------------------------------- localisation
+
+
+def truths_of(scored: Scored, idx: Sequence[int]) -> list[list[tuple[float, float, float, float]]]:
+    out = []
+    for i in idx:
+        g = scored.data.geometries[i]
+        out.append(fraction_boxes_to_pixels(scored.records[i].boxes, g.original_width, g.original_height))
+    return out
+
+
+def boxes_at(scored: Scored, idx: Sequence[int], threshold: float) -> list[list[Box]]:
+    return [
+        cells_to_boxes(scored.cells[i], scored.data.geometries[i], threshold=threshold, max_boxes=5)
+        for i in idx
+    ]
+
+
+def box_counts(predicted: Sequence[Sequence[Box]], truths: Sequence[Sequence[tuple]]) -> tuple[int, int, int]:
+    """(fractures found, fractures, false-positive boxes)."""
+    found = fractures = false_positives = 0
+    for boxes, image_truths in zip(predicted, truths, strict=True):
+        fractures += len(image_truths)
+        found += sum(any(box_hits(b, t) for b in boxes) for t in image_truths)
+        false_positives += sum(not any(box_hits(b, t) for t in image_truths) for b in boxes)
+    return found, fractures, false_positives
+
+
+def froc_sweep(scored: Scored, idx: Sequence[int]) -> list[dict[str, float]]:
+    """Fracture-level sensitivity and false-positive boxes per image at every box threshold."""
+    truths = truths_of(scored, idx)
+    curve = []
+    for t in BOX_THRESHOLDS:
+        found, fractures, fps = box_counts(boxes_at(scored, idx, float(t)), truths)
+        curve.append(
+            {
+                "threshold": float(t),
+                "sensitivity": found / max(fractures, 1),
+                "fp_per_image": fps / max(len(idx), 1),
+            }
+        )
+    return curve
+
+
+def sensitivity_at(curve: Sequence[dict[str, float]], fp_rate: float) -> dict[str, float]:
+    allowed = [c for c in curve if c["fp_per_image"] <= fp_rate]
+    if not allowed:
+        return {"sensitivity": 0.0, "threshold": float("nan"), "fp_per_image": float("nan")}
+    best = max(allowed, key=lambda c: (c["sensitivity"], -c["threshold"]))
+    return dict(best)
+
+
+def localisation_report(scored: Scored, idx: np.ndarray, box_threshold: float) -> dict[str, Any]:
+    """Pointing game (peak cell inside a box) and FROC on the images of ``idx``."""
+    boxed = [int(i) for i in idx if scored.records[i].label == 1 and scored.records[i].boxes]
+    peaks = [cell_peak(scored.cells[i], scored.data.geometries[i]) for i in boxed]
+    hits = pointing_hits(peaks, truths_of(scored, boxed))
+    no_hw = np.array([scored.records[i].hardware == 0 for i in boxed])
+    curve = froc_sweep(scored, [int(i) for i in idx])
+    found, fractures, fps = box_counts(boxes_at(scored, idx, box_threshold), truths_of(scored, idx))
+    return {
+        "images": len(idx),
+        "images_with_boxes": len(boxed),
+        "pointing_game": {
+            "share": float(hits.mean()) if len(hits) else float("nan"),
+            "ci": _wilson(int(hits.sum()), len(hits)),
+            "share_no_hardware": float(hits[no_hw].mean()) if no_hw.any() else float("nan"),
+            "images_no_hardware": int(no_hw.sum()),
+        },
+        "froc": {
+            "curve": curve,
+            "at_0.5_fp_per_image": sensitivity_at(curve, 0.5),
+            "at_1_fp_per_image": sensitivity_at(curve, 1.0),
+        },
+        "at_box_threshold": {
+            "threshold": box_threshold,
+            "sensitivity": found / max(fractures, 1),
+            "fractures": fractures,
+            "fp_per_image": fps / max(len(idx), 1),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def _boot(statistic: Any, clusters: np.ndarray, labels: np.ndarray, n_boot: int) -> dict[str, float]:
+    return _ci(cluster_bootstrap(statistic, clusters, labels, n_boot=n_boot, seed=0))
+
+
+def level_report(
+    labels: np.ndarray, probabilities: np.ndarray, clusters: np.ndarray, points: dict[str, Any], n_boot: int
+) -> dict[str, Any]:
+    """AUC, both operating points and the bands on one level (images or clusters), with intervals."""
+    out: dict[str, Any] = {"n": len(labels), "positives": int(labels.sum())}
+    out["auc"] = _boot(lambda w: roc_auc(labels, probabilities, w), clusters, labels, n_boot)
+    for name in ("sensitive", "specific"):
+        predicted = probabilities >= points[name]
+        tp = int(np.sum(predicted & (labels == 1)))
+        fp = int(np.sum(predicted & (labels == 0)))
+        tn = int(np.sum(~predicted & (labels == 0)))
+        fn = int(np.sum(~predicted & (labels == 1)))
+        out[name] = {
+            "threshold": points[name],
+            "sensitivity": _boot(
+                lambda w, p=predicted: _weighted_rates(labels, p, w)[0], clusters, labels, n_boot
+            ),
+            "specificity": _boot(
+                lambda w, p=predicted: _weighted_rates(labels, p, w)[1], clusters, labels, n_boot
+            ),
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+            "accuracy": (tp + tn) / len(labels),
+            "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
+        }
+    bands = band_of(probabilities, points["sensitive"], points["specific"])
+    out["bands"] = {
+        name: {
+            "share": float(np.mean(bands == k)),
+            "fractured": int(np.sum((bands == k) & (labels == 1))),
+            "not_fractured": int(np.sum((bands == k) & (labels == 0))),
+        }
+        for k, name in enumerate(("no_fracture", "doubt", "fracture"))
+    }
+    out["ece"] = expected_calibration_error(labels, probabilities)
+    out["reliability"] = reliability_bins(labels, probabilities)
+    return out
+
+
+def source_report(
+    scored: Scored, idx: np.ndarray, probabilities: np.ndarray, points: dict[str, Any], n_boot: int
+) -> dict[str, Any]:
+    labels, clusters, probs = scored.labels[idx], scored.clusters[idx], probabilities[idx]
+    report: dict[str, Any] = {"images": level_report(labels, probs, clusters, points, n_boot)}
+    ids, cl_labels, cl_probs = cluster_means(clusters, labels, probs)
+    report["clusters"] = level_report(cl_labels, cl_probs, ids, points, n_boot)
+    bands = band_of(probs, points["sensitive"], points["specific"])
+    _, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+    multi = counts >= 2
+    if multi.any():
+        same = np.ones(len(counts), bool)
+        for k in range(3):
+            in_band = np.bincount(inverse, weights=(bands == k).astype(float))
+            same &= (in_band == 0) | (in_band == counts)
+        report["consistency"] = {
+            "share_one_band": float(same[multi].mean()),
+            "multi_image_clusters": int(multi.sum()),
+        }
+    hardware = np.array([scored.records[i].hardware for i in idx])
+    if hardware.any():
+        keep = hardware == 0
+        report["no_hardware"] = {
+            "images": level_report(labels[keep], probs[keep], clusters[keep], points, n_boot),
+        }
+    regions = sorted({part for i in idx for part in scored.records[i].region.split("|") if part})
+    if regions:
+        report["regions"] = {}
+        for region in regions:
+            m = np.array([region in scored.records[i].region.split("|") for i in idx])
+            report["regions"][region] = {
+                "images": int(m.sum()),
+                "fractured": int(labels[m].sum()),
+                "auc": roc_auc(labels[m], probs[m]) if 0 < labels[m].sum() < m.sum() else float("nan"),
+            }
+    return report
+
+
+# --------------------------------------------------------------------------------- references (drift, OOD)
+
+
+def ood_reference(train: Scored, val: Scored) -> dict[str, Any]:
+    """Distance of an embedding to the training embeddings' centre, per-dimension standardised."""
+    centroid = train.embeddings.mean(axis=0)
+    scale = train.embeddings.std(axis=0) + 1e-3
+    distances = np.sqrt(np.mean(((val.embeddings - centroid) / scale) ** 2, axis=1))
+    threshold = float(np.quantile(distances, OOD_QUANTILE))
+    return {
+        "method": "mahalanobis_diag",
+        "centroid": [round(float(v), 5) for v in centroid],
+        "scale": [round(float(v), 5) for v in scale],
+        "threshold": threshold,
+        "in_distribution_flag_rate": float(np.mean(distances > threshold)),
+        "fitted_on": f"centre and scale: {len(train.records)} training images; threshold: the "
+        f"{OOD_QUANTILE:.0%} quantile of {len(val.records)} val images' distances",
+    }
+
+
+def ood_distances(card_ood: dict[str, Any], embeddings: np.ndarray) -> np.ndarray:
+    centroid, scale = np.array(card_ood["centroid"]), np.array(card_ood["scale"])
+    return np.sqrt(np.mean(((embeddings - centroid) / scale) ** 2, axis=1))
+
+
+def histogram(values: np.ndarray, edges: Sequence[float]) -> dict[str, list[float]]:
+    counts, _ = np.histogram(values, bins=np.asarray(edges, dtype=np.float64))
+    total = max(int(counts.sum()), 1)
+    return {"edges": [float(e) for e in edges], "fractions": [round(float(c) / total, 6) for c in counts]}
+
+
+def drift_reference(records: Sequence[Record], probabilities: np.ndarray) -> dict[str, Any]:
+    """Score, pixel-intensity and size histograms of the val images (decoded as the app decodes them)."""
+    intensity = np.zeros(16, np.int64)
+    sides = []
+    for r in records:
+        gray = decode_grayscale(r.path.read_bytes())
+        intensity += np.bincount((gray >> 4).ravel(), minlength=16)
+        sides.append(max(gray.shape))
+    total = max(int(intensity.sum()), 1)
+    return {
+        "score": histogram(probabilities, np.linspace(0, 1, 11)),
+        "intensity": {
+            "edges": [float(e) for e in range(0, 257, 16)],
+            "fractions": [round(float(c) / total, 6) for c in intensity],
+        },
+        "long_side": histogram(np.array(sides), [0, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 100000]),
+        "images": len(records),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict[str, Any], path: Path) -> None:
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (labels, probs) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(labels, probs):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC on test")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    for name, (labels, probs) in curves.items():
+        bins = reliability_bins(labels, probs)
+        ax.plot(
+            [b[0] for b in bins],
+            [b[1] for b in bins],
+            marker="o",
+            label=f"{name} (ECE {expected_calibration_error(labels, probs):.3f})",
+        )
+    ax.set(xlabel="calibrated probability", ylabel="observed share fractured", title="Reliability on test")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_froc(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, curve in curves.items():
+        ax.plot([c["fp_per_image"] for c in curve], [c["sensitivity"] for c in curve], marker=".", label=name)
+    ax.axvline(FP_PER_IMAGE_TARGET, color="grey", lw=0.8, ls=":")
+    ax.set(
+        xlabel="false-positive boxes per image", ylabel="fractures found", title="FROC on test", xlim=(0, 3)
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_examples(scored: Scored, idx: Sequence[int], box_threshold: float, path: Path, title: str) -> None:
+    """A grid of test radiographs: true boxes green, the model's boxes red (score), peak cell marked."""
+    plt = _pyplot()
+    idx = list(idx)[:12]
+    cols = 4
+    rows = max(1, int(np.ceil(len(idx) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, i in zip(np.ravel(axes), idx, strict=False):
+        record = scored.records[i]
+        gray = decode_grayscale(record.path.read_bytes())
+        ax.imshow(gray, cmap="gray")
+        for x0, y0, x1, y1 in truths_of(scored, [i])[0]:
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=1.2))
+        for box in cells_to_boxes(scored.cells[i], scored.data.geometries[i], threshold=box_threshold):
+            ax.add_patch(
+                plt.Rectangle(
+                    (box.x0, box.y0), box.x1 - box.x0, box.y1 - box.y0, fill=False, color="red", lw=1.2
+                )
+            )
+            ax.text(box.x0, box.y0, f"{box.score:.2f}", color="red", fontsize=6, va="bottom")
+        x, y = cell_peak(scored.cells[i], scored.data.geometries[i])
+        ax.plot([x], [y], marker="+", color="yellow", ms=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------- release
+
+
+def build_serving(run: Path, epoch: int | None, out: Path) -> dict[str, Any]:
+    """Save the serving graph of the run's chosen epoch as ``out/model.keras``; return the run's card."""
+    from classifier.detector import detector_serving_model, lite0_detector_core
+
+    card = read_card(run / CARD_FILE)
+    chosen = epoch or int(card["training"]["best_epoch"])
+    core = lite0_detector_core(int(card["input"]["size"]))
+    core.load_weights(run / f"epoch{chosen}.weights.h5")
+    out.mkdir(parents=True, exist_ok=True)
+    detector_serving_model(core, tta=card["architecture"]["tta"]).save(out / MODEL_FILE)
+    card["training"]["released_epoch"] = chosen
+    return card
+
+
+def write_predictions(path: Path, scored: Scored, probabilities: np.ndarray, points: dict[str, Any]) -> None:
+    bands = band_of(probabilities, points["sensitive"], points["specific"])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "source", "cluster", "label", "hardware", "logit", "probability", "band"])
+        for i, r in enumerate(scored.records):
+            writer.writerow(
+                [
+                    r.path.name,
+                    r.source,
+                    r.cluster,
+                    r.label,
+                    r.hardware,
+                    f"{scored.logits[i]:.5f}",
+                    f"{probabilities[i]:.5f}",
+                    ("no_fracture", "doubt", "fracture")[bands[i]],
+                ]
+            )
+
+
+def release(args: argparse.Namespace) -> dict[str, Any]:
+    from classifier.predict import Predictor
+
+    started = time.perf_counter()
+    card = build_serving(args.run, args.epoch, args.out)
+    card["calibration"], card["threshold"] = {"method": "identity"}, 0.5
+    write_card(card, args.out / CARD_FILE)
+    predictor = Predictor.load(args.out)
+    spec = predictor.input_spec
+    records = load_sources(args.data)
+    classified = sorted(card["training"]["image_loss_sources"])
+
+    def scored(split: str, every: int = 1) -> Scored:
+        chosen = select(records, splits=[split])[::every]
+        log.info("predicting %d %s images", len(chosen), split)
+        return Scored(predictor, load_images(chosen, spec, cache_dir=args.cache_dir))
+
+    val, test = scored("val"), scored("test")
+    train = scored("train", every=args.train_every)
+
+    # 1. Calibration on val, each distinct radiograph weighing the same.
+    val_cls = np.flatnonzero(np.isin(val.sources, classified))
+    weights = cluster_weights(val.clusters[val_cls])
+    calibration = fit_platt(val.logits[val_cls], val.labels[val_cls], weights)
+    unweighted = fit_platt(val.logits[val_cls], val.labels[val_cls])
+    calibration["weights"] = "1 / cluster size"
+    calibration["fitted_on"] = "val"
+    val_probs = calibrate(val.logits, calibration)
+
+    # 2. Operating points, box threshold, references: val only.
+    points = fit_operating_points(val, val_probs, classified)
+    box_choice = {}
+    for source in ("fracatlas", "boxes"):
+        box_choice[source] = froc_sweep(val, [int(i) for i in val.where(source)])
+    # The lowest threshold whose false-positive boxes stay at or under the target on FracAtlas val, the
+    # one source with normal radiographs (the boxes source has no normal images to be wrong on).
+    chosen = sensitivity_at(box_choice["fracatlas"], FP_PER_IMAGE_TARGET)
+    box_threshold = float(chosen["threshold"]) if np.isfinite(chosen["threshold"]) else 0.5
+    ood = ood_reference(train, val)
+    reference = drift_reference([val.records[i] for i in val_cls], val_probs[val_cls])
+
+    # 3. Test.
+    test_probs = calibrate(test.logits, calibration)
+    per_source: dict[str, Any] = {}
+    for source in classified:
+        per_source[source] = source_report(test, test.where(source), test_probs, points, args.n_boot)
+    localisation = {
+        s: localisation_report(test, test.where(s), box_threshold) for s in ("fracatlas", "boxes")
+    }
+    test_ood = ood_distances(ood, test.embeddings) > ood["threshold"]
+
+    # 4. Figures and files.
+    figures = args.out / "figures"
+    figures.mkdir(exist_ok=True)
+    roc_curves, rel_curves = {}, {}
+    for source in classified:
+        idx = test.where(source)
+        roc_curves[f"{source} images"] = (test.labels[idx], test_probs[idx])
+        rel_curves[f"{source} images"] = (test.labels[idx], test_probs[idx])
+        ids, cl, cp = cluster_means(test.clusters[idx], test.labels[idx], test_probs[idx])
+        if len(ids) < len(idx):
+            roc_curves[f"{source} clusters"] = (cl, cp)
+            rel_curves[f"{source} clusters"] = (cl, cp)
+    plot_roc(roc_curves, points, figures / "roc.png")
+    plot_reliability(rel_curves, figures / "reliability.png")
+    plot_froc({s: localisation[s]["froc"]["curve"] for s in localisation}, figures / "froc.png")
+    for source in ("fracatlas", "boxes"):
+        fractured = [
+            int(i) for i in test.where(source) if test.records[i].label == 1 and test.records[i].boxes
+        ]
+        rng = np.random.default_rng(0)
+        sample = sorted(rng.choice(fractured, size=min(12, len(fractured)), replace=False).tolist())
+        plot_examples(
+            test,
+            sample,
+            box_threshold,
+            figures / f"boxes-{source}.png",
+            f"{source} test (random fractured images): true boxes green, model red, peak +",
+        )
+    write_predictions(args.out / "predictions-val.csv", val, val_probs, points)
+    write_predictions(args.out / "predictions-test.csv", test, test_probs, points)
+
+    points["bands"] = {
+        source: {
+            level: {
+                "no_fracture": per_source[source][level]["sensitive"]
+                | {"share": per_source[source][level]["bands"]["no_fracture"]["share"]},
+                "doubt": per_source[source][level]["bands"]["doubt"],
+                "fracture": per_source[source][level]["specific"]
+                | {"share": per_source[source][level]["bands"]["fracture"]["share"]},
+            }
+            for level in ("images", "clusters")
+        }
+        for source in classified
+    }
+    card.update(
+        calibration=calibration,
+        threshold=points["sensitive"],
+        operating_points=points,
+        boxes={
+            "threshold": box_threshold,
+            "max_boxes": 5,
+            "fitted_on": "val (FracAtlas, the source with normal radiographs)",
+            "rule": f"the box threshold with the most fractures found at <= {FP_PER_IMAGE_TARGET} "
+            "false-positive boxes per image on FracAtlas val",
+            "cell_stride": 16,
+            "val_froc": box_choice,
+        },
+        ood=ood | {"test_flag_rate": float(np.mean(test_ood))},
+        intended_use={
+            "modalities": ["DX", "CR", "DR"],
+            "body_regions": list(TRAINED_REGIONS),
+            "min_age_years": None,
+        },
+        reference=reference,
+        outputs={
+            "logit": "fracture logit (N, 1) before calibration",
+            "cam": "image head's logit map (N, 10, 10) at stride 32 (its mean is the logit)",
+            "cells": "fracture-cell logits (N, 20, 20) at stride 16; boxes are made from them",
+            "embedding": "pooled stride-32 backbone features (N, 1280), for out-of-distribution checks",
+        },
+        metrics={"test": {"sources": per_source, "localisation": localisation}},
+        calibration_check={
+            "unweighted_platt": {"a": unweighted["a"], "b": unweighted["b"]},
+            "val_ece_per_source": {
+                s: expected_calibration_error(val.labels[val.where(s)], val_probs[val.where(s)])
+                for s in classified
+            },
+        },
+        status="released: calibration, operating points, box threshold and references fitted on val; "
+        "metrics on test",
+    )
+    write_card(card, args.out / CARD_FILE)
+    (args.out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2, default=float))
+    log.info("released %s in %.0f s", card["version"], time.perf_counter() - started)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="a classifier.train --arch lite0det output folder")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", type=Path, action="append", required=True)
+    p.add_argument("--epoch", type=int, default=None, help="release this epoch (default: the run's best)")
+    p.add_argument("--train-every", type=int, default=3, help="every n-th training image for the OOD centre")
+    p.add_argument("--n-boot", type=int, default=N_BOOT)
+    p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "classifier_runs" / "cache")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    release(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
