@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from classifier.card import CardError, read_card, write_card
-from classifier.predict import ImagePrediction, Predictor, default_model_path
+from classifier.predict import ImagePrediction, OperatingPoints, Predictor, default_model_path
 from classifier.preprocessing import decode_grayscale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_it_refuses_a_model_without_a_card(tiny_artifact: Path, tmp_path: Path) 
 def test_it_refuses_a_card_for_another_input_size(tiny_artifact: Path, tmp_path: Path) -> None:
     shutil.copy(tiny_artifact / "model.keras", tmp_path / "model.keras")
     card = read_card(tiny_artifact / "card.json")
-    card["input"]["size"] = 64
+    card["input"]["size"] += 32
     write_card(card, tmp_path / "card.json")
     with pytest.raises(CardError, match="input"):
         Predictor.load(tmp_path)
@@ -71,6 +71,10 @@ def test_it_predicts_one_result_per_image_in_order(predictor: Predictor, grays: 
         assert isinstance(result, ImagePrediction)
         assert 0.0 <= result.probability <= 1.0
         assert result.label == ("fractured" if result.probability >= predictor.threshold else "not_fractured")
+        assert result.band == predictor.thresholds.band(result.probability)
+        for box in result.boxes:  # original-image pixels, inside the image, scored at or above the box threshold
+            assert 0 <= box.x0 < box.x1 <= gray.shape[1] and 0 <= box.y0 < box.y1 <= gray.shape[0]
+            assert predictor.box_threshold <= box.score <= 1.0
         assert result.heatmap is not None and result.heatmap.dtype == np.float32
         assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
         h, w = result.heatmap.shape
@@ -99,11 +103,53 @@ def test_it_applies_the_cards_calibration_and_threshold(
     shutil.copy(tiny_artifact / "model.keras", tmp_path / "model.keras")
     card = read_card(tiny_artifact / "card.json")
     card["calibration"] = {"method": "platt", "a": 0.0, "b": 2.0}  # every image -> sigmoid(2) = 0.881
-    card["threshold"] = 0.9
+    card["operating_points"] = {"sensitive": 0.9, "specific": 0.95}
     write_card(card, tmp_path / "card.json")
     results = Predictor.load(tmp_path).predict(grays[:3])
     assert all(r.probability == pytest.approx(0.8808, abs=1e-4) for r in results)
-    assert all(r.label == "not_fractured" for r in results)
+    assert all(r.label == "not_fractured" and r.band == "no_fracture" for r in results)
+
+    card["operating_points"] = {"sensitive": 0.5, "specific": 0.95}
+    write_card(card, tmp_path / "card.json")
+    assert {(r.label, r.band) for r in Predictor.load(tmp_path).predict(grays[:3])} == {("fractured", "doubt")}
+
+    card["operating_points"] = {"sensitive": 0.5, "specific": 0.88}
+    write_card(card, tmp_path / "card.json")
+    assert {(r.label, r.band) for r in Predictor.load(tmp_path).predict(grays[:3])} == {("fractured", "fracture")}
+
+
+@pytest.mark.parametrize(
+    ("probability", "band"),
+    [(0.0, "no_fracture"), (0.199, "no_fracture"), (0.2, "doubt"), (0.69, "doubt"), (0.7, "fracture"), (1.0, "fracture")],
+)
+def test_the_bands_follow_the_two_operating_points(probability: float, band: str) -> None:
+    assert OperatingPoints(sensitive=0.2, specific=0.7).band(probability) == band
+
+
+def test_operating_points_out_of_order_are_refused() -> None:
+    with pytest.raises(CardError, match="out of order"):
+        OperatingPoints(sensitive=0.7, specific=0.2)
+
+
+def test_a_card_from_before_the_two_operating_points_has_no_doubt_band() -> None:
+    points = OperatingPoints.from_card({"threshold": 0.3})
+    assert (points.sensitive, points.specific) == (0.3, 0.3)
+    assert points.band(0.29) == "no_fracture" and points.band(0.3) == "fracture"
+
+
+def test_the_card_round_trips_both_operating_points(tiny_artifact: Path, tmp_path: Path) -> None:
+    card = read_card(tiny_artifact / "card.json")
+    card["operating_points"] = {"sensitive": 0.12, "specific": 0.81, "fitted_on": "val"}
+    write_card(card, tmp_path / "card.json")
+    again = read_card(tmp_path / "card.json")
+    assert OperatingPoints.from_card(again) == OperatingPoints(0.12, 0.81)
+
+
+def test_embeddings_come_from_the_same_forward_pass(predictor: Predictor, grays: list[np.ndarray]) -> None:
+    embedded = predictor.embed(grays[:2])
+    assert embedded.shape[0] == 2 and embedded.shape[1] > 0
+    results = predictor.predict(grays[:2], embeddings=True)
+    np.testing.assert_allclose(np.stack([r.embedding for r in results]), embedded, atol=1e-5)
 
 
 def test_the_default_model_lives_in_models() -> None:
@@ -138,6 +184,10 @@ def test_the_command_line_prints_one_json_object_per_image(
         assert record["model_version"] == "tiny-test"
         assert record["label"] in ("fractured", "not_fractured")
         assert 0.0 <= record["probability"] <= 1.0
+        points = record["operating_points"]
+        assert record["band"] == OperatingPoints(points["sensitive"], points["specific"]).band(record["probability"])
+        assert isinstance(record["boxes"], list)
+        assert all(set(box) == {"x0", "y0", "x1", "y1", "score"} for box in record["boxes"])
         assert Path(record["heatmap"]).read_bytes().startswith(b"\x89PNG")
 
 
