@@ -266,6 +266,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's prefork pool with a fix for the blocking variant that the file broker uses: stock, a pool child
+# killed while idle froze the embedded worker for good (worker/prefork.py). The Redis path is unchanged.
+CELERY_WORKER_POOL = "worker.prefork:TaskPool"
 
 # --- Cache ---------------------------------------------------------------------------------------------
 # API throttling counts requests in the cache: with several web processes it must be shared (Redis).
