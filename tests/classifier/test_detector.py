@@ -1,0 +1,179 @@
+"""The v2 model's geometry and metrics: box <-> cell mapping through the letterbox, FROC, pointing game,
+operating points, cluster-weighted calibration, and who teaches which head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier.data import ImageSet, Record
+from classifier.detector import (
+    CELL_STRIDE,
+    CELLS_BOXED,
+    CELLS_NONE,
+    CELLS_NORMAL,
+    Box,
+    box_hits,
+    box_mask,
+    cell_coverage,
+    cell_peak,
+    cells_to_boxes,
+    detector_data,
+    fraction_boxes_to_pixels,
+    pointing_hits,
+)
+from classifier.metrics import expected_calibration_error, fit_platt
+from classifier.preprocessing import InputSpec, letterbox_uint8
+from classifier.release import (
+    band_of,
+    box_counts,
+    cluster_weights,
+    sensitive_threshold,
+    sensitivity_at,
+    specific_threshold,
+)
+
+SPEC = InputSpec(size=320)
+
+
+def _geometry(height: int, width: int):
+    return letterbox_uint8(np.zeros((height, width), np.uint8), SPEC)[1]
+
+
+@pytest.mark.parametrize(("height", "width"), [(500, 300), (300, 500), (1000, 1000), (224, 224)])
+def test_a_bright_square_maps_back_to_its_own_box(height: int, width: int) -> None:
+    # A square on the radiograph, as a fracture box (fractions); its cells, as a perfect cell head would
+    # score them (the share of each cell inside the box), turned back into a box in original pixels.
+    cx, cy, side = 0.6, 0.35, 0.2
+    geometry = _geometry(height, width)
+    truth = fraction_boxes_to_pixels([(cx, cy, side, side)], width, height)[0]
+    coverage = cell_coverage(box_mask(geometry, [(cx, cy, side, side)]))
+    (box,) = cells_to_boxes(coverage, geometry, threshold=0.5)
+    cell_in_original = CELL_STRIDE * max(height, width) / SPEC.size
+    for got, want in zip((box.x0, box.y0, box.x1, box.y1), truth, strict=True):
+        assert abs(got - want) <= cell_in_original  # within one cell, never half a cell shifted each way
+    centre = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+    want_centre = ((truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
+    assert abs(centre[0] - want_centre[0]) <= cell_in_original / 2
+    assert abs(centre[1] - want_centre[1]) <= cell_in_original / 2
+    peak = cell_peak(coverage, geometry)
+    assert truth[0] <= peak[0] <= truth[2] and truth[1] <= peak[1] <= truth[3]
+
+
+def test_box_masks_follow_the_letterbox() -> None:
+    geometry = _geometry(160, 320)  # content 320 x 160, centred: rows 80..240
+    mask = box_mask(geometry, [(0.5, 0.5, 0.5, 0.5)])
+    rows, cols = np.nonzero(mask)
+    assert (rows.min(), rows.max() + 1) == (120, 200)
+    assert (cols.min(), cols.max() + 1) == (80, 240)
+    coverage = cell_coverage(mask)
+    assert coverage.shape == (20, 20)
+    assert coverage[8, 6] == 1.0 and coverage[7, 5] == pytest.approx(0.5 * 1.0)  # rows 112-128 half in
+
+
+def test_cells_on_the_padding_make_no_box() -> None:
+    geometry = _geometry(160, 320)
+    cells = np.zeros((20, 20), np.float32)
+    cells[0:3, :] = 0.9  # the top padding only (rows 0..48 of 80)
+    assert cells_to_boxes(cells, geometry, threshold=0.5) == []
+
+
+def test_separate_regions_make_separate_boxes_best_first() -> None:
+    geometry = _geometry(320, 320)
+    cells = np.zeros((20, 20), np.float32)
+    cells[2:4, 2:4] = 0.6
+    cells[10, 15] = 0.95
+    boxes = cells_to_boxes(cells, geometry, threshold=0.5)
+    assert [round(b.score, 2) for b in boxes] == [0.95, 0.6]
+    assert (boxes[0].x0, boxes[0].y0, boxes[0].x1, boxes[0].y1) == (240, 160, 256, 176)
+    assert (boxes[1].x0, boxes[1].y0, boxes[1].x1, boxes[1].y1) == (32, 32, 64, 64)
+    assert cells_to_boxes(cells, geometry, threshold=0.99) == []
+    assert len(cells_to_boxes(cells, geometry, threshold=0.99, always_top=True)) == 1
+
+
+def test_a_box_hits_a_fracture_by_overlap_or_by_its_centre() -> None:
+    truth = (100.0, 100.0, 140.0, 120.0)
+    assert box_hits(Box(95, 95, 145, 125, 0.9), truth)  # IoU 0.55
+    assert box_hits(Box(0, 0, 240, 220, 0.9), truth)  # huge box, centre (120, 110) inside
+    assert not box_hits(Box(200, 200, 240, 240, 0.9), truth)
+
+
+def test_pointing_game_on_a_hand_made_example() -> None:
+    truths = [[(10.0, 10.0, 20.0, 20.0)], [(0.0, 0.0, 5.0, 5.0), (50.0, 50.0, 60.0, 60.0)], [(0, 0, 1, 1)]]
+    peaks = [(15.0, 15.0), (55.0, 59.0), (2.0, 2.0)]
+    np.testing.assert_array_equal(pointing_hits(peaks, truths), [True, True, False])
+
+
+def test_froc_counts_on_a_hand_made_example() -> None:
+    # Image 1: two fractures, one found, one false box. Image 2 (normal): one false box. Image 3: found.
+    truths = [[(0.0, 0.0, 10.0, 10.0), (50.0, 50.0, 60.0, 60.0)], [], [(20.0, 20.0, 30.0, 30.0)]]
+    predicted = [
+        [Box(1, 1, 9, 9, 0.9), Box(80, 80, 90, 90, 0.8)],
+        [Box(5, 5, 9, 9, 0.7)],
+        [Box(21, 21, 29, 29, 0.6)],
+    ]
+    assert box_counts(predicted, truths) == (2, 3, 2)  # found, fractures, false positives
+    curve = [
+        {"threshold": 0.3, "sensitivity": 0.9, "fp_per_image": 1.2},
+        {"threshold": 0.5, "sensitivity": 0.8, "fp_per_image": 0.5},
+        {"threshold": 0.7, "sensitivity": 0.6, "fp_per_image": 0.1},
+    ]
+    assert sensitivity_at(curve, 0.5)["threshold"] == 0.5
+    assert sensitivity_at(curve, 0.05)["sensitivity"] == 0.0
+
+
+def test_the_two_operating_points_on_a_hand_made_example() -> None:
+    labels = np.array([1] * 20 + [0] * 20)
+    probs = np.concatenate([np.linspace(0.3, 0.98, 20), np.linspace(0.0, 0.6, 20)])
+    sensitive = sensitive_threshold(labels, probs, 0.95)  # 19 of 20 positives at or above
+    assert np.sum(probs[labels == 1] >= sensitive) == 19 and sensitive == pytest.approx(probs[1])
+    specific = specific_threshold(labels, probs, 0.95)  # 19 of 20 negatives below
+    assert np.sum(probs[labels == 0] < specific) == 19
+    np.testing.assert_array_equal(band_of(np.array([0.0, 0.4, 0.99]), 0.3, 0.9), [0, 1, 2])
+
+
+def test_cluster_weighted_calibration_is_not_moved_by_copies() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    logits = np.where(labels == 1, 1.5, -1.5) + rng.normal(0, 1.5, 400)
+    clusters = np.array([f"c{i}" for i in range(400)])
+    # One confidently wrong radiograph copied 40 times: unweighted, it drags the slope; weighted, it counts
+    # as the one radiograph it is.
+    once = fit_platt(np.append(logits, 6.0), np.append(labels, 0))
+    copies = 40
+    logits_c = np.concatenate([logits, np.full(copies, 6.0)])
+    labels_c = np.concatenate([labels, np.zeros(copies, int)])
+    clusters_c = np.concatenate([clusters, np.array(["copied"] * copies)])
+    weighted = fit_platt(logits_c, labels_c, cluster_weights(clusters_c))
+    unweighted = fit_platt(logits_c, labels_c)
+    assert weighted["a"] == pytest.approx(once["a"], abs=1e-3)
+    assert weighted["b"] == pytest.approx(once["b"], abs=1e-3)
+    assert unweighted["a"] < weighted["a"] - 0.3
+    probs = 1 / (1 + np.exp(-(weighted["a"] * logits + weighted["b"])))
+    assert expected_calibration_error(labels, probs) < 0.06
+
+
+def _record(source: str, label: int, boxes: tuple = (), cluster: str = "") -> Record:
+    return Record(
+        Path(f"/{source}/{cluster}.png"), source, "train", label, cluster or source + str(label), boxes=boxes
+    )
+
+
+def test_the_positives_only_source_teaches_localisation_and_never_the_image_head() -> None:
+    records = [
+        _record("kaggle", 1, cluster="k1"),
+        _record("kaggle", 0, cluster="k0"),
+        _record("fracatlas", 1, ((0.5, 0.5, 0.2, 0.2),), "f1"),
+        _record("fracatlas", 0, cluster="f0"),
+        _record("boxes", 1, ((0.3, 0.3, 0.1, 0.1),), "b1"),
+    ]
+    images = np.zeros((len(records), 320, 320), np.uint8)
+    geometries = [_geometry(320, 320)] * len(records)
+    data = detector_data(ImageSet(records, images, geometries, SPEC), image_sources=["fracatlas", "kaggle"])
+    np.testing.assert_array_equal(
+        data.cell_modes, [CELLS_NONE, CELLS_NORMAL, CELLS_BOXED, CELLS_NORMAL, CELLS_BOXED]
+    )
+    assert data.image_weights[4] == 0.0 and np.all(data.image_weights[:4] > 0)
+    assert data.masks[2].sum() > 0 and data.masks[4].sum() > 0 and data.masks[0].sum() == 0
