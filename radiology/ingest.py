@@ -38,6 +38,9 @@ DICOM_KEYWORDS = (
     "BodyPartExamined",
     "ViewPosition",
     "Laterality",
+    "ImageLaterality",
+    "SeriesNumber",
+    "InstanceNumber",
     "Modality",
     "Manufacturer",
     "PhotometricInterpretation",
@@ -99,16 +102,21 @@ def clean_filename(name: str) -> str:
     return name or "unnamed"
 
 
-def ingest_file(name: str, data: bytes, limits: IngestLimits) -> IngestedImage:
-    """Check one uploaded file and return what the database will record, or raise IngestError."""
+def ingest_file(name: str, data: bytes, limits: IngestLimits, *, size: int | None = None) -> IngestedImage:
+    """Check one uploaded file and return what the database will record, or raise IngestError.
+
+    ``size`` is the file's full size when only its first bytes were read (an oversized upload is read
+    just past the limit), so the refusal states the real size.
+    """
     filename = clean_filename(name)
     if not data:
         raise IngestError(filename, "empty_file", "The file is empty.")
     if len(data) > limits.max_bytes:
+        actual = max(len(data), size or 0)
         raise IngestError(
             filename,
             "file_too_large",
-            f"The file is {_megabytes(len(data))}; the limit is {_megabytes(limits.max_bytes)} per file.",
+            f"The file is {_megabytes(actual)}; the limit is {_megabytes(limits.max_bytes)} per file.",
         )
     image_format = sniff_format(data[:SNIFF_BYTES])
     if image_format is None:

@@ -36,12 +36,14 @@ class UploadedImage:
 
     name: str
     data: bytes
+    # The whole file's size when `data` holds only its first bytes (an oversized upload).
+    size: int | None = None
 
     @classmethod
     def from_upload(cls, upload: Any) -> UploadedImage:
         """Read a Django UploadedFile, at most one byte past the per-file limit: for an oversized file
         ingest only needs to know that it is too large, not its whole content in memory."""
-        return cls(upload.name or "", upload.read(settings.UPLOAD_MAX_FILE_BYTES + 1))
+        return cls(upload.name or "", upload.read(settings.UPLOAD_MAX_FILE_BYTES + 1), upload.size)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class StudyDetails:
     body_region: str = ""
     clinical_notes: str = ""
     study_date: dt.date | None = None
+    # The uploader saw that the typed MRN or name differs from the DICOM header and files it anyway.
+    confirm_patient_mismatch: bool = False
 
     @classmethod
     def from_fields(cls, data: Mapping[str, Any]) -> StudyDetails:
@@ -106,6 +110,17 @@ def study_create(
     if not accepted_images:
         return StudyUploadResult(study=None, rejected=rejected)
 
+    differences = patient_details_differences(details, accepted_images)
+    if differences and not details.confirm_patient_mismatch:
+        listed = "; ".join(
+            f"{d['field_label']} typed “{d['typed']}”, DICOM file says “{d['dicom']}”" for d in differences
+        )
+        raise ServiceError(
+            "patient_details_differ",
+            f"The typed patient details differ from the DICOM file ({listed}). Check that this is the "
+            "right patient, then confirm to file the study under the typed details.",
+            field="mrn" if any(d["field"] == "mrn" for d in differences) else "patient_name",
+        )
     resolved = _resolve_details(details, accepted_images)
     with cleanup_files_on_error() as written:
         try:
@@ -146,6 +161,14 @@ def study_create(
                     },
                     client_ip=client_ip,
                 )
+                if differences:
+                    audit_record(
+                        action=AuditEvent.Action.PATIENT_DETAILS_DIFFER,
+                        actor=uploaded_by,
+                        target=study,
+                        details={"confirmed": True, "differences": differences},
+                        client_ip=client_ip,
+                    )
                 ids = [r.pk for r in radiographs]
                 transaction.on_commit(lambda: dispatch.send_classification(ids))
         except IntegrityError as exc:
@@ -164,7 +187,7 @@ def _ingest_all(
     seen: set[str] = set()
     for upload in files:
         try:
-            image = ingest_file(upload.name, upload.data, limits)
+            image = ingest_file(upload.name, upload.data, limits, size=upload.size)
         except IngestError as error:
             rejected.append(error)
             continue
@@ -178,6 +201,44 @@ def _ingest_all(
         seen.add(image.sha256)
         accepted.append(image)
     return accepted, rejected
+
+
+def patient_details_differences(
+    details: StudyDetails, images: Sequence[IngestedImage]
+) -> list[dict[str, str]]:
+    """Where a typed MRN or patient name differs from a DICOM file's PatientID / PatientName.
+
+    The header is never silently replaced: a difference is refused unless the uploader confirms it,
+    and a confirmed one is audited (both values kept; the files keep their own header unchanged).
+    """
+    checks = (
+        ("mrn", "MRN", "PatientID", str.strip),
+        ("patient_name", "Name", "PatientName", _name_key),
+    )
+    found: list[dict[str, str]] = []
+    for field_name, field_label, keyword, normalise in checks:
+        typed = str(getattr(details, field_name)).strip()
+        if not typed:
+            continue
+        for image in images:
+            dicom = image.dicom_attributes.get(keyword, "").strip()
+            if dicom and normalise(dicom) != normalise(typed):
+                found.append(
+                    {
+                        "field": field_name,
+                        "field_label": field_label,
+                        "typed": typed,
+                        "dicom": dicom,
+                        "file": image.original_filename,
+                    }
+                )
+                break
+    return found
+
+
+def _name_key(name: str) -> str:
+    """A name's words in any order: DICOM's "Doe^Jane" and a typed "Jane Doe" are the same patient."""
+    return " ".join(sorted(_normalise_name(name).split()))
 
 
 def _resolve_details(details: StudyDetails, images: Sequence[IngestedImage]) -> StudyDetails:

@@ -229,3 +229,61 @@ def test_the_reading_marker_holds_until_it_expires(clinician: Any) -> None:
     services.study_release_reading(study_id=study.pk, reader=clinician)  # not theirs any more: no effect
     study.refresh_from_db()
     assert study.reading_by == colleague
+
+
+def test_an_oversized_upload_is_refused_with_its_real_size(clinician: Any, settings: Any) -> None:
+    """Only the first bytes past the limit are read, yet the message states the file's real size."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.UPLOAD_MAX_FILE_BYTES = 2 * 1024 * 1024
+    upload = SimpleUploadedFile("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (3 * 1024 * 1024))
+    image = services.UploadedImage.from_upload(upload)
+    assert len(image.data) == settings.UPLOAD_MAX_FILE_BYTES + 1
+    result = services.study_create(
+        uploaded_by=clinician,
+        details=services.StudyDetails(
+            mrn="M1", patient_name="A B", accession_number="A1", body_region="hand"
+        ),
+        files=[image],
+    )
+    assert result.study is None
+    (refusal,) = result.rejected
+    assert refusal.code == "file_too_large"
+    assert refusal.message == "The file is 3.0 MB; the limit is 2.0 MB per file."
+
+
+def test_a_typed_patient_that_differs_from_the_dicom_header_needs_confirmation(clinician: Any) -> None:
+    from tests.conftest import fixture_bytes
+
+    dicom = services.UploadedImage(
+        "pa.dcm", fixture_bytes("dicom/monochrome2_8bit.dcm")
+    )  # DCM-0001, Doe^Jane
+    typed = {
+        "mrn": "MRN-77",
+        "patient_name": "Jane Doe",
+        "accession_number": "ACC-WP-1",
+        "body_region": "hand",
+    }
+    with pytest.raises(ServiceError) as refused:
+        services.study_create(uploaded_by=clinician, details=services.StudyDetails(**typed), files=[dicom])
+    assert refused.value.code == "patient_details_differ"
+    assert "MRN typed “MRN-77”, DICOM file says “DCM-0001”" in refused.value.message
+    assert "Name" not in refused.value.message  # "Jane Doe" is Doe^Jane: the same name
+    assert not Study.objects.exists()
+
+    result = services.study_create(
+        uploaded_by=clinician,
+        details=services.StudyDetails(**typed, confirm_patient_mismatch=True),
+        files=[dicom],
+    )
+    assert result.study is not None and result.study.patient.mrn == "MRN-77"
+    # The file keeps its own header, and the confirmed difference is audited with both values.
+    assert result.accepted[0].dicom_attributes["PatientID"] == "DCM-0001"
+    event = AuditEvent.objects.get(action=AuditEvent.Action.PATIENT_DETAILS_DIFFER)
+    assert event.details["differences"][0] | {"file": "pa.dcm"} == {
+        "field": "mrn",
+        "field_label": "MRN",
+        "typed": "MRN-77",
+        "dicom": "DCM-0001",
+        "file": "pa.dcm",
+    }

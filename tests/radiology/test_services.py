@@ -536,7 +536,7 @@ def test_a_later_review_stands_and_the_earlier_one_stays(clinician: Any, admin: 
         radiograph_id=radiograph_id,
         reviewer=admin,
         decision="override",
-        reason_code="missed_fracture",
+        reason_code="image_quality",
         final_label=Label.NOT_FRACTURED if earlier.final_label == Label.FRACTURED else Label.FRACTURED,
     )
     assert Review.objects.filter(radiograph_id=radiograph_id).count() == 2

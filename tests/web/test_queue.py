@@ -41,10 +41,16 @@ def test_rows_show_the_verdict_as_words_and_confidence(
 ) -> None:
     make_study(probabilities=[0.934, 0.1], accession_number="A-1")
     make_study(probabilities=[0.07], accession_number="A-2")
+    # Above the threshold but below 50 %: the band says Doubt and the words never say "likely".
+    make_study(probabilities=[0.28], threshold=0.25, accession_number="A-3")
     page = clinician_client.get(QUEUE).content.decode()
-    assert "Fracture likely — 0.93" in page
-    assert "Fracture unlikely — 0.07" in page
-    assert "verdict-likely" in page and "verdict-unlikely" in page
+    assert ">Fracture · 93 %<" in page
+    assert ">No fracture · 7 %<" in page
+    assert ">Doubt · 28 %<" in page
+    assert "likely" not in page
+    assert "band-fracture" in page and "band-no_fracture" in page and "band-doubt" in page
+    # The badge's title says how many images fall in each band.
+    assert "images: 1 Fracture · 1 No fracture" in page
 
 
 @pytest.mark.parametrize(
@@ -141,7 +147,7 @@ def test_processing_rows_are_marked_for_polling_and_refresh_in_place(
     row = clinician_client.get(reverse("radiology:queue_rows"), {"ids": str(busy.pk)}).json()["rows"][
         str(busy.pk)
     ]
-    assert "data-poll" not in row and "Fracture likely — 0.90" in row
+    assert "data-poll" not in row and ">Fracture · 90 %<" in row
 
 
 def test_queue_rows_rejects_bad_ids(clinician_client: Client) -> None:

@@ -31,11 +31,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 from django.utils import timezone
 
-from radiology.models import BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
+from radiology.models import Band, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
 from radiology.roles import CLINICIAN_GROUP, ensure_role_groups
 
 CHUNK = 2000
 THRESHOLD = 0.5
+# The two operating points that draw the bands (Fracture / Doubt / No fracture).
+SENSITIVE, SPECIFIC = 0.3, 0.7
+
+
+def _band(probability: float) -> str:
+    if probability >= SPECIFIC:
+        return Band.FRACTURE
+    return Band.DOUBT if probability >= SENSITIVE else Band.NO_FRACTURE
 # Share of studies in each state: most work is done, a backlog waits, a little is in flight or failed.
 STATE_WEIGHTS = {
     Study.State.REVIEWED: 0.70,
@@ -291,7 +299,10 @@ class _Generator:
                         model_version=self.versions[index],
                         probability=probability,
                         label=Label.FRACTURED if probability >= THRESHOLD else Label.NOT_FRACTURED,
+                        band=_band(probability),
                         threshold=THRESHOLD,
+                        threshold_sensitive=SENSITIVE,
+                        threshold_specific=SPECIFIC,
                         heatmap=heatmap,
                         inference_ms=round(rng.uniform(30, 60), 1),
                         created_at=created + dt.timedelta(seconds=2 + number * 86400),
@@ -315,6 +326,7 @@ class _Generator:
             probabilities = [current[r.pk].probability for r in members if r.pk in current]
             study.state = state
             study.max_probability = max(probabilities) if probabilities else None
+            study.band = _band(study.max_probability) if probabilities else ""
             study.failed_count = sum(r.status == Radiograph.Status.FAILED for r in members)
             study.reviewed_at = None
             if state != Study.State.REVIEWED:
@@ -341,7 +353,7 @@ class _Generator:
             study.reviewed_at = max(r.created_at for r in reviews[-len(members) :])
         Review.objects.bulk_create(reviews, batch_size=CHUNK)
         Study.objects.bulk_update(
-            study_rows, ["state", "max_probability", "failed_count", "reviewed_at"], batch_size=CHUNK
+            study_rows, ["state", "max_probability", "band", "failed_count", "reviewed_at"], batch_size=CHUNK
         )
         return {
             "patients": len(patients),
