@@ -98,6 +98,19 @@ class Scored:
         return np.flatnonzero(self.sources == source)
 
 
+def finite_json(value: Any) -> Any:
+    """A figure tree with NaN and infinities as None (JSON has no NaN; "not measurable" is what they mean)."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def cluster_weights(clusters: np.ndarray) -> np.ndarray:
     """1 / (the size of each image's cluster): every distinct radiograph weighs the same."""
     _, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
@@ -633,10 +646,260 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         status="released: calibration, operating points, box threshold and references fitted on val; "
         "metrics on test",
     )
+    card = finite_json(card)
     write_card(card, args.out / CARD_FILE)
     (args.out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2, default=float))
+    if (args.run / "curves.png").exists():
+        (figures / "curves.png").write_bytes((args.run / "curves.png").read_bytes())
+    old_card = read_card(args.compare / CARD_FILE) if args.compare else None
+    notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
+    write_report(card, args.out, old_card=old_card, notes=notes)
     log.info("released %s in %.0f s", card["version"], time.perf_counter() - started)
     return card
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _ge(value: float | None, bound: float | None) -> bool:
+    """value >= bound, False when either is not measurable (None / NaN)."""
+    if value is None or bound is None or not (np.isfinite(value) and np.isfinite(bound)):
+        return False
+    return value >= bound
+
+
+def _ci_text(ci: dict[str, float]) -> str:
+    return f"{_f(ci['value'])} ({_f(ci['low'])}–{_f(ci['high'])})"
+
+
+def _old_figures(old_card: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The previous model's test figures (its card), for the side-by-side table."""
+    if not old_card:
+        return {}
+    out = {}
+    for source, v in old_card.get("metrics", {}).get("test", {}).get("sources", {}).items():
+        out[source] = {
+            "auc_images": v["images"]["auc"],
+            "auc_clusters": v["clusters"]["auc"],
+            "ece": v["images"]["ece"],
+            "one_verdict": (v.get("consistency") or {}).get("share_one_verdict"),
+            "pointing": (v.get("pointing_game") or {}).get("share"),
+            "auc_no_hardware": ((v.get("no_hardware") or {}).get("images") or {}).get("auc"),
+            "spec_at_threshold": v["images"]["specificity"],
+        }
+    return out
+
+
+def goals_rows(card: dict[str, Any], old: dict[str, dict[str, Any]]) -> list[str]:
+    sources = card["metrics"]["test"]["sources"]
+    loc = card["metrics"]["test"]["localisation"]
+    k, f = sources.get("kaggle", {}), sources.get("fracatlas", {})
+    ok, of = old.get("kaggle", {}), old.get("fracatlas", {})
+
+    def band_text(src: dict[str, Any], level: str, point: str) -> str:
+        p = src[level][point]
+        return f"sens {_f(p['sensitivity']['value'], 2)} / spec {_f(p['specificity']['value'], 2)}"
+
+    def met(flag: bool) -> str:
+        return "met" if flag else "**not met**"
+
+    rows = [
+        "| figure | `lite0-cam-v1` | goal | this model | |",
+        "|---|---|---|---|---|",
+    ]
+    kai, kac = k["images"]["auc"]["value"], k["clusters"]["auc"]["value"]
+    rows.append(
+        f"| Kaggle ROC-AUC per image / per cluster | {_f(ok.get('auc_images'))} / "
+        f"{_f(ok.get('auc_clusters'))} "
+        f"| ≥ 0.97 / ≥ 0.98 | {_f(kai)} / {_f(kac)} | {met(_ge(kai, 0.97) and _ge(kac, 0.98))} |"
+    )
+    fa, fnh = f["images"]["auc"]["value"], f["no_hardware"]["images"]["auc"]["value"]
+    rows.append(
+        f"| FracAtlas ROC-AUC (without hardware) | {_f(of.get('auc_images'))} "
+        f"({_f(of.get('auc_no_hardware'))}) "
+        f"| ≥ 0.93 (≥ 0.92) | {_f(fa)} ({_f(fnh)}) | {met(_ge(fa, 0.93) and _ge(fnh, 0.92))} |"
+    )
+    for name, src in (("Kaggle", k), ("FracAtlas", f)):
+        spec = src["images"]["specific"]
+        ok_spec = _ge(spec["specificity"]["value"], 0.95) and _ge(spec["sensitivity"]["value"], 0.70)
+        rows.append(
+            f"| {name}: at the specific threshold (images) | – | spec ≥ 0.95, sens ≥ 0.70 "
+            f"| {band_text(src, 'images', 'specific')} | {met(ok_spec)} |"
+        )
+        sens = src["images"]["sensitive"]
+        ok_sens = _ge(sens["sensitivity"]["value"], 0.95) and _ge(sens["specificity"]["value"], 0.60)
+        old_spec = (old.get(name.lower()) or {}).get("spec_at_threshold")
+        rows.append(
+            f"| {name}: at the sensitive threshold (images) | spec {_f(old_spec, 2)} | sens ≥ 0.95, spec ≥ "
+            "0.60 "
+            f"| {band_text(src, 'images', 'sensitive')} | {met(ok_sens)} |"
+        )
+    for name, src in (("Kaggle", k), ("FracAtlas", f)):
+        doubt = src["images"]["bands"]["doubt"]["share"]
+        rows.append(
+            f"| {name}: images in the Doubt band | – | ≤ 25 % | {_f(doubt, 2)} | {met(_ge(0.25, doubt))} |"
+        )
+    for name, src, o in (("Kaggle", k, ok), ("FracAtlas", f, of)):
+        ece = src["images"]["ece"]
+        rows.append(
+            f"| {name}: ECE (images) | {_f(o.get('ece'))} | ≤ 0.05 | {_f(ece)} | {met(_ge(0.05, ece))} |"
+        )
+    one = (k.get("consistency") or {}).get("share_one_band")
+    rows.append(
+        f"| Kaggle multi-image clusters with one band | {_f(ok.get('one_verdict'), 2)} | ≥ 0.95 | "
+        f"{_f(one, 2)} "
+        f"| {met(_ge(one, 0.95))} |"
+    )
+    for name, key in (("FracAtlas", "fracatlas"), ("boxes source", "boxes")):
+        pg = loc[key]["pointing_game"]["share"]
+        old_pg = of.get("pointing") if key == "fracatlas" else None
+        rows.append(
+            f"| pointing game, {name} test | {_f(old_pg, 3)} | ≥ 0.70 | {_f(pg)} | {met(_ge(pg, 0.70))} |"
+        )
+        fr = loc[key]["froc"]["at_0.5_fp_per_image"]["sensitivity"]
+        rows.append(
+            f"| fracture sensitivity at 0.5 FP boxes / image, {name} test | – | ≥ 0.70 | {_f(fr)} "
+            f"| {met(_ge(fr, 0.70))} |"
+        )
+    return rows
+
+
+def source_rows(name: str, src: dict[str, Any]) -> list[str]:
+    rows = [
+        f"### {name}",
+        "",
+        "| level | n (fractured) | ROC-AUC (95 % CI) | sensitive: sensitivity | sensitive: specificity "
+        "| specific: sensitivity | specific: specificity | No fracture / Doubt / Fracture | ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    levels = [("images", src["images"]), ("clusters", src["clusters"])]
+    if "no_hardware" in src:
+        levels.append(("images without hardware", src["no_hardware"]["images"]))
+    for level, m in levels:
+        b = m["bands"]
+        rows.append(
+            f"| {level} | {m['n']} ({m['positives']}) | {_ci_text(m['auc'])} "
+            f"| {_ci_text(m['sensitive']['sensitivity'])} | {_ci_text(m['sensitive']['specificity'])} "
+            f"| {_ci_text(m['specific']['sensitivity'])} | {_ci_text(m['specific']['specificity'])} "
+            f"| {b['no_fracture']['share']:.0%} / {b['doubt']['share']:.0%} / {b['fracture']['share']:.0%} "
+            f"| {_f(m['ece'])} |"
+        )
+    rows.append("")
+    for level, m in levels[:1]:
+        for point in ("sensitive", "specific"):
+            p = m[point]
+            c = p["confusion"]
+            rows.append(
+                f"- {level}, {point} threshold {p['threshold']:.3f}: accuracy {_f(p['accuracy'])}, precision "
+                f"{_f(p['precision'])}, F1 {_f(p['f1'])}; confusion TP {c['tp']} FP {c['fp']} TN {c['tn']} "
+                f"FN {c['fn']}"
+            )
+    if "consistency" in src:
+        c = src["consistency"]
+        rows.append(
+            f"- one band for every image of a multi-image cluster: {c['share_one_band']:.0%} of "
+            f"{c['multi_image_clusters']} clusters"
+        )
+    if "regions" in src:
+        parts = [f"{r} {_f(v['auc'])} ({v['images']} images)" for r, v in src["regions"].items()]
+        rows.append("- ROC-AUC per body region: " + "; ".join(parts))
+    rows.append("")
+    return rows
+
+
+def write_report(card: dict[str, Any], out: Path, *, old_card: dict[str, Any] | None, notes: str) -> Path:
+    test = card["metrics"]["test"]
+    points = card["operating_points"]
+    lines = [
+        f"# {card['version']}: evaluation report",
+        "",
+        f"{card['architecture']['description']}. Input {card['input']['size']} px, flip test-time "
+        "augmentation "
+        "inside the graph. Written by `python -m classifier.release` (see `reproduce.sh`).",
+        "",
+        "## Goals (test splits)",
+        "",
+        *goals_rows(card, _old_figures(old_card)),
+        "",
+        "## How these figures were obtained",
+        "",
+        "- **Data**: the three sources in `../shared/datasets/`, split as their manifests say. Training used "
+        "every source's `train`; the image head learnt from the two sources with both classes (Kaggle, "
+        "FracAtlas), the cell head from every image with boxes (FracAtlas train, the boxes source's train) "
+        "and "
+        "every normal radiograph. Nothing of `test` was used before this report.",
+        f"- **Calibration** (Platt, weights 1 / cluster size, on val of Kaggle + FracAtlas): a = "
+        f"{card['calibration']['a']:.3f}, b = {card['calibration']['b']:.3f} (unweighted it would be a = "
+        f"{card['calibration_check']['unweighted_platt']['a']:.3f}).",
+        f"- **Operating points** on val clusters: sensitive = {points['sensitive']:.3f} (sensitivity ≥ 0.95 "
+        f"on every source), specific = {points['specific']:.3f} (specificity ≥ 0.95 on every source). Bands: "
+        "**Fracture** at or above the specific threshold, **Doubt** between, **No fracture** below the "
+        "sensitive one. Per source on val: "
+        + "; ".join(
+            f"{s}: {v['sensitive']:.3f} / {v['specific']:.3f} ({v['clusters']} clusters)"
+            for s, v in points["per_source"].items()
+        )
+        + ".",
+        f"- **Boxes**: cells at or above {card['boxes']['threshold']:.2f} (chosen on FracAtlas val for at "
+        "most "
+        "0.5 false-positive boxes per image), grouped into 8-connected regions, each region's box scored by "
+        "its "
+        "best cell. A box *finds* a fracture when it overlaps it by IoU ≥ 0.1 or its centre lies inside it; "
+        "the "
+        "pointing game asks whether the best cell's centre lies inside a true box.",
+        "- **Intervals**: 95 % percentile intervals from bootstrap resamples of whole clusters (stratified "
+        "by "
+        "label); Wilson intervals for the pointing game. Per cluster: the mean probability of its images.",
+        f"- **Out-of-distribution check**: distance of the pooled backbone features to the training images' "
+        f"centre (per-dimension standardised), threshold {card['ood']['threshold']:.3f} = the 99th "
+        "percentile "
+        f"on val; it flags {card['ood']['test_flag_rate']:.1%} of the test radiographs.",
+        "",
+        "## Per source",
+        "",
+    ]
+    for name in sorted(test["sources"]):
+        lines += source_rows(name, test["sources"][name])
+    lines += [
+        "## Localisation",
+        "",
+        "| test set | images with boxes | pointing game (95 % CI) | without hardware "
+        "| FROC: fractures found at 0.5 / 1 FP per image | at the shipped box threshold |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, loc in test["localisation"].items():
+        pg = loc["pointing_game"]
+        fr = loc["froc"]
+        at = loc["at_box_threshold"]
+        lines.append(
+            f"| {name} | {loc['images_with_boxes']} | {_f(pg['share'])} ({_f(pg['ci']['low'])}–"
+            f"{_f(pg['ci']['high'])}) | {_f(pg['share_no_hardware'])} ({pg['images_no_hardware']}) "
+            f"| {_f(fr['at_0.5_fp_per_image']['sensitivity'])} / "
+            f"{_f(fr['at_1_fp_per_image']['sensitivity'])} "
+            f"| {at['sensitivity']:.2f} of {at['fractures']} fractures, {at['fp_per_image']:.2f} FP / image |"
+        )
+    lines += [
+        "",
+        "![ROC](figures/roc.png) ![Reliability](figures/reliability.png) ![FROC](figures/froc.png)",
+        "",
+        "![Boxes on FracAtlas test](figures/boxes-fracatlas.png)",
+        "",
+        "![Boxes on the boxes source's test](figures/boxes-boxes.png)",
+        "",
+        "![Training curves](figures/curves.png)",
+        "",
+        notes.strip(),
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -647,6 +910,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epoch", type=int, default=None, help="release this epoch (default: the run's best)")
     p.add_argument("--train-every", type=int, default=3, help="every n-th training image for the OOD centre")
     p.add_argument("--n-boot", type=int, default=N_BOOT)
+    p.add_argument(
+        "--compare", type=Path, default=None, help="the previous model's folder (its card's figures)"
+    )
+    p.add_argument("--notes", type=Path, default=None, help="a Markdown file appended to the report")
     p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "classifier_runs" / "cache")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
