@@ -59,6 +59,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SENSITIVITY_TARGET = 0.95
 SPECIFICITY_TARGET = 0.95
 FP_PER_IMAGE_TARGET = 0.5
+# Boxes and the cell heatmap are shown by default only when both the pointing game and the fractures found
+# at 0.5 false-positive boxes per image reach this on every held-out set with boxes.
+LOCALISATION_VALIDATED = 0.5
 OOD_QUANTILE = 0.99
 BOX_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 # Where the model was trained (FracAtlas: hand, leg, hip, shoulder; the Kaggle set: upper and lower limbs,
@@ -609,6 +612,18 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         }
         for source in classified
     }
+    pointing = {s: localisation[s]["pointing_game"]["share"] for s in localisation}
+    found = {s: localisation[s]["froc"]["at_0.5_fp_per_image"]["sensitivity"] for s in localisation}
+    # Shown by default only when it points at fractures on every held-out set more often than not.
+    validated = all(
+        _ge(pointing[s], LOCALISATION_VALIDATED) and _ge(found[s], LOCALISATION_VALIDATED)
+        for s in localisation
+    )
+    summary = "; ".join(
+        f"{s} test: peak inside a fracture box on {_f(pointing[s], 2)} of fractured images, "
+        f"{_f(found[s], 2)} of fractures found at 0.5 false-positive boxes per image"
+        for s in localisation
+    )
     card.update(
         calibration=calibration,
         threshold=points["sensitive"],
@@ -621,6 +636,13 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
             "false-positive boxes per image on FracAtlas val",
             "cell_stride": 16,
             "val_froc": box_choice,
+            "validated": validated,
+            "validation": summary,
+        },
+        heatmap={
+            "what": "fracture-cell probabilities (absolute scale 0-1, 16-pixel cells of the model input)",
+            "validated": validated,
+            "validation": summary,
         },
         ood=ood | {"test_flag_rate": float(np.mean(test_ood))},
         intended_use={
