@@ -163,6 +163,9 @@ class Radiograph(models.Model):
         RUNNING = "running", "Running"
         PREDICTED = "predicted", "Predicted"
         FAILED = "failed", "Failed"
+        # Outside the model's intended use (radiology.governance.guardrails): the reason is shown instead
+        # of a verdict (GuardrailRefusal).
+        NOT_ANALYSED = "not_analysed", "Not analysed"
 
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="radiographs")
     position = models.PositiveSmallIntegerField(default=0)
@@ -188,9 +191,6 @@ class Radiograph(models.Model):
             # The same image twice in one study is a mistake, never two findings.
             models.UniqueConstraint(fields=["study", "sha256"], name="radiograph_unique_image_per_study"),
             models.CheckConstraint(
-        # Outside the model's intended use (radiology.governance.guardrails): the reason is shown instead
-        # of a verdict (GuardrailRefusal).
-        NOT_ANALYSED = "not_analysed", "Not analysed"
                 condition=Q(status="failed") | Q(failure_message=""),
                 name="radiograph_failure_message_only_when_failed",
             ),
