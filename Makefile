@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
-## Run the application: web + worker, embedded SQLite and broker, demo logins printed.
+## Run the application: web, worker and beat supervised (restarted if they die), embedded SQLite and broker,
+## debug off, a secret key made for this installation in var/; demo accounts created on the first start.
 run: install
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py runapp
+	$(PY) manage.py runapp
 
 ## Run every test: lint, types, unit tests, then end-to-end against PostgreSQL + Redis and embedded.
 test: install services chromium lint typecheck test-unit test-e2e-services test-e2e-embedded

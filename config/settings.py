@@ -14,21 +14,38 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    installation_secret_key,
+    weak_secret_key_reason,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FRACTURE_REVIEW_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
-_DEV_SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105 - only when DEBUG is on
+# The embedded default (SQLite, one machine) keeps a key generated for this installation in var/; a
+# deployment with its own database sets SECRET_KEY (every web process and worker must share it).
+_EMBEDDED = env_str("DATABASE_URL", "sqlite:").startswith("sqlite:")
 SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is off")
-    SECRET_KEY = _DEV_SECRET_KEY
+    if not _EMBEDDED:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DATABASE_URL names a server (for example: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(64))')"
+        )
+    SECRET_KEY = installation_secret_key(VAR_DIR / "secret_key")
+elif not DEBUG and (_weak := weak_secret_key_reason(SECRET_KEY)):
+    raise ImproperlyConfigured(f"SECRET_KEY is too weak for DJANGO_DEBUG off: {_weak}")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list this server's names, not '*', with DJANGO_DEBUG off")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -129,7 +146,13 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_float("LOGIN_COOLOFF_HOURS", 0.25, minimum=0.0)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Locked per username + address pair (a list inside the list: both together). Either one alone let five
+# typos behind the hospital's proxy lock everyone out, or anyone lock out a named colleague.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Guessing at one account from many addresses: after this many failures within the cool-off, each attempt
+# waits a doubling pause capped at the maximum (radiology/login_throttle.py); never a lockout.
+LOGIN_ACCOUNT_BACKOFF_AFTER = env_int("LOGIN_ACCOUNT_BACKOFF_AFTER", 10, minimum=1)
+LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS = env_int("LOGIN_ACCOUNT_BACKOFF_MAX_SECONDS", 60, minimum=1)
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 

@@ -4,7 +4,7 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-deployment")
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-deployment-0123456789-abcdefghij")
 
 from config.settings import *  # noqa: F403
 from config.settings import CELERY_BROKER_TRANSPORT_OPTIONS, CELERY_BROKER_URL, STORAGES

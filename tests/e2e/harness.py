@@ -51,7 +51,7 @@ def worker_environment(model_path: Path, **overrides: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "SECRET_KEY": "e2e-secret-key-for-tests-only",
+        "SECRET_KEY": "e2e-secret-key-for-tests-only-0123456789-abcdefghijklmnop",
         "DJANGO_DEBUG": "0",
         "DATABASE_URL": database_url(),
         "DATABASE_CONN_MAX_AGE": "0",

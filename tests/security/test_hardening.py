@@ -57,7 +57,11 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
-    env = _production_env(FRACTURE_REVIEW_VAR_DIR=str(tmp_path))
+    # With a database server: the embedded default (SQLite) makes its own key instead.
+    env = _production_env(
+        FRACTURE_REVIEW_VAR_DIR=str(tmp_path),
+        DATABASE_URL="postgresql://app@db.example.org:5432/fracture_review",
+    )
     env.pop("SECRET_KEY")
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
