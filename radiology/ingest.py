@@ -13,12 +13,14 @@ import hashlib
 import io
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
 from classifier.preprocessing import UnreadableImageError, decode_grayscale, sniff_format
+from radiology.models import BodyRegion, Sex
 
 # Enough of the file to recognise every accepted format (DICOM's magic sits after a 128-byte preamble).
 SNIFF_BYTES = 132
@@ -266,3 +268,76 @@ def _dicom_date(value: str) -> str | None:
         return dt.datetime.strptime(value[:8], "%Y%m%d").date().isoformat()
     except ValueError:
         return None
+
+
+# --- From DICOM attributes to a study's fields -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DicomStudyFields:
+    """What the DICOM attributes say about the patient and the study, in the records' own terms.
+
+    Blank (or None) where the file does not say, or says something the records cannot hold; the upload
+    service fills only the fields the clinician left blank from these.
+    """
+
+    mrn: str = ""
+    patient_name: str = ""
+    date_of_birth: dt.date | None = None
+    sex: str = ""  # a Sex value
+    accession_number: str = ""
+    body_region: str = ""  # a BodyRegion value
+    study_date: dt.date | None = None
+
+
+def dicom_study_fields(attributes: Mapping[str, str]) -> DicomStudyFields:
+    """Map attributes as IngestedImage.dicom_attributes holds them (dates already ISO) to study fields."""
+    return DicomStudyFields(
+        mrn=attributes.get("PatientID", "").strip(),
+        patient_name=attributes.get("PatientName", "").strip(),
+        date_of_birth=_iso_date(attributes.get("PatientBirthDate")),
+        sex=_DICOM_SEXES.get(attributes.get("PatientSex", "").strip().upper()[:1], ""),
+        accession_number=attributes.get("AccessionNumber", "").strip(),
+        body_region=_DICOM_BODY_PARTS.get(attributes.get("BodyPartExamined", "").strip().upper(), ""),
+        study_date=_iso_date(attributes.get("StudyDate")),
+    )
+
+
+def _iso_date(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+_DICOM_SEXES = {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER}
+
+# BodyPartExamined (DICOM PS3.16 Annex L terms and common variants) -> the queue's body regions.
+_DICOM_BODY_PARTS = {
+    "HAND": BodyRegion.HAND,
+    "FINGER": BodyRegion.HAND,
+    "WRIST": BodyRegion.WRIST,
+    "FOREARM": BodyRegion.FOREARM,
+    "ELBOW": BodyRegion.ELBOW,
+    "HUMERUS": BodyRegion.HUMERUS,
+    "ARM": BodyRegion.HUMERUS,
+    "SHOULDER": BodyRegion.SHOULDER,
+    "CLAVICLE": BodyRegion.SHOULDER,
+    "HIP": BodyRegion.HIP,
+    "PELVIS": BodyRegion.PELVIS,
+    "FEMUR": BodyRegion.FEMUR,
+    "THIGH": BodyRegion.FEMUR,
+    "KNEE": BodyRegion.KNEE,
+    "LEG": BodyRegion.LEG,
+    "LOWER LEG": BodyRegion.LEG,
+    "TIBIA": BodyRegion.LEG,
+    "ANKLE": BodyRegion.ANKLE,
+    "FOOT": BodyRegion.FOOT,
+    "TOE": BodyRegion.FOOT,
+    "SPINE": BodyRegion.SPINE,
+    "CSPINE": BodyRegion.SPINE,
+    "TSPINE": BodyRegion.SPINE,
+    "LSPINE": BodyRegion.SPINE,
+}

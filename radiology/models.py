@@ -7,11 +7,12 @@ constraints rather than by code paths. Writes go through radiology.services, rea
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, OrderBy, Q, Value
+from django.db.models import F, OrderBy, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce, Upper
 
 
@@ -43,6 +44,11 @@ class BodyRegion(models.TextChoices):
 class Label(models.TextChoices):
     FRACTURED = "fractured", "Fractured"
     NOT_FRACTURED = "not_fractured", "Not fractured"
+
+    @classmethod
+    def opposite(cls, label: str) -> Label:
+        """The other label: what an override of `label` records unless the reviewer says otherwise."""
+        return cls.NOT_FRACTURED if label == cls.FRACTURED else cls.FRACTURED
 
 
 class Band(models.TextChoices):
@@ -182,6 +188,11 @@ class Radiograph(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The prediction clinicians see: the newest one stored (the latest model version to read the image).
+    # Kept by services.prediction_store_batch, like the study's triage columns; every reader uses it.
+    current_prediction = models.ForeignKey(
+        "Prediction", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -259,6 +270,23 @@ class Prediction(models.Model):
         return f"{self.get_label_display()} {self.probability:.2f} ({self.model_version})"
 
 
+class ReviewQuerySet(models.QuerySet["Review"]):
+    """"The latest review", defined once: newest first by creation time, then id (two reviews can share a
+    timestamp). Review.latest() applies the same order to reviews already in memory (a prefetch)."""
+
+    def newest_first(self) -> ReviewQuerySet:
+        return self.order_by("-created_at", "-pk")
+
+    def latest_value(self, field: str, **lookups: Any) -> Subquery:
+        """`field` of the latest review matching `lookups`, as a subquery to annotate with:
+        Review.objects.latest_value("final_label", prediction=OuterRef("pk"))."""
+        return Subquery(self.filter(**lookups).newest_first().values(field)[:1])
+
+    def standing(self) -> ReviewQuerySet:
+        """Each prediction's latest review: the one that stands when a radiograph was reviewed twice."""
+        return self.filter(pk=Review.objects.latest_value("pk", prediction=OuterRef("prediction")))
+
+
 class Review(models.Model):
     class Decision(models.TextChoices):
         CONFIRM = "confirm", "Confirm"
@@ -304,6 +332,8 @@ class Review(models.Model):
     unaided_label = models.CharField(max_length=16, choices=Label.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = ReviewQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         constraints: ClassVar[list[Any]] = [
@@ -318,6 +348,11 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_decision_display()} → {self.get_final_label_display()}"
+
+    @staticmethod
+    def latest(reviews: Iterable[Review]) -> Review | None:
+        """The latest of reviews already fetched (a prefetch), in ReviewQuerySet.newest_first's order."""
+        return max(reviews, key=lambda review: (review.created_at, review.pk), default=None)
 
 
 class ReaderProfile(models.Model):

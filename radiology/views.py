@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,15 +19,12 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from radiology import exports, selectors, services
+from radiology import exports, imaging, selectors, services
 from radiology.access import admin_required, client_ip, clinician_required
 from radiology.forms import DateRangeForm, QueueFilterForm, ReviewForm, StudyUploadForm
 from radiology.ingest import IngestError, IngestLimits, ingest_file
 from radiology.models import Label, Prediction, Radiograph, Review, Study
 from radiology.roles import is_clinician
-
-IMAGE_CACHE_CONTROL = "private, max-age=3600"
-
 
 def _get_study_for_user(request: HttpRequest, pk: int) -> Study:
     try:
@@ -206,8 +202,7 @@ def _review_page(
     form = review_form
     if form is None and panel is not None and panel.prediction is not None:
         # Override starts from the opposite of the model's label: the only other answer there is.
-        opposite = Label.NOT_FRACTURED if panel.prediction.label == Label.FRACTURED else Label.FRACTURED
-        form = ReviewForm(initial={"final_label": opposite})
+        form = ReviewForm(initial={"final_label": Label.opposite(panel.prediction.label)})
     index = panels.index(panel) if panel else 0
     return render(
         request,
@@ -254,14 +249,6 @@ def study_status(request: HttpRequest, pk: int) -> JsonResponse:
     )
 
 
-def _image_response(content: bytes, content_type: str, etag: str) -> HttpResponse:
-    response = HttpResponse(content, content_type=content_type)
-    response["Cache-Control"] = IMAGE_CACHE_CONTROL
-    response["ETag"] = f'"{etag}"'
-    response["Content-Disposition"] = "inline"
-    return response
-
-
 @clinician_required
 @require_GET
 def radiograph_image(request: HttpRequest, pk: int) -> HttpResponse:
@@ -271,32 +258,22 @@ def radiograph_image(request: HttpRequest, pk: int) -> HttpResponse:
     if request.headers.get("If-None-Match") == f'"{radiograph.sha256}"':
         return HttpResponse(status=304)
     try:
-        content = services.radiograph_read_image(radiograph=radiograph)
-    except FileNotFoundError:
-        raise Http404("The stored image is missing") from None
-    if radiograph.format == Radiograph.Format.DICOM:
-        import cv2
-
-        from classifier.preprocessing import decode_grayscale
-
-        ok, encoded = cv2.imencode(".png", decode_grayscale(content))
-        if not ok:
-            raise Http404("The image cannot be displayed")
-        return _image_response(encoded.tobytes(), "image/png", radiograph.sha256)
-    content_type = "image/png" if radiograph.format == Radiograph.Format.PNG else "image/jpeg"
-    return _image_response(content, content_type, radiograph.sha256)
+        content, content_type = imaging.radiograph_for_display(radiograph)
+    except imaging.ImageUnavailable as error:
+        raise Http404(str(error)) from None
+    return imaging.image_response(content, content_type, radiograph.sha256)
 
 
 @clinician_required
 @require_GET
 def heatmap_image(request: HttpRequest, pk: int) -> HttpResponse:
     try:
-        content = selectors.prediction_heatmap_overlay(user=request.user, pk=pk)
+        content = imaging.heatmap_overlay_png(selectors.prediction_get(user=request.user, pk=pk))
     except Prediction.DoesNotExist:
         raise Http404("No such heatmap") from None
-    except selectors.HeatmapUnavailable as error:
+    except imaging.ImageUnavailable as error:
         raise Http404(str(error)) from None
-    return _image_response(content, "image/png", hashlib.sha256(content).hexdigest()[:32])
+    return imaging.image_response(content, "image/png")
 
 
 def _after_review_url(request: HttpRequest, reviewed: Radiograph) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
@@ -78,6 +79,7 @@ class RadiographFactory(factory.django.DjangoModelFactory):
 class PredictionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Prediction
+        skip_postgeneration_save = True
 
     radiograph = factory.SubFactory(RadiographFactory, status=Radiograph.Status.PREDICTED)
     model_version = "test-model-1"
@@ -91,6 +93,16 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     threshold_sensitive = 0.3
     threshold_specific = 0.7
     inference_ms = 12.0
+
+    @factory.post_generation
+    def current(obj: Prediction, create: bool, extracted: Any, **kwargs: Any) -> None:
+        """The radiograph's newest prediction becomes its current one, as services.prediction_store_batch
+        keeps it (a test may back-date created_at, so "newest" is by time, not by creation order)."""
+        if not create:
+            return
+        newest = Prediction.objects.filter(radiograph_id=obj.radiograph_id).order_by("-created_at", "-pk").first()
+        Radiograph.objects.filter(pk=obj.radiograph_id).update(current_prediction=newest)
+        obj.radiograph.current_prediction = newest
 
 
 class ReviewFactory(factory.django.DjangoModelFactory):

@@ -45,6 +45,7 @@ REVIEW = {
     "final_label": "not_fractured",
     "reason_code": "old_fracture",
     "reason_text": "",
+    "unaided_label": "",
     "reviewer": "dr.ada",
     "prediction": 812,
     "created_at": "2025-06-02T10:02:41.003Z",
@@ -374,7 +375,7 @@ review_list = extend_schema(
     summary="A radiograph's reviews, newest first (the first one stands)",
     parameters=[PK],
     responses={200: s.ReviewOut(many=True)},
-    examples=[OpenApiExample("reviews", value=[REVIEW], response_only=True)],
+    examples=[OpenApiExample("reviews", value=REVIEW, response_only=True)],
 )
 
 review_create = extend_schema(

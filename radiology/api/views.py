@@ -6,15 +6,10 @@ classes. Views parse, call a selector or service, and serialize; they hold no cl
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
@@ -26,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from radiology import selectors, services
+from radiology import exports, imaging, selectors, services
 from radiology.access import client_ip
 from radiology.api import schema as docs
 from radiology.api import serializers as s
@@ -38,9 +33,6 @@ from radiology.api.problems import CATALOGUE, Problem
 from radiology.api.throttles import SubmitThrottle, UserThrottle
 from radiology.models import AuditEvent, Batch, Prediction, Radiograph, Study
 from radiology.services import ServiceError
-
-IMAGE_CACHE_CONTROL = "private, max-age=3600"
-_JSON = DjangoJSONEncoder()
 
 
 class ApiView(APIView):
@@ -251,13 +243,6 @@ class _PassthroughRenderer(BaseRenderer):
         return data
 
 
-def _binary(content: bytes, content_type: str, etag: str) -> HttpResponse:
-    response = HttpResponse(content, content_type=content_type)
-    response["Cache-Control"] = IMAGE_CACHE_CONTROL
-    response["ETag"] = f'"{etag}"'
-    return response
-
-
 class RadiographImageApi(ApiView):
     renderer_classes = [_PassthroughRenderer]
     content_negotiation_class = _AnyContent
@@ -266,15 +251,10 @@ class RadiographImageApi(ApiView):
     def get(self, request: Request, pk: int) -> HttpResponse:
         radiograph = _radiograph_for(request, pk)
         try:
-            content = services.radiograph_read_image(radiograph=radiograph)
-        except FileNotFoundError:
-            raise Problem("not_found", "The stored image is missing.", status_code=404) from None
-        content_type = {
-            Radiograph.Format.PNG: "image/png",
-            Radiograph.Format.JPEG: "image/jpeg",
-            Radiograph.Format.DICOM: "application/dicom",
-        }[Radiograph.Format(radiograph.format)]
-        return _binary(content, content_type, radiograph.sha256)
+            content, content_type = imaging.radiograph_stored(radiograph)
+        except imaging.ImageUnavailable as error:
+            raise Problem("not_found", str(error), status_code=404) from None
+        return imaging.image_response(content, content_type, radiograph.sha256)
 
 
 class PredictionHeatmapApi(ApiView):
@@ -284,12 +264,12 @@ class PredictionHeatmapApi(ApiView):
     @docs.prediction_heatmap
     def get(self, request: Request, pk: int) -> HttpResponse:
         try:
-            content = selectors.prediction_heatmap_overlay(user=request.user, pk=pk)
+            content = imaging.heatmap_overlay_png(selectors.prediction_get(user=request.user, pk=pk))
         except Prediction.DoesNotExist:
             raise Problem("not_found", "No such prediction.", status_code=404) from None
-        except selectors.HeatmapUnavailable as error:
+        except imaging.ImageUnavailable as error:
             raise Problem("not_found", str(error), status_code=404) from None
-        return _binary(content, "image/png", f"heatmap-{pk}")
+        return imaging.image_response(content, "image/png")
 
 
 # --- Batches -------------------------------------------------------------------------------------------
@@ -353,63 +333,6 @@ class BatchDetailApi(ApiView):
 
 # --- Exports -------------------------------------------------------------------------------------------
 
-EXPORT_COLUMNS = (
-    "radiograph_id",
-    "study_id",
-    "accession_number",
-    "body_region",
-    "radiograph_status",
-    "original_filename",
-    "uploaded_at",
-    "prediction_id",
-    "model_version",
-    "probability",
-    "model_label",
-    "threshold",
-    "predicted_at",
-    "review_decision",
-    "review_final_label",
-    "review_reason_code",
-    "reviewer",
-    "reviewed_at",
-)
-
-
-def _export_row(radiograph: Radiograph) -> dict[str, Any]:
-    prediction = selectors.radiograph_current_prediction(radiograph)
-    review = selectors.radiograph_latest_review(radiograph)
-    return {
-        "radiograph_id": radiograph.pk,
-        "study_id": radiograph.study_id,
-        "accession_number": radiograph.study.accession_number,
-        "body_region": radiograph.study.body_region,
-        "radiograph_status": radiograph.status,
-        "original_filename": radiograph.original_filename,
-        "uploaded_at": radiograph.created_at,
-        "prediction_id": prediction.pk if prediction else None,
-        "model_version": prediction.model_version if prediction else None,
-        "probability": round(prediction.probability, 6) if prediction else None,
-        "model_label": prediction.label if prediction else None,
-        "threshold": prediction.threshold if prediction else None,
-        "predicted_at": prediction.created_at if prediction else None,
-        "review_decision": review.decision if review else None,
-        "review_final_label": review.final_label if review else None,
-        "review_reason_code": (review.reason_code or None) if review else None,
-        "reviewer": review.reviewer.get_username() if review else None,
-        "reviewed_at": review.created_at if review else None,
-    }
-
-
-def _csv_cell(value: Any) -> Any:
-    """Spreadsheets run a cell starting with = + - @ as a formula: quote such text (CSV injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return _JSON.default(value)  # the same timestamp format as the JSON export
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
 
 class _ExportApi(ApiView):
     permission_classes = [IsAdmin]
@@ -420,7 +343,7 @@ class _ExportApi(ApiView):
     schema = docs.FilteredExportSchema()
     export_format = ""
 
-    def _rows(self, request: Request) -> tuple[int, Iterator[dict[str, Any]]]:
+    def _rows(self, request: Request) -> tuple[int, Iterator[exports.ResultRow]]:
         radiographs = selectors.export_radiographs(user=request.user)
         radiographs = DjangoFilterBackend().filter_queryset(request, radiographs, self)
         count = radiographs.count()
@@ -434,8 +357,7 @@ class _ExportApi(ApiView):
             },
             client_ip=client_ip(request),
         )
-        # Chunks keep memory flat for large exports; each chunk prefetches its predictions and reviews.
-        return count, (_export_row(r) for r in radiographs.iterator(chunk_size=1000))
+        return count, exports.result_rows(radiographs)
 
 
 class _CsvRenderer(BaseRenderer):
@@ -454,22 +376,11 @@ class ResultExportCsvApi(_ExportApi):
     @docs.export_csv
     def get(self, request: Request) -> StreamingHttpResponse:
         _count, rows = self._rows(request)
-
-        def lines() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in rows:
-                writer.writerow([_csv_cell(row[column]) for column in EXPORT_COLUMNS])
-                if buffer.tell() > 64 * 1024:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
-        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="fracture-review-results-{_stamp()}.csv"'
-        return response
+        return exports.download(
+            exports.csv_lines(exports.ResultRow, rows),
+            content_type="text/csv; charset=utf-8",
+            filename=f"fracture-review-results-{_stamp()}.csv",
+        )
 
 
 class ResultExportJsonApi(_ExportApi):
@@ -478,17 +389,11 @@ class ResultExportJsonApi(_ExportApi):
     @docs.export_json
     def get(self, request: Request) -> StreamingHttpResponse:
         count, rows = self._rows(request)
-
-        def chunks() -> Iterator[str]:
-            head = {"generated_at": timezone.now(), "count": count}
-            yield json.dumps(head, cls=DjangoJSONEncoder)[:-1] + ', "results": ['
-            for index, row in enumerate(rows):
-                yield ("," if index else "") + json.dumps(row, cls=DjangoJSONEncoder)
-            yield "]}"
-
-        response = StreamingHttpResponse(chunks(), content_type="application/json")
-        response["Content-Disposition"] = f'attachment; filename="fracture-review-results-{_stamp()}.json"'
-        return response
+        return exports.download(
+            exports.json_chunks(count, rows),
+            content_type="application/json",
+            filename=f"fracture-review-results-{_stamp()}.json",
+        )
 
 
 def _stamp() -> str:

@@ -16,9 +16,8 @@ from radiology.selectors.audit import (
 )
 from radiology.selectors.batches import batch_get, batch_progress
 from radiology.selectors.radiographs import (
-    HeatmapUnavailable,
     export_radiographs,
-    prediction_heatmap_overlay,
+    prediction_get,
     radiograph_awaiting_review,
     radiograph_current_prediction,
     radiograph_get,
@@ -45,7 +44,6 @@ from radiology.selectors.studies import (
 
 __all__ = [
     "AgreementPoint",
-    "HeatmapUnavailable",
     "ModelVersionAudit",
     "Proportion",
     "StudyOutcome",
@@ -57,7 +55,7 @@ __all__ = [
     "export_radiographs",
     "next_study_to_review",
     "prediction_export_rows",
-    "prediction_heatmap_overlay",
+    "prediction_get",
     "radiograph_awaiting_review",
     "radiograph_current_prediction",
     "radiograph_get",

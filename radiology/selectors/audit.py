@@ -92,12 +92,6 @@ class ModelVersionAudit:
         return sum(count for _, _, count in self.override_reasons)
 
 
-def _standing_reviews() -> QuerySet[Review]:
-    """Each prediction's latest review: the one that stands when a radiograph was reviewed twice."""
-    latest = Review.objects.filter(prediction=OuterRef("prediction")).order_by("-created_at", "-pk")
-    return Review.objects.filter(pk=Subquery(latest.values("pk")[:1]))
-
-
 def _prediction_window(
     queryset: QuerySet[Any], prefix: str, date_from: dt.date | None, date_to: dt.date | None
 ) -> QuerySet[Any]:
@@ -113,14 +107,11 @@ def audit_model_versions(
 ) -> list[ModelVersionAudit]:
     """Per model version, newest first: predictions, the confusion matrix against the clinicians' final
     labels and the reasons for overrides. Two aggregate queries whatever the number of predictions."""
-    latest_final = (
-        Review.objects.filter(prediction=OuterRef("pk")).order_by("-created_at", "-pk").values("final_label")
-    )
     predictions = _prediction_window(Prediction.objects.all(), "", date_from, date_to)
     rows = (
         require_admin(user, predictions)
         .order_by()
-        .annotate(final_label=Subquery(latest_final[:1]))
+        .annotate(final_label=Review.objects.latest_value("final_label", prediction=OuterRef("pk")))
         .values("model_version", "label", "final_label")
         .annotate(n=Count("pk"), first=Min("created_at"), last=Max("created_at"))
     )
@@ -133,7 +124,7 @@ def audit_model_versions(
         if row["final_label"] in Label.values and row["label"] in Label.values:
             audit.confusion[row["final_label"]][row["label"]] += row["n"]
     overrides = (
-        _prediction_window(_standing_reviews(), "prediction__", date_from, date_to)
+        _prediction_window(Review.objects.standing(), "prediction__", date_from, date_to)
         .filter(decision=Review.Decision.OVERRIDE)
         .order_by()
         .values("prediction__model_version", "reason_code")
@@ -168,7 +159,7 @@ def audit_agreement_by_day(
 ) -> list[AgreementPoint]:
     """Agreement of the model with the standing reviews, per model version and day of review."""
     rows = (
-        _prediction_window(_standing_reviews(), "prediction__", date_from, date_to)
+        _prediction_window(Review.objects.standing(), "prediction__", date_from, date_to)
         .order_by()
         .annotate(day=TruncDate("created_at"))
         .values("prediction__model_version", "day")
@@ -201,7 +192,6 @@ def prediction_export_rows(
     prediction_ids: Sequence[int] | QuerySet[Any] | None = None,
 ) -> QuerySet[Prediction]:
     """Predictions joined with their latest review (annotated `review_*`), oldest first, for CSV export."""
-    latest = Review.objects.filter(prediction=OuterRef("pk")).order_by("-created_at", "-pk")
     predictions = _prediction_window(Prediction.objects.all(), "", date_from, date_to)
     if model_version:
         predictions = predictions.filter(model_version=model_version)
@@ -210,12 +200,12 @@ def prediction_export_rows(
     predictions = (
         predictions.select_related("radiograph__study")
         .annotate(
-            review_decision=Subquery(latest.values("decision")[:1]),
-            review_final_label=Subquery(latest.values("final_label")[:1]),
-            review_reason_code=Subquery(latest.values("reason_code")[:1]),
-            review_reason_text=Subquery(latest.values("reason_text")[:1]),
-            review_reviewer=Subquery(latest.values("reviewer__username")[:1]),
-            review_created_at=Subquery(latest.values("created_at")[:1]),
+            review_decision=Review.objects.latest_value("decision", prediction=OuterRef("pk")),
+            review_final_label=Review.objects.latest_value("final_label", prediction=OuterRef("pk")),
+            review_reason_code=Review.objects.latest_value("reason_code", prediction=OuterRef("pk")),
+            review_reason_text=Review.objects.latest_value("reason_text", prediction=OuterRef("pk")),
+            review_reviewer=Review.objects.latest_value("reviewer__username", prediction=OuterRef("pk")),
+            review_created_at=Review.objects.latest_value("created_at", prediction=OuterRef("pk")),
             review_count=Subquery(
                 Review.objects.filter(prediction=OuterRef("pk"))
                 .order_by()

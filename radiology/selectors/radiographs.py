@@ -11,49 +11,24 @@ from radiology.selectors.scoping import require_clinical
 
 
 def radiograph_get(*, user: Any, pk: int) -> Radiograph:
-    return require_clinical(user, Radiograph.objects.select_related("study")).get(pk=pk)
+    return require_clinical(user, Radiograph.objects.select_related("study", "current_prediction")).get(pk=pk)
 
 
 def radiograph_current_prediction(radiograph: Radiograph) -> Prediction | None:
-    """The most recent prediction (uses a prefetched `predictions` ordered newest first when present)."""
-    predictions = list(radiograph.predictions.all())
-    if not predictions:
-        return None
-    return max(predictions, key=lambda p: (p.created_at, p.pk))
+    """The prediction clinicians see (Radiograph.current_prediction; select it with the radiograph)."""
+    return radiograph.current_prediction
 
 
-class HeatmapUnavailable(Exception):
-    """The prediction has no heatmap, or its stored file is missing or unreadable (the message says)."""
-
-
-def prediction_heatmap_overlay(*, user: Any, pk: int) -> bytes:
-    """The RGBA overlay PNG of a prediction the user may see, drawn from its stored heatmap levels.
-
-    Raises Prediction.DoesNotExist when the user may not see it, HeatmapUnavailable when there is none.
-    """
-    from classifier.explain import stored_to_overlay_png
-
-    prediction = Prediction.objects.select_related("radiograph").get(
+def prediction_get(*, user: Any, pk: int) -> Prediction:
+    """A prediction of a radiograph the user may see, with its radiograph; raises Prediction.DoesNotExist."""
+    return Prediction.objects.select_related("radiograph").get(
         pk=pk, radiograph__in=radiograph_queryset_for(user)
     )
-    if not prediction.heatmap:
-        raise HeatmapUnavailable("This prediction has no heatmap.")
-    try:
-        with prediction.heatmap.open("rb") as handle:
-            stored = handle.read()
-        radiograph = prediction.radiograph
-        return stored_to_overlay_png(stored, radiograph.width, radiograph.height)
-    except FileNotFoundError:
-        raise HeatmapUnavailable("The stored heatmap is missing.") from None
-    except ValueError:
-        raise HeatmapUnavailable("The stored heatmap cannot be read.") from None
 
 
 def radiograph_latest_review(radiograph: Radiograph) -> Review | None:
-    reviews = list(radiograph.reviews.all())
-    if not reviews:
-        return None
-    return max(reviews, key=lambda r: (r.created_at, r.pk))
+    """The review that stands (uses a prefetched `reviews` when there is one)."""
+    return Review.latest(radiograph.reviews.all())
 
 
 def radiographs_awaiting_review(*, user: Any) -> QuerySet[Radiograph]:
@@ -70,11 +45,8 @@ def radiograph_queryset_for(user: Any) -> QuerySet[Radiograph]:
 
 def radiographs_with_results() -> QuerySet[Radiograph]:
     """Radiographs with everything a result row shows, in a fixed number of queries however many rows."""
-    return Radiograph.objects.select_related("study").prefetch_related(
-        Prefetch("predictions", queryset=Prediction.objects.order_by("-created_at", "-pk")),
-        Prefetch(
-            "reviews", queryset=Review.objects.select_related("reviewer").order_by("-created_at", "-pk")
-        ),
+    return Radiograph.objects.select_related("study", "current_prediction").prefetch_related(
+        Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first())
     )
 
 
@@ -88,8 +60,7 @@ def radiograph_get_with_results(*, user: Any, pk: int) -> Radiograph:
 
 
 def radiograph_reviews(*, radiograph: Radiograph) -> QuerySet[Review]:
-    reviews = Review.objects.filter(radiograph=radiograph).select_related("reviewer")
-    return reviews.order_by("-created_at", "-pk")
+    return Review.objects.filter(radiograph=radiograph).select_related("reviewer").newest_first()
 
 
 def export_radiographs(*, user: Any) -> QuerySet[Radiograph]:

@@ -56,11 +56,12 @@ def study_search(term: str) -> Q:
 
 def study_get(*, user: Any, pk: int) -> Study:
     """One study with its radiographs, their predictions and reviews; raises Study.DoesNotExist."""
-    radiographs = Radiograph.objects.order_by("position", "pk").prefetch_related(
-        Prefetch("predictions", queryset=Prediction.objects.order_by("-created_at", "-pk")),
-        Prefetch(
-            "reviews", queryset=Review.objects.select_related("reviewer").order_by("-created_at", "-pk")
-        ),
+    radiographs = (
+        Radiograph.objects.order_by("position", "pk")
+        .select_related("current_prediction")
+        .prefetch_related(
+            Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first())
+        )
     )
     queryset = Study.objects.select_related("patient", "uploaded_by").prefetch_related(
         Prefetch("radiographs", queryset=radiographs)
@@ -77,12 +78,13 @@ def next_study_to_review(*, user: Any, after: Study | None = None) -> Study | No
 
 
 def study_queue_with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
-    """Prefetches what a queue row shows (verdict, review outcome) in three queries for the whole page."""
-    radiographs = Radiograph.objects.only("pk", "study_id", "status", "position").order_by("position", "pk")
+    """Prefetches what a queue row shows (verdict, review outcome) in four queries for the whole page."""
+    radiographs = Radiograph.objects.only("pk", "study_id", "status", "position", "current_prediction")
+    radiographs = radiographs.order_by("position", "pk")
     return studies.prefetch_related(
         Prefetch("radiographs", queryset=radiographs),
         Prefetch(
-            "radiographs__predictions",
+            "radiographs__current_prediction",
             queryset=Prediction.objects.only(
                 "pk", "radiograph_id", "label", "probability", "threshold", "model_version", "created_at"
             ),

@@ -245,8 +245,18 @@ def prediction_store_batch(
                     for prediction in new
                 ]
             )
-        Radiograph.objects.filter(pk__in=ids).update(
-            status=Radiograph.Status.PREDICTED, failure_message="", updated_at=timezone.now()
+        # One UPDATE for the whole batch; a new prediction becomes its radiograph's current one.
+        now = timezone.now()
+        for prediction in new:
+            radiographs[prediction.radiograph_id].current_prediction = prediction
+        for radiograph in radiographs.values():
+            radiograph.status, radiograph.failure_message, radiograph.updated_at = (
+                Radiograph.Status.PREDICTED,
+                "",
+                now,
+            )
+        Radiograph.objects.bulk_update(
+            radiographs.values(), ["status", "failure_message", "updated_at", "current_prediction"]
         )
         studies_refresh_triage(study_ids=[r.study_id for r in radiographs.values()])
     return [stored[r.radiograph_id] for r in results]

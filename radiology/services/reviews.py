@@ -34,7 +34,7 @@ def review_submit(
     reason_text = reason_text.strip()
     with transaction.atomic():
         radiograph = Radiograph.objects.select_for_update().get(pk=radiograph_id)
-        prediction = current_predictions([radiograph.pk]).get(radiograph.pk)
+        prediction = radiograph.current_prediction
         if radiograph.status != Radiograph.Status.PREDICTED or prediction is None:
             raise ServiceError("not_ready", "This radiograph has no prediction to review yet.")
         final_label, reason_code = _checked_decision(
@@ -113,7 +113,7 @@ def _checked_decision(
         return prediction.label, ""
     if decision != Review.Decision.OVERRIDE:
         raise ServiceError("invalid_decision", "The decision must be confirm or override.", field="decision")
-    final_label = final_label or _opposite(prediction.label)
+    final_label = final_label or Label.opposite(prediction.label)
     if final_label not in Label.values:
         raise ServiceError("invalid_label", "Choose fractured or not fractured.", field="final_label")
     if final_label == prediction.label:
@@ -202,7 +202,3 @@ def _review_create(
     if refresh:
         study_refresh_triage(study_id=radiograph.study_id)
     return review
-
-
-def _opposite(label: str) -> str:
-    return Label.NOT_FRACTURED if label == Label.FRACTURED else Label.FRACTURED

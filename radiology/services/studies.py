@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from radiology import dispatch
-from radiology.ingest import IngestedImage, IngestError, IngestLimits, ingest_file
+from radiology.ingest import IngestedImage, IngestError, IngestLimits, dicom_study_fields, ingest_file
 from radiology.models import (
     AuditEvent,
     BodyRegion,
@@ -248,18 +248,16 @@ def _resolve_details(details: StudyDetails, images: Sequence[IngestedImage]) -> 
         for key, value in image.dicom_attributes.items():
             dicom.setdefault(key, value)
 
-    def pick(typed: str, keyword: str) -> str:
-        return typed.strip() or dicom.get(keyword, "").strip()
-
+    from_dicom = dicom_study_fields(dicom)
     resolved = StudyDetails(
-        mrn=pick(details.mrn, "PatientID"),
-        patient_name=pick(details.patient_name, "PatientName"),
-        date_of_birth=details.date_of_birth or _parse_date(dicom.get("PatientBirthDate")),
-        sex=details.sex or _dicom_sex(dicom.get("PatientSex", "")),
-        accession_number=pick(details.accession_number, "AccessionNumber"),
-        body_region=details.body_region or _dicom_region(dicom.get("BodyPartExamined", "")),
+        mrn=details.mrn.strip() or from_dicom.mrn,
+        patient_name=details.patient_name.strip() or from_dicom.patient_name,
+        date_of_birth=details.date_of_birth or from_dicom.date_of_birth,
+        sex=details.sex or from_dicom.sex,
+        accession_number=details.accession_number.strip() or from_dicom.accession_number,
+        body_region=details.body_region or from_dicom.body_region,
         clinical_notes=details.clinical_notes.strip(),
-        study_date=details.study_date or _parse_date(dicom.get("StudyDate")),
+        study_date=details.study_date or from_dicom.study_date,
     )
     required = {
         "mrn": "the medical record number",
@@ -327,51 +325,6 @@ def _normalise_name(name: str) -> str:
     return " ".join(name.replace("^", " ").replace(",", " ").lower().split())
 
 
-def _parse_date(value: str | None) -> dt.date | None:
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def _dicom_sex(value: str) -> str:
-    return {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER}.get(value.strip().upper()[:1], "")
-
-
-_DICOM_BODY_PARTS = {
-    "HAND": BodyRegion.HAND,
-    "FINGER": BodyRegion.HAND,
-    "WRIST": BodyRegion.WRIST,
-    "FOREARM": BodyRegion.FOREARM,
-    "ELBOW": BodyRegion.ELBOW,
-    "HUMERUS": BodyRegion.HUMERUS,
-    "ARM": BodyRegion.HUMERUS,
-    "SHOULDER": BodyRegion.SHOULDER,
-    "CLAVICLE": BodyRegion.SHOULDER,
-    "HIP": BodyRegion.HIP,
-    "PELVIS": BodyRegion.PELVIS,
-    "FEMUR": BodyRegion.FEMUR,
-    "THIGH": BodyRegion.FEMUR,
-    "KNEE": BodyRegion.KNEE,
-    "LEG": BodyRegion.LEG,
-    "LOWER LEG": BodyRegion.LEG,
-    "TIBIA": BodyRegion.LEG,
-    "ANKLE": BodyRegion.ANKLE,
-    "FOOT": BodyRegion.FOOT,
-    "TOE": BodyRegion.FOOT,
-    "SPINE": BodyRegion.SPINE,
-    "CSPINE": BodyRegion.SPINE,
-    "TSPINE": BodyRegion.SPINE,
-    "LSPINE": BodyRegion.SPINE,
-}
-
-
-def _dicom_region(value: str) -> str:
-    return _DICOM_BODY_PARTS.get(value.strip().upper(), "")
-
-
 def study_refresh_triage(*, study_id: int) -> None:
     """Recompute a study's queue summary from its radiographs, inside the transaction that changed them."""
     studies_refresh_triage(study_ids=[study_id])
@@ -383,9 +336,12 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
     if not studies:
         raise Study.DoesNotExist(f"studies {sorted(set(study_ids))} do not exist")
     by_study: dict[int, list[Radiograph]] = {study.pk: [] for study in studies}
-    for radiograph in Radiograph.objects.filter(study_id__in=by_study).order_by("position", "pk"):
+    current: dict[int, Prediction] = {}
+    radiographs = Radiograph.objects.filter(study_id__in=by_study).select_related("current_prediction")
+    for radiograph in radiographs.order_by("position", "pk"):
         by_study[radiograph.study_id].append(radiograph)
-    current = current_predictions([r.pk for members in by_study.values() for r in members])
+        if radiograph.current_prediction is not None:
+            current[radiograph.pk] = radiograph.current_prediction
     reviewed = set(
         Review.objects.filter(radiograph__study_id__in=by_study)
         .values_list("radiograph_id", flat=True)
@@ -424,10 +380,8 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
 
 
 def current_predictions(radiograph_ids: Sequence[int]) -> dict[int, Prediction]:
-    """Each radiograph's most recent prediction (the newest model version to have read it)."""
-    latest: dict[int, Prediction] = {}
-    for prediction in Prediction.objects.filter(radiograph_id__in=radiograph_ids).order_by(
-        "created_at", "id"
-    ):
-        latest[prediction.radiograph_id] = prediction
-    return latest
+    """Each radiograph's current prediction (Radiograph.current_prediction), by radiograph id; one query."""
+    predictions = Prediction.objects.filter(
+        pk__in=Radiograph.objects.filter(pk__in=radiograph_ids).values("current_prediction")
+    )
+    return {prediction.radiograph_id: prediction for prediction in predictions}
