@@ -9,6 +9,8 @@ EXTRAS ?= cpu,dev,convert
 E2E_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/fracture_review
 E2E_BROKER_URL ?= redis://127.0.0.1:6379/15
 
+
+.PHONY: dicom-tools
 .PHONY: screenshots install run test test-unit test-e2e-services test-e2e-embedded lint typecheck services chromium clean
 
 install: $(VENV)/.installed
@@ -25,7 +27,7 @@ run: install
 	$(PY) manage.py runapp
 
 ## Run every test: lint, types, unit tests, then end-to-end against PostgreSQL + Redis and embedded.
-test: install services chromium lint typecheck test-unit test-e2e-services test-e2e-embedded
+test: install services chromium dicom-tools lint typecheck test-unit test-e2e-services test-e2e-embedded
 
 ## Start the local PostgreSQL and Redis the end-to-end tests talk to, if they are down.
 services:
@@ -37,6 +39,14 @@ services:
 ## Debian's Chromium for the browser tests (Playwright's own browser download is not used).
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+## DICOM tools for the integration tests: dcmtk (storescu, dcmcjpeg), dicom3tools (dciodvfy) and the Orthanc
+## PACS with its DICOMweb plug-in; Debian's packages, installed if missing.
+dicom-tools:
+	@test -x /usr/bin/storescu -a -x /usr/bin/dcmcjpeg -a -x /usr/bin/dciodvfy -a -x /usr/sbin/Orthanc \
+		-a -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		dcmtk dicom3tools orthanc orthanc-dicomweb >/dev/null)
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -369,7 +369,46 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
+        # Per-association and per-object chatter (DICOM networking, SR construction) stays out of the log.
+        "pynetdicom": {"level": "WARNING"},
+        "highdicom": {"level": "WARNING"},
     },
+}
+
+# --- Hospital integration: DICOM in (C-STORE listener, STOW-RS), results out (SR, Secondary Capture, FHIR) ---
+# The listener (`manage.py dicom_listener`, also started by `manage.py runapp`): its AE title, where it
+# listens, and which calling AE titles may send (empty: any).
+DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "FRACTUREREVIEW")
+if not 0 < len(DICOM_AE_TITLE) <= 16:
+    raise ImproperlyConfigured("DICOM_AE_TITLE must be 1 to 16 characters")
+DICOM_BIND_ADDRESS = env_str("DICOM_BIND_ADDRESS", "127.0.0.1")
+DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=0)
+DICOM_ALLOWED_CALLING_AE_TITLES = env_list("DICOM_ALLOWED_CALLING_AE_TITLES", [])
+# Association limits: concurrent associations, the largest PDU, and how long a silent peer is waited for.
+DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 10, minimum=1)
+DICOM_MAX_PDU_BYTES = env_int("DICOM_MAX_PDU_BYTES", 262_144, minimum=4096)
+DICOM_NETWORK_TIMEOUT_SECONDS = env_float("DICOM_NETWORK_TIMEOUT_SECONDS", 60.0, minimum=1.0)
+# One instance larger than this is refused (Out of Resources), as an upload larger than the file limit is.
+DICOM_MAX_INSTANCE_BYTES = env_int("DICOM_MAX_INSTANCE_BYTES", UPLOAD_MAX_FILE_BYTES, minimum=1024)
+# A study is complete, and is filed and classified, once no instance of it arrived for this long.
+DICOM_QUIET_PERIOD_SECONDS = env_float("DICOM_QUIET_PERIOD_SECONDS", 10.0, minimum=0.0)
+# How often arrivals and result deliveries are looked at (the listener's own loop and the beat task).
+DICOM_POLL_INTERVAL_SECONDS = env_float("DICOM_POLL_INTERVAL_SECONDS", 2.0, minimum=0.1)
+# Studies received over DICOM are recorded as uploaded by this account (created without a password).
+DICOM_SYSTEM_USERNAME = env_str("DICOM_SYSTEM_USERNAME", "dicom-listener")
+# Where results go: "AE_TITLE@host:port" (C-STORE) or an http(s) DICOMweb base URL (STOW-RS to
+# <url>/studies). Empty: no DICOM results are sent (FHIR is always available through the API).
+DICOM_DESTINATION = env_str("DICOM_DESTINATION", "")
+# HTTP basic credentials "user:password" for a STOW-RS destination, if it needs them.
+DICOM_DESTINATION_CREDENTIALS = env_str("DICOM_DESTINATION_CREDENTIALS", "")
+DICOM_DELIVERY_MAX_ATTEMPTS = env_int("DICOM_DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
+DICOM_DELIVERY_TIMEOUT_SECONDS = env_float("DICOM_DELIVERY_TIMEOUT_SECONDS", 30.0, minimum=1.0)
+# A PENDING delivery whose task has not reported for this long is sent again (its worker died).
+DICOM_DELIVERY_RESEND_AFTER_SECONDS = env_int("DICOM_DELIVERY_RESEND_AFTER_SECONDS", 300, minimum=5)
+DICOM_INSTITUTION_NAME = env_str("DICOM_INSTITUTION_NAME", "")
+CELERY_BEAT_SCHEDULE["dicom-housekeeping"] = {
+    "task": "worker.dicom_tasks.dicom_housekeeping",
+    "schedule": DICOM_POLL_INTERVAL_SECONDS,
 }
 
 # --- Model governance: shadow versions, the promotion gate, drift alerts ------------------------------

@@ -10,6 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The REST API, its OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/).
     path("api/", include("radiology.api.urls")),
+    # DICOMweb STOW-RS (token authentication, like the API).
+    path("dicomweb/", include("radiology.dicomnet.urls")),
     path("", include("radiology.urls")),
 ]
 

@@ -378,3 +378,6 @@ def _apply_role_rights() -> None:
 
 
 _apply_role_rights()
+
+# The hospital integration's pages (DICOM arrivals, deliveries to the PACS) register themselves.
+from radiology.dicomnet import admin as _dicomnet_admin  # noqa: E402, F401

@@ -57,3 +57,23 @@ def send_shadow_predictions(radiograph_ids: Sequence[int]) -> bool:
         logger.warning("shadow work for %d radiograph(s) not sent: %s", len(radiograph_ids), exc.__class__.__name__)
         return False
     return True
+
+
+DELIVER_RESULTS_TASK = "worker.dicom_tasks.deliver_results"
+
+
+def send_result_delivery(delivery_id: int) -> bool:
+    """Publish one delivery of DICOM results to the PACS; False when the broker could not be reached
+    (the delivery stays PENDING without a dispatch time and the housekeeping task sends it again)."""
+    from radiology.models import ResultDelivery
+
+    try:
+        current_app.send_task(DELIVER_RESULTS_TASK, args=[delivery_id], retry=False)
+    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
+        logger.warning("broker unavailable (%s): delivery %d stays pending", exc.__class__.__name__, delivery_id)
+        return False
+    now = timezone.now()
+    ResultDelivery.objects.filter(pk=delivery_id, status=ResultDelivery.Status.PENDING).update(
+        dispatched_at=now, updated_at=now
+    )
+    return True

@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 QUEUES = "inference,maintenance"
+# gunicorn's default access line holds the query string and the referrer, where the queue's search puts
+# MRNs and accession numbers: the path (%(U)s) only, and no referrer.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 _CELERY = (sys.executable, "-m", "celery", "-A", "worker")
 
 
@@ -44,5 +47,14 @@ def gunicorn_command(
     command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", bind]
     command += ["--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)]
     if access_log:
-        command += ["--access-logfile", "-"]
+        command += ["--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT]
+    return command
+
+
+def dicom_listener_command(*, port: int | None = None) -> list[str]:
+    """``manage.py dicom_listener``: the C-STORE SCP, which also files quiet studies for classification."""
+    manage = Path(__file__).resolve().parent.parent / "manage.py"
+    command = [sys.executable, str(manage), "dicom_listener"]
+    if port is not None:
+        command += ["--port", str(port)]
     return command

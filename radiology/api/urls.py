@@ -7,7 +7,7 @@ than the web UI's HTML page (and is never redirected by APPEND_SLASH).
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from radiology.api import views
+from radiology.api import integration, views
 from radiology.api.docs import SwaggerDocsView
 from radiology.api.errors import not_found_view
 
@@ -16,6 +16,8 @@ app_name = "api"
 urlpatterns = [
     path("v1/studies", views.StudyCollectionApi.as_view(), name="studies"),
     path("v1/studies/<int:pk>", views.StudyDetailApi.as_view(), name="study_detail"),
+    path("v1/studies/<int:pk>/fhir", integration.StudyFhirApi.as_view(), name="study_fhir"),
+    path("v1/studies/<int:pk>/deliveries", integration.StudyDeliveriesApi.as_view(), name="study_deliveries"),
     path("v1/radiographs", views.RadiographListApi.as_view(), name="radiographs"),
     path("v1/radiographs/<int:pk>", views.RadiographDetailApi.as_view(), name="radiograph_detail"),
     path("v1/radiographs/<int:pk>/image", views.RadiographImageApi.as_view(), name="radiograph_image"),

@@ -77,6 +77,18 @@ ENDPOINTS = [
         lambda c, o: c.get(f"/api/v1/studies/{o['prediction'].radiograph.study_id}"),
     ),
     Endpoint(
+        "study_fhir",
+        "GET",
+        {"clinician": 200, "admin": 200},
+        lambda c, o: c.get(f"/api/v1/studies/{o['prediction'].radiograph.study_id}/fhir"),
+    ),
+    Endpoint(
+        "study_deliveries",
+        "GET",
+        {"clinician": 200, "admin": 200},
+        lambda c, o: c.get(f"/api/v1/studies/{o['prediction'].radiograph.study_id}/deliveries"),
+    ),
+    Endpoint(
         "radiographs", "GET", {"clinician": 200, "admin": 200}, lambda c, o: c.get("/api/v1/radiographs")
     ),
     Endpoint(

@@ -1,0 +1,448 @@
+"""Results back to the PACS: which studies are due a delivery, building their DICOM objects once, and
+sending them (C-STORE SCU or STOW-RS) with retries and a status admins and API clients can see.
+
+A delivery never blocks classification: it is noticed after the fact (the housekeeping task looks for
+studies whose predictions or reviews are newer than their last delivery) and runs in its own task.
+Its documents are built once and stored, so a retry sends the very same SOP instances (a PACS that got
+the first attempt just overwrites them).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import io
+import logging
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from radiology import dispatch, services
+from radiology.dicomnet import results
+from radiology.dicomnet.models import ResultDelivery, result_document_storage_name
+from radiology.models import Radiograph, Review, Study
+
+logger = logging.getLogger(__name__)
+
+# Studies whose predictions or reviews are older than this are not looked at again by the poll.
+DUE_WINDOW = dt.timedelta(hours=24)
+# C-STORE statuses that mean "stored" (success and the storage warnings: coerced, elements discarded).
+_STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed; `message` is stored on the delivery for admins (no patient data)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    kind: str  # "c-store" | "stow-rs"
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    url: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "stow-rs":
+            return f"STOW-RS {self.url}"
+        return f"C-STORE {self.ae_title}@{self.host}:{self.port}"
+
+
+def configured_destination(value: str | None = None) -> Destination | None:
+    """DICOM_DESTINATION: "AE_TITLE@host:port" or an http(s) DICOMweb base URL; None when empty."""
+    value = (settings.DICOM_DESTINATION if value is None else value).strip()
+    if not value:
+        return None
+    if value.startswith(("http://", "https://")):
+        return Destination("stow-rs", url=value.rstrip("/"))
+    ae_title, at, address = value.partition("@")
+    host, colon, port = address.rpartition(":")
+    if not (at and colon and ae_title and host and port.isdigit() and len(ae_title) <= 16):
+        raise ValueError(f"DICOM_DESTINATION must be AE_TITLE@host:port or a DICOMweb URL, got {value!r}")
+    return Destination("c-store", ae_title=ae_title, host=host, port=int(port))
+
+
+# --- What is due ---------------------------------------------------------------------------------------
+
+
+def _dicom_radiographs(study: Study) -> list[Radiograph]:
+    return [
+        r
+        for r in study.radiographs.filter(format=Radiograph.Format.DICOM).order_by("position", "pk")
+        if r.dicom_attributes.get("SOPInstanceUID")
+    ]
+
+
+def _key(ids: Sequence[int]) -> str:
+    return hashlib.sha256(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()
+
+
+def _latest_reviews(radiographs: Sequence[Radiograph]) -> dict[int, Review]:
+    latest: dict[int, Review] = {}
+    for review in Review.objects.filter(radiograph__in=radiographs).order_by("created_at", "pk"):
+        latest[review.radiograph_id] = review
+    return latest
+
+
+def result_deliveries_create_due(*, now: dt.datetime | None = None) -> list[int]:
+    """Create (and send after commit) a delivery for each study with a new result or a new final call."""
+    destination = configured_destination()
+    if destination is None:
+        return []
+    since = (now or timezone.now()) - DUE_WINDOW
+    created: list[int] = []
+    model_due = (
+        Study.objects.filter(
+            state__in=[Study.State.AWAITING_REVIEW, Study.State.REVIEWED],
+            radiographs__format=Radiograph.Format.DICOM,
+            radiographs__predictions__created_at__gte=since,
+        )
+        .annotate(
+            last_result=Max("radiographs__predictions__created_at"),
+            last_delivery=Max(
+                "result_deliveries__created_at",
+                filter=Q(result_deliveries__kind=ResultDelivery.Kind.MODEL_RESULT),
+            ),
+        )
+        .filter(Q(last_delivery__isnull=True) | Q(last_delivery__lt=F("last_result")))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for study_id in list(model_due)[:200]:
+        delivery = _create(study_id, ResultDelivery.Kind.MODEL_RESULT, destination)
+        if delivery:
+            created.append(delivery)
+    final_due = (
+        Study.objects.filter(
+            state=Study.State.REVIEWED,
+            radiographs__format=Radiograph.Format.DICOM,
+            radiographs__reviews__created_at__gte=since,
+        )
+        .annotate(
+            last_review=Max("radiographs__reviews__created_at"),
+            last_delivery=Max(
+                "result_deliveries__created_at",
+                filter=Q(result_deliveries__kind=ResultDelivery.Kind.FINAL_CALL),
+            ),
+        )
+        .filter(Q(last_delivery__isnull=True) | Q(last_delivery__lt=F("last_review")))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for study_id in list(final_due)[:200]:
+        delivery = _create(study_id, ResultDelivery.Kind.FINAL_CALL, destination)
+        if delivery:
+            created.append(delivery)
+    return created
+
+
+def _create(study_id: int, kind: str, destination: Destination) -> int | None:
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        radiographs = _dicom_radiographs(study)
+        if kind == ResultDelivery.Kind.MODEL_RESULT:
+            ids = [p.pk for p in services.current_predictions([r.pk for r in radiographs]).values()]
+        else:
+            ids = [r.pk for r in _latest_reviews(radiographs).values()]
+        if not ids:
+            return None
+        delivery, created = ResultDelivery.objects.get_or_create(
+            study=study, kind=kind, key=_key(ids), defaults={"destination": str(destination)}
+        )
+        if not created:
+            # The same content was delivered before (e.g. a re-run of the poll): touch it so the poll
+            # stops finding this study, and send nothing twice.
+            ResultDelivery.objects.filter(pk=delivery.pk).update(created_at=timezone.now())
+            return None
+        transaction.on_commit(lambda: dispatch.send_result_delivery(delivery.pk))
+    return delivery.pk
+
+
+def result_deliveries_resend_stale(*, now: dt.datetime | None = None) -> list[int]:
+    """PENDING deliveries whose message never reached the broker, or whose worker died: send again."""
+    now = now or timezone.now()
+    stale = now - dt.timedelta(seconds=settings.DICOM_DELIVERY_RESEND_AFTER_SECONDS)
+    never_sent = now - dt.timedelta(seconds=5)
+    ids = list(
+        ResultDelivery.objects.filter(status=ResultDelivery.Status.PENDING)
+        .filter(Q(dispatched_at__isnull=True, created_at__lt=never_sent) | Q(updated_at__lt=stale))
+        .values_list("pk", flat=True)[:200]
+    )
+    for pk in ids:
+        dispatch.send_result_delivery(pk)
+    return ids
+
+
+# --- Building ------------------------------------------------------------------------------------------
+
+
+def _read_dataset(radiograph: Radiograph, *, pixels: bool) -> Any:
+    import pydicom
+
+    with radiograph.image.open("rb") as handle:
+        data = handle.read()
+    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels), data
+
+
+def _store_document(dataset: Any, role: str, written: list[str]) -> dict[str, str]:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    name = default_storage.save(result_document_storage_name(None, ""), ContentFile(buffer.getvalue()))
+    written.append(name)
+    return {
+        "role": role,
+        "sop_class_uid": str(dataset.SOPClassUID),
+        "sop_instance_uid": str(dataset.SOPInstanceUID),
+        "file": name,
+    }
+
+
+def _build_model_result(study: Study, written: list[str]) -> list[dict[str, str]]:
+    from classifier.preprocessing import decode_grayscale
+
+    radiographs = _dicom_radiographs(study)
+    current = services.current_predictions([r.pk for r in radiographs])
+    items: list[tuple[results.ImageResult, Any, bytes]] = []
+    version = ""
+    for radiograph in radiographs:
+        prediction = current.get(radiograph.pk)
+        if prediction is None:
+            continue
+        version = prediction.model_version
+        source, data = _read_dataset(radiograph, pixels=False)
+        items.append(
+            (
+                results.ImageResult(
+                    source=source,
+                    probability=prediction.probability,
+                    label=prediction.label,
+                    band=getattr(prediction, "band", "") or "",
+                    threshold=prediction.threshold,
+                    threshold_sensitive=getattr(prediction, "threshold_sensitive", None),
+                    threshold_specific=getattr(prediction, "threshold_specific", None),
+                    boxes=results.parse_boxes(getattr(prediction, "boxes", [])),
+                ),
+                source,
+                data,
+            )
+        )
+    if not items:
+        raise DeliveryError("The study has no predicted DICOM radiograph to report.")
+    sr = results.build_model_result_sr(
+        results=[item for item, _, _ in items],
+        model_version=version,
+        series_instance_uid=results.new_uid(),
+        sop_instance_uid=results.new_uid(),
+        institution_name=settings.DICOM_INSTITUTION_NAME,
+    )
+    documents = [_store_document(sr, "sr", written)]
+    sc_series = results.new_uid()
+    for number, (item, _, data) in enumerate(items, start=1):
+        import pydicom
+
+        full = pydicom.dcmread(io.BytesIO(data))
+        rgb = results.draw_boxes(decode_grayscale(data), item, version)
+        sc = results.build_secondary_capture(
+            source=full,
+            pixels_rgb=rgb,
+            series_instance_uid=sc_series,
+            sop_instance_uid=results.new_uid(),
+            instance_number=number,
+            model_version=version,
+        )
+        documents.append(_store_document(sc, "sc", written))
+    return documents
+
+
+def _build_final_call(study: Study, written: list[str]) -> list[dict[str, str]]:
+    import pydicom
+
+    first = (
+        ResultDelivery.objects.filter(study=study, kind=ResultDelivery.Kind.MODEL_RESULT)
+        .exclude(documents=[])
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    sr_document = next((d for d in (first.documents if first else []) if d["role"] == "sr"), None)
+    if sr_document is None:
+        raise DeliveryError("The model's result SR has not been built yet; the final call follows it.")
+    with default_storage.open(sr_document["file"], "rb") as handle:
+        model_sr = pydicom.dcmread(handle)
+    radiographs = _dicom_radiographs(study)
+    latest = _latest_reviews(radiographs)
+    reviews = []
+    reviewers = []
+    for radiograph in radiographs:
+        review = latest.get(radiograph.pk)
+        if review is None:
+            continue
+        source, _ = _read_dataset(radiograph, pixels=False)
+        reviews.append(
+            results.ImageReview(
+                source=source,
+                decision=review.decision,
+                final_label=review.final_label,
+                reason_code=review.reason_code,
+                reason_label=review.get_reason_code_display() if review.reason_code else "",
+                reason_text=review.reason_text,
+            )
+        )
+        reviewers.append(review.reviewer)
+    if not reviews:
+        raise DeliveryError("The study has no review to report.")
+    reviewer = reviewers[-1]
+    sr = results.build_final_call_sr(
+        reviews=reviews,
+        model_result_sr=model_sr,
+        reviewer_name=reviewer.get_full_name() or reviewer.get_username(),
+        series_instance_uid=results.new_uid(),
+        sop_instance_uid=results.new_uid(),
+        institution_name=settings.DICOM_INSTITUTION_NAME,
+    )
+    return [_store_document(sr, "sr", written)]
+
+
+def _documents_for(delivery_id: int) -> tuple[ResultDelivery, list[dict[str, str]]]:
+    """The delivery's documents, built on the first attempt (under the row's lock) and reused after."""
+    with services.cleanup_files_on_error() as written, transaction.atomic():
+        delivery = ResultDelivery.objects.select_for_update().select_related("study").get(pk=delivery_id)
+        if delivery.documents or delivery.status != ResultDelivery.Status.PENDING:
+            return delivery, list(delivery.documents)
+        if delivery.kind == ResultDelivery.Kind.MODEL_RESULT:
+            documents = _build_model_result(delivery.study, written)
+        else:
+            documents = _build_final_call(delivery.study, written)
+        delivery.documents = documents
+        delivery.save(update_fields=["documents", "updated_at"])
+    return delivery, documents
+
+
+# --- Sending -------------------------------------------------------------------------------------------
+
+
+def result_delivery_send(*, delivery_id: int) -> ResultDelivery:
+    """One attempt: build the documents if needed and send them all. Raises DeliveryError on failure."""
+    delivery, documents = _documents_for(delivery_id)
+    if delivery.status != ResultDelivery.Status.PENDING:
+        return delivery
+    destination = configured_destination()
+    if destination is None:
+        raise DeliveryError("No DICOM destination is configured (DICOM_DESTINATION).")
+    payloads = []
+    for document in documents:
+        with default_storage.open(document["file"], "rb") as handle:
+            payloads.append(handle.read())
+    if destination.kind == "stow-rs":
+        _send_stow(destination, payloads)
+    else:
+        _send_c_store(destination, payloads)
+    ResultDelivery.objects.filter(pk=delivery.pk).update(
+        status=ResultDelivery.Status.SENT,
+        sent_at=timezone.now(),
+        last_error="",
+        attempts=F("attempts") + 1,
+        destination=str(destination),
+        updated_at=timezone.now(),
+    )
+    delivery.refresh_from_db()
+    return delivery
+
+
+def result_delivery_record_failure(*, delivery_id: int, message: str) -> ResultDelivery:
+    """Count a failed attempt; after DICOM_DELIVERY_MAX_ATTEMPTS the delivery is FAILED with the reason."""
+    with transaction.atomic():
+        delivery = ResultDelivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.status != ResultDelivery.Status.PENDING:
+            return delivery
+        delivery.attempts += 1
+        delivery.last_error = message[:2000]
+        if delivery.attempts >= settings.DICOM_DELIVERY_MAX_ATTEMPTS:
+            delivery.status = ResultDelivery.Status.FAILED
+        delivery.save(update_fields=["attempts", "last_error", "status", "updated_at"])
+    return delivery
+
+
+def result_delivery_retry(*, delivery_id: int) -> ResultDelivery:
+    """Send a FAILED delivery again (an admin action, after the PACS was fixed)."""
+    with transaction.atomic():
+        delivery = ResultDelivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.status != ResultDelivery.Status.FAILED:
+            raise services.ServiceError("not_failed", "Only a failed delivery can be sent again.")
+        delivery.status = ResultDelivery.Status.PENDING
+        delivery.attempts = 0
+        delivery.dispatched_at = None
+        delivery.save(update_fields=["status", "attempts", "dispatched_at", "updated_at"])
+        transaction.on_commit(lambda: dispatch.send_result_delivery(delivery.pk))
+    return delivery
+
+
+def _send_c_store(destination: Destination, payloads: Sequence[bytes]) -> None:
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
+
+    datasets = [pydicom.dcmread(io.BytesIO(payload)) for payload in payloads]
+    ae = AE(ae_title=settings.DICOM_AE_TITLE)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.DICOM_DELIVERY_TIMEOUT_SECONDS
+    ae.connection_timeout = settings.DICOM_DELIVERY_TIMEOUT_SECONDS
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+        raise DeliveryError(f"The association with {destination} was {state}.")
+    try:
+        for dataset in datasets:
+            status = assoc.send_c_store(dataset)
+            code = int(getattr(status, "Status", -1)) if status else -1
+            if code not in _STORED:
+                reason = "no answer" if code == -1 else f"status 0x{code:04X}"
+                comment = str(getattr(status, "ErrorComment", "") or "") if status else ""
+                raise DeliveryError(
+                    f"{destination} did not store {dataset.SOPClassUID.name}: {reason} {comment}".strip()
+                )
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _send_stow(destination: Destination, payloads: Sequence[bytes]) -> None:
+    boundary = f"fracture-review-{uuid.uuid4().hex}"
+    body = io.BytesIO()
+    for payload in payloads:
+        body.write(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode())
+        body.write(payload)
+        body.write(b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    request = urllib.request.Request(  # noqa: S310 - the URL is the administrator's DICOM_DESTINATION
+        f"{destination.url}/studies",
+        data=body.getvalue(),
+        method="POST",
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+    )
+    if settings.DICOM_DESTINATION_CREDENTIALS:
+        token = base64.b64encode(settings.DICOM_DESTINATION_CREDENTIALS.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=settings.DICOM_DELIVERY_TIMEOUT_SECONDS) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"{destination} answered HTTP {exc.code}.") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeliveryError(f"{destination} could not be reached ({exc.__class__.__name__}).") from None
+    if status != 200:
+        raise DeliveryError(f"{destination} stored only part of the result (HTTP {status}).")
