@@ -337,8 +337,8 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
         raise Study.DoesNotExist(f"studies {sorted(set(study_ids))} do not exist")
     by_study: dict[int, list[Radiograph]] = {study.pk: [] for study in studies}
     current: dict[int, Prediction] = {}
-    radiographs = Radiograph.objects.filter(study_id__in=by_study).select_related("current_prediction")
-    for radiograph in radiographs.order_by("position", "pk"):
+    rows = Radiograph.objects.filter(study_id__in=by_study).select_related("current_prediction")
+    for radiograph in rows.order_by("position", "pk"):
         by_study[radiograph.study_id].append(radiograph)
         if radiograph.current_prediction is not None:
             current[radiograph.pk] = radiograph.current_prediction
