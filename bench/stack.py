@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-CLINICIAN = ("clinician", "review-fractures-1")
+CLINICIAN = "clinician"  # a demo account; its password is read from create_demo_users' output
 
 
 def free_port() -> int:
@@ -58,6 +58,7 @@ class Stack:
     env: dict[str, str]
     backend: str
     processes: list[Process] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
 
     def workers(self) -> list[Process]:
         return [p for p in self.processes if p.name.startswith("worker")]
@@ -76,8 +77,9 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
-    def session(self, username: str = CLINICIAN[0], password: str = CLINICIAN[1]) -> requests.Session:
+    def session(self, username: str = CLINICIAN, password: str | None = None) -> requests.Session:
         """A signed-in browser-like session (CSRF token kept on it as .csrf)."""
+        password = password or self.passwords[username]
         session = requests.Session()
         page = session.get(f"{self.base_url}/accounts/login/", timeout=30)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
@@ -193,7 +195,9 @@ def running_stack(
     stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, backend=backend)
     try:
         stack.manage("migrate", "--no-input")
-        stack.manage("create_demo_users")
+        for line in stack.manage("create_demo_users").splitlines():
+            if found := re.search(r"user: (\S+)\s+password: (\S+)", line):
+                stack.passwords[found.group(1)] = found.group(2)
         stack.manage("collectstatic", "--no-input")
         web, web_ready = _spawn(
             "web",

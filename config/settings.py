@@ -294,14 +294,18 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_POOL = "worker.prefork:TaskPool"
 
 # --- Cache ---------------------------------------------------------------------------------------------
-# API throttling counts requests in the cache: with several web processes it must be shared (Redis).
+# API throttles and the sign-in back-off count in the cache, so every web process must see the same one:
+# Redis with CACHE_URL, otherwise a table in the database they already share (made by `migrate`).
+# A per-process memory cache let 2 gunicorn workers accept 300 creating requests in 68 s against 120/min.
 CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL or empty, got {CACHE_URL!r}")
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "fracture_review_cache"}
+    }
 
 # --- REST API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -95,7 +95,7 @@ def test_quick_failures_back_off_and_a_stable_run_resets_the_back_off(tmp_path: 
     try:
         while len(backoffs) < 4:
             restarts = failing.restarts
-            _wait(lambda: failing.restarts > restarts, 10, "the failure", tick=supervisor.check)
+            _wait(lambda r=restarts: failing.restarts > r, 10, "the failure", tick=supervisor.check)
             backoffs.append(failing.backoff)
     finally:
         supervisor.stop()

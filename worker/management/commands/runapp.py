@@ -1,12 +1,12 @@
-"""Run the whole application on one machine: migrate, create the demo users, then start the web server
-and a Celery worker (with the sweep's beat schedule embedded) and keep them running until Ctrl+C."""
+"""Run the whole application on one machine: migrate, create the demo accounts on the first start, then
+run the web server, a Celery worker, Celery beat (the sweep) and the DICOM listener under a supervisor
+that restarts any of them that dies (worker/supervisor.py) until Ctrl+C."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import ipaddress
+import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,26 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from worker.commands import celery_worker_command, gunicorn_command
+from worker.commands import (
+    celery_beat_command,
+    celery_worker_command,
+    dicom_listener_command,
+    gunicorn_command,
+)
+from worker.supervisor import Service, Supervisor
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Command(BaseCommand):
-    help = "Start web + worker with embedded defaults and print the demo logins."
+    help = "Start web, worker, beat and the DICOM listener, supervised; create the demo accounts once."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -26,55 +41,56 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2)
         parser.add_argument("--worker-concurrency", type=int, default=1)
         parser.add_argument("--no-worker", action="store_true", help="start the web server only")
+        parser.add_argument("--no-dicom", action="store_true", help="do not start the DICOM listener")
+        parser.add_argument(
+            "--demo-users",
+            action="store_true",
+            help="create the demo accounts even when listening beyond this machine (--host)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        self.stdout.write("Demo accounts:")
-        call_command("create_demo_users")
-
-        processes: list[subprocess.Popen[bytes]] = []
-        if not options["no_worker"]:
-            processes.append(
-                subprocess.Popen(
-                    celery_worker_command(
-                        concurrency=options["worker_concurrency"],
-                        beat_schedule=Path(settings.CELERY_BEAT_SCHEDULE_FILENAME),
-                    )
-                )
+        if is_loopback(options["host"]) or options["demo_users"]:
+            call_command("create_demo_users")
+        else:
+            self.stdout.write(
+                "No demo accounts: the server listens beyond this machine. Create accounts with "
+                "`python manage.py createsuperuser` (or pass --demo-users)."
             )
+
+        # The embedded server speaks plain HTTP: cookies marked Secure would never come back to it. Behind
+        # a TLS proxy, set SECURE_COOKIES=1 (and BEHIND_TLS_PROXY=1).
+        env = {**os.environ, "SECURE_COOKIES": os.environ.get("SECURE_COOKIES", "0"), "PYTHONUNBUFFERED": "1"}
         bind = f"{options['host']}:{options['port']}"
-        processes.append(
-            subprocess.Popen(gunicorn_command(bind=bind, workers=options["web_workers"], access_log=True))
-        )
+        services = [
+            Service("web", gunicorn_command(bind=bind, workers=options["web_workers"], access_log=True), env)
+        ]
+        if not options["no_worker"]:
+            # Beat runs beside the worker, not inside it (`worker --beat`): a worker killed with -9 would
+            # leave an embedded beat behind, orphaned and still sending.
+            services += [
+                Service("worker", celery_worker_command(concurrency=options["worker_concurrency"]), env),
+                Service("beat", celery_beat_command(Path(settings.CELERY_BEAT_SCHEDULE_FILENAME)), env),
+            ]
+        if not options["no_dicom"]:
+            # The DICOM listener (C-STORE SCP); it prints its AE title and port once it listens.
+            services.append(Service("dicom", dicom_listener_command(), env))
+
         self.stdout.write(
             self.style.SUCCESS(f"\nFracture Review is running at http://{bind}/  (Ctrl+C stops it)\n")
         )
+        if not options["no_dicom"]:
+            self.stdout.write(
+                f"DICOM in: storescu -aec {settings.DICOM_AE_TITLE} {settings.DICOM_BIND_ADDRESS} "
+                f"{settings.DICOM_PORT} FILE.dcm   or STOW-RS: POST http://{bind}/dicomweb/studies\n"
+            )
+        sys.stdout.flush()
 
-        def stop(*_: Any) -> None:
-            for process in processes:
-                if process.poll() is None:
-                    process.terminate()
+        def report(event: str) -> None:
+            self.stdout.write(f"[runapp] {event}")
+            sys.stdout.flush()
 
-        signal.signal(signal.SIGTERM, stop)
-        try:
-            while all(process.poll() is None for process in processes):
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop()
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        failed = [
-            p.args[2] if isinstance(p.args, list) else p.args
-            for p in processes
-            if p.returncode not in (0, -15, None)
-        ]
-        if failed:
-            self.stderr.write(f"Stopped because a process exited: {failed}")
-            sys.exit(1)
+        Supervisor(services, on_event=report).run()
+        self.stdout.write("Stopped.")
