@@ -15,9 +15,9 @@ from classifier.explain import stored_to_overlay_png
 from classifier.preprocessing import decode_grayscale
 from radiology.models import Prediction, Radiograph
 
-# Radiographs and heatmaps never change once stored: the browser may keep them for an hour (private: they
-# are patient data and must not sit in a shared cache).
-IMAGE_CACHE_CONTROL = "private, max-age=3600"
+# Patient images are never written to any cache, the browser's included: a shared workstation's cache
+# outlives the session that fetched them (kept for an hour, they were still there after logout).
+IMAGE_CACHE_CONTROL = "private, no-store"
 
 CONTENT_TYPES = {
     Radiograph.Format.PNG: "image/png",
@@ -69,8 +69,8 @@ def heatmap_overlay_png(prediction: Prediction) -> bytes:
 
 
 def image_response(content: bytes, content_type: str, etag: str | None = None) -> HttpResponse:
-    """An image for an authorised user: shown inline, cached privately, revalidated by ETag (by default
-    a digest of the content)."""
+    """An image for an authorised user: shown inline, stored in no cache, with an ETag (by default a digest
+    of the content)."""
     response = HttpResponse(content, content_type=content_type)
     response["Cache-Control"] = IMAGE_CACHE_CONTROL
     response["ETag"] = f'"{etag or hashlib.sha256(content).hexdigest()[:32]}"'
