@@ -26,42 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stack import running_stack, table
 from bench.workload import load_average, model_path, query, sample_images, send
 
-_SEED_SCRIPT = """
-import itertools, json
-from pathlib import Path
-from django.contrib.auth import get_user_model
-from django.utils import timezone
-from radiology import dispatch, services
-from radiology.models import Patient, Radiograph, Study
-dispatch.send_classification = lambda ids: list(ids)
-user = get_user_model().objects.get(username="clinician")
-uploaded = []
-for index, path in enumerate(json.loads(Path({listing!r}).read_text())):
-    result = services.study_create(
-        uploaded_by=user,
-        details=services.StudyDetails(
-            mrn=f"MEM-{{index}}", patient_name=f"Memory {{index}}",
-            accession_number=f"MEM-ACC-{{index}}", body_region="wrist",
-        ),
-        files=[services.UploadedImage(Path(path).name, Path(path).read_bytes())],
-    )
-    uploaded += result.accepted
-patient = Patient.objects.create(mrn="MEM-MANY", name="Memory benchmark")
-extra = {total} - len(uploaded)
-studies = Study.objects.bulk_create(
-    [Study(patient=patient, accession_number=f"MEM-X-{{i}}", body_region="wrist", uploaded_by=user,
-           radiograph_count=1) for i in range(extra)], batch_size=2000)
-now = timezone.now()
-rows = Radiograph.objects.bulk_create(
-    [Radiograph(study=study, position=0, image=template.image.name,
-                original_filename=template.original_filename, format=template.format,
-                sha256=template.sha256, byte_size=template.byte_size, width=template.width,
-                height=template.height, dispatched_at=now)
-     for study, template in zip(studies, itertools.cycle(uploaded))], batch_size=2000)
-Radiograph.objects.filter(pk__in=[r.pk for r in uploaded]).update(dispatched_at=now)
-print(json.dumps([r.pk for r in uploaded] + [r.pk for r in rows]))
-"""
-
 
 def rss_of(pid: int) -> float:
     """VmRSS of one process, MiB (0 when it is gone)."""
@@ -112,7 +76,13 @@ def main() -> int:
         time.sleep(2)  # the model is loaded and warmed (running_stack waited for it); let it settle
         loaded = {"predictions": 0, "child MiB": rss_of(child), "main MiB": rss_of(worker)}
         seeded = stack.manage(
-            "shell", "-c", _SEED_SCRIPT.format(listing=str(listing), total=args.predictions), timeout=1800
+            "seed_queued_studies",
+            str(listing),
+            "--prefix",
+            "MEM",
+            "--total",
+            str(args.predictions),
+            timeout=1800,
         )
         ids = json.loads(seeded.strip().splitlines()[-1])
         print(

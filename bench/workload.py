@@ -61,54 +61,18 @@ def sample_images(count: int, *, seed: int = 0) -> list[Path]:
     return [rng.choice(pool) for _ in range(count)] if len(pool) < count else rng.sample(pool, count)
 
 
-# Runs inside `manage.py shell` of the benchmarked stack: one study per image through the normal upload
-# service, with dispatch held back so that nothing is classified until the benchmark sends the messages.
-_SEED_SCRIPT = """
-import json, sys
-from pathlib import Path
-from django.contrib.auth import get_user_model
-from django.utils import timezone
-from radiology import dispatch, services
-from radiology.models import Radiograph
-dispatch.send_classification = lambda ids: list(ids)
-user = get_user_model().objects.get(username="clinician")
-ids = []
-for index, path in enumerate(json.loads(Path({listing!r}).read_text())):
-    result = services.study_create(
-        uploaded_by=user,
-        details=services.StudyDetails(
-            mrn=f"{prefix}-{{index}}", patient_name=f"Bench {{index}}",
-            accession_number=f"{prefix}-ACC-{{index}}", body_region="wrist",
-        ),
-        files=[services.UploadedImage(Path(path).name, Path(path).read_bytes())],
-    )
-    ids += [r.pk for r in result.accepted]
-# Marked as sent now, so that the sweep leaves them alone until the benchmark sends them itself.
-Radiograph.objects.filter(pk__in=ids).update(dispatched_at=timezone.now())
-print(json.dumps(ids))
-"""
-
-_SEND_SCRIPT = """
-import json, time
-from radiology import dispatch
-ids = json.loads({ids!r})
-started = time.time()
-dispatch.send_classification(ids)
-print(json.dumps(started))
-"""
-
-
 def seed_radiographs(stack: Any, images: list[Path], *, prefix: str) -> list[int]:
     """Create one queued study per image in the stack's database and storage, without dispatching."""
     listing = Path(stack.env["FRACTURE_REVIEW_VAR_DIR"]) / f"{prefix}-images.json"
     listing.write_text(json.dumps([str(p) for p in images]))
-    output = stack.manage("shell", "-c", _SEED_SCRIPT.format(listing=str(listing), prefix=prefix))
+    # One study per image through the normal upload service, held back from the workers.
+    output = stack.manage("seed_queued_studies", str(listing), "--prefix", prefix)
     return list(json.loads(output.strip().splitlines()[-1]))
 
 
 def send(stack: Any, ids: list[int]) -> float:
     """Send one classification message per radiograph; returns the wall-clock time of sending."""
-    output = stack.manage("shell", "-c", _SEND_SCRIPT.format(ids=json.dumps(ids)))
+    output = stack.manage("send_classification", "--ids-json", json.dumps(ids))
     return float(json.loads(output.strip().splitlines()[-1]))
 
 

@@ -669,12 +669,15 @@ _STANDARD = {
 }
 
 
-def _statuses_for(method: str, operation: dict[str, Any], path: str) -> list[int]:
+def _statuses_for(method: str, operation: dict[str, Any], declared: tuple[int, ...]) -> list[int]:
+    """What an operation can answer with a problem: from its shape (authentication, path and query
+    parameters, a request body) and from what its view declares (`problem_statuses`)."""
     # spectacular omits `security` for an operation without authentication (the problem-type catalogue).
     public = not operation.get("security")
     has_query = any(p.get("in") == "query" for p in operation.get("parameters", []))
     statuses = [429, 500] if public else [401, 403, 429, 500]
-    if "{" in path or has_query:
+    has_path_parameter = any(p.get("in") == "path" for p in operation.get("parameters", []))
+    if has_path_parameter or has_query:
         statuses.append(404)  # unknown id, or a page past the end
     if (
         has_query
@@ -684,9 +687,18 @@ def _statuses_for(method: str, operation: dict[str, Any], path: str) -> list[int
         statuses.append(400)
     if "requestBody" in operation:
         statuses += [413, 415]
-    if method == "post" and path.endswith(("/studies", "/batches")):
-        statuses.append(503)  # the image store refused a write
+    statuses += [status for status in declared if status not in statuses]
     return statuses
+
+
+def _declared_statuses(generator: Any) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(path, method) -> the problem statuses the view declares, e.g. `problem_statuses = {"post": (503,)}`.
+    (The generator's own (path, method, view) walk, so the paths are the schema's.)"""
+    declared: dict[tuple[str, str], tuple[int, ...]] = {}
+    for path, _regex, method, view in generator._get_paths_and_endpoints():
+        statuses = getattr(view, "problem_statuses", {}).get(method.lower(), ())
+        declared[(path, method.lower())] = tuple(statuses)
+    return declared
 
 
 def add_problem_responses(
@@ -697,6 +709,7 @@ def add_problem_responses(
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["ProblemError"] = PROBLEM_ERROR_SCHEMA
     ref = {"$ref": "#/components/schemas/Problem"}
+    declared = _declared_statuses(generator)
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in ("get", "post", "put", "patch", "delete"):
@@ -707,7 +720,7 @@ def add_problem_responses(
                 content = response.get("content", {})
                 if PROBLEM_CONTENT_TYPE in content:
                     content[PROBLEM_CONTENT_TYPE]["schema"] = ref
-            for status in _statuses_for(method, operation, path):
+            for status in _statuses_for(method, operation, declared.get((path, method), ())):
                 key = str(status)
                 code, detail, extra = _STANDARD[status]
                 example = _problem(code, detail, **extra) if detail else None

@@ -7,7 +7,7 @@ classes. Views parse, call a selector or service, and serialize; they hold no cl
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -101,6 +101,9 @@ class StudyListApi(ApiView):
 
 
 class StudyCreateApi(ApiView):
+    # Beyond what the operation's shape implies (documented by api/schema.py): the image store can refuse
+    # a write (storage_unavailable).
+    problem_statuses: ClassVar[dict[str, tuple[int, ...]]] = {"post": (503,)}
     parser_classes = [MultiPartParser]
 
     @docs.study_create
@@ -276,6 +279,9 @@ class PredictionHeatmapApi(ApiView):
 
 
 class BatchSubmitApi(ApiView):
+    # Beyond what the operation's shape implies (documented by api/schema.py): the image store can refuse
+    # a write (storage_unavailable).
+    problem_statuses: ClassVar[dict[str, tuple[int, ...]]] = {"post": (503,)}
     parser_classes = [MultiPartParser]
 
     @docs.batch_submit

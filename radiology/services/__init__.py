@@ -18,6 +18,7 @@ from radiology.services.classification import (
     radiograph_release,
     radiograph_retry,
     radiographs_resend_stale,
+    radiographs_set_current_prediction,
 )
 from radiology.services.errors import ServiceError
 from radiology.services.idempotency import idempotency_purge_expired
@@ -73,6 +74,7 @@ __all__ = [
     "radiograph_release",
     "radiograph_retry",
     "radiographs_resend_stale",
+    "radiographs_set_current_prediction",
     "reader_is_blinded",
     "reader_setting_update",
     "review_submit",

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from radiology import dispatch
@@ -260,6 +260,13 @@ def prediction_store_batch(
         )
         studies_refresh_triage(study_ids=[r.study_id for r in radiographs.values()])
     return [stored[r.radiograph_id] for r in results]
+
+
+def radiographs_set_current_prediction(*, radiograph_ids: Sequence[int]) -> None:
+    """Point each radiograph at its newest stored prediction, in one UPDATE: for predictions written in
+    bulk with their own timestamps (the scale-data generator); prediction_store_batch keeps it otherwise."""
+    newest = Prediction.objects.filter(radiograph=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")
+    Radiograph.objects.filter(pk__in=radiograph_ids).update(current_prediction=Subquery(newest[:1]))
 
 
 def radiograph_fail(*, radiograph_id: int, message: str) -> None:

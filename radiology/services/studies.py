@@ -82,6 +82,7 @@ def study_create(
     files: Sequence[UploadedImage],
     client_ip: str | None = None,
     limits: IngestLimits | None = None,
+    classify: bool = True,
 ) -> StudyUploadResult:
     """Create a study from uploaded radiographs.
 
@@ -170,7 +171,8 @@ def study_create(
                         client_ip=client_ip,
                     )
                 ids = [r.pk for r in radiographs]
-                transaction.on_commit(lambda: dispatch.send_classification(ids))
+                if classify:  # False only for benchmark seeding, which sends the messages itself
+                    transaction.on_commit(lambda: dispatch.send_classification(ids))
         except IntegrityError as exc:
             # A concurrent upload took the accession number between our check and our insert.
             if Study.objects.filter(accession_number=resolved.accession_number).exists():

@@ -72,3 +72,17 @@ def test_every_example_matches_its_schema(schema: dict[str, Any]) -> None:
 
 def test_the_export_serializer_lists_the_export_columns_in_order() -> None:
     assert tuple(s.ExportRowOut().fields) == exports.RESULT_COLUMNS
+
+
+def test_problem_responses_come_from_what_each_view_declares(schema: dict[str, Any]) -> None:
+    """503 (the image store refused a write) only where a view declares it: the two uploading operations."""
+    with_503 = {
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "503" in operation.get("responses", {})
+    }
+    assert ("POST", "/api/v1/studies") in with_503
+    assert ("POST", "/api/v1/batches") in with_503
+    assert ("GET", "/api/v1/studies") not in with_503
+    assert all(method == "POST" for method, _ in with_503)

@@ -31,6 +31,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 from django.utils import timezone
 
+from radiology import services
 from radiology.models import Band, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
 from radiology.roles import CLINICIAN_GROUP, ensure_role_groups
 
@@ -309,36 +310,33 @@ class _Generator:
                     )
                 )
         predictions = Prediction.objects.bulk_create(predictions, batch_size=CHUNK)
-        current: dict[int, Prediction] = {}
-        for prediction in predictions:  # the newest prediction of each radiograph stands
-            if (
-                prediction.radiograph_id not in current
-                or prediction.created_at > current[prediction.radiograph_id].created_at
-            ):
-                current[prediction.radiograph_id] = prediction
+        # The current prediction and each study's triage summary come from the services that keep them.
+        radiograph_ids = [r.pk for r in radiographs]
+        for start in range(0, len(radiograph_ids), CHUNK):
+            services.radiographs_set_current_prediction(radiograph_ids=radiograph_ids[start : start + CHUNK])
+        by_id = {p.pk: p for p in predictions}
+        current = {
+            pk: by_id[prediction_id]
+            for pk, prediction_id in Radiograph.objects.filter(current_prediction__isnull=False)
+            .filter(study__accession_number__startswith=f"{prefix}-")
+            .values_list("pk", "current_prediction_id")
+        }
 
         by_study: dict[int, list[Radiograph]] = {}
         for radiograph in radiographs:
             by_study.setdefault(radiograph.study_id, []).append(radiograph)
         reviews: list[Review] = []
+        reviewed_studies: list[Study] = []
         for study, state, created in outcome:
-            members = by_study[study.pk]
-            probabilities = [current[r.pk].probability for r in members if r.pk in current]
-            study.state = state
-            study.max_probability = max(probabilities) if probabilities else None
-            study.band = _band(study.max_probability) if probabilities else ""
-            study.failed_count = sum(r.status == Radiograph.Status.FAILED for r in members)
-            study.reviewed_at = None
             if state != Study.State.REVIEWED:
                 continue
+            members = by_study[study.pk]
             reviewed = created + dt.timedelta(hours=rng.uniform(0.2, 48))
             reviewer = rng.choice(reviewers)
             for radiograph in members:
                 prediction = current[radiograph.pk]
                 overridden = rng.random() < 0.12
-                final = prediction.label
-                if overridden:
-                    final = Label.NOT_FRACTURED if final == Label.FRACTURED else Label.FRACTURED
+                final = Label.opposite(prediction.label) if overridden else prediction.label
                 reviews.append(
                     Review(
                         radiograph=radiograph,
@@ -351,10 +349,13 @@ class _Generator:
                     )
                 )
             study.reviewed_at = max(r.created_at for r in reviews[-len(members) :])
+            reviewed_studies.append(study)
         Review.objects.bulk_create(reviews, batch_size=CHUNK)
-        Study.objects.bulk_update(
-            study_rows, ["state", "max_probability", "band", "failed_count", "reviewed_at"], batch_size=CHUNK
-        )
+        study_ids = [study.pk for study in study_rows]
+        for start in range(0, len(study_ids), CHUNK):
+            services.studies_refresh_triage(study_ids=study_ids[start : start + CHUNK])
+        # The triage stamps "reviewed now"; these were reviewed in the past.
+        Study.objects.bulk_update(reviewed_studies, ["reviewed_at"], batch_size=CHUNK)
         return {
             "patients": len(patients),
             "studies": len(study_rows),
