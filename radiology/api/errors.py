@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFilesSent
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -129,6 +129,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         exc = Problem("request_too_large", "The request body exceeds the configured limit.")
+    elif isinstance(exc, TooManyFilesSent):
+        # More file parts than DATA_UPLOAD_MAX_NUMBER_FILES: Django stops reading the body.
+        exc = Problem("too_many_files", "The request holds more files than the configured limit.")
+    elif isinstance(exc, RecursionError):
+        # A JSON body or manifest nested thousands deep exhausts the parser's recursion: the client's fault.
+        exc = Problem("bad_request", "The request body is nested too deeply.", status_code=400)
     elif isinstance(exc, SuspiciousOperation):
         # Too many fields or files, a malformed multipart body: the client's fault, said without detail.
         exc = Problem("bad_request", "The request could not be processed as sent.", status_code=400)

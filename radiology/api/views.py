@@ -309,6 +309,13 @@ class BatchSubmitApi(ApiView):
             client_ip=client_ip(request),
         )
         if result.batch is None:
+            if any(e["code"] == "storage_unavailable" for r in result.items for e in r.item.errors):
+                # Not the batch's fault: a 5xx, which clients retry (with the same Idempotency-Key).
+                raise Problem(
+                    "storage_unavailable",
+                    "The image store is not accepting files right now; nothing was saved. Try again later.",
+                    headers={"Retry-After": "30"},
+                )
             raise Problem(
                 "batch_rejected",
                 "No study of the batch could be created; nothing was stored.",
