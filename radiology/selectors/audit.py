@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import TruncDate
 
+from radiology.governance.stats import wilson
 from radiology.models import Label, Prediction, Review
 from radiology.selectors.scoping import require_admin
 
@@ -28,14 +28,7 @@ class Proportion:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        if not self.n:
-            return None
-        z = 1.959963984540054
-        p = self.k / self.n
-        denominator = 1 + z * z / self.n
-        centre = (p + z * z / (2 * self.n)) / denominator
-        half = z * math.sqrt(p * (1 - p) / self.n + z * z / (4 * self.n * self.n)) / denominator
-        return max(0.0, centre - half), min(1.0, centre + half)
+        return wilson(self.k, self.n)
 
 
 @dataclass

@@ -138,17 +138,7 @@ def study_create(
                 )
                 radiographs = []
                 for position, image in enumerate(accepted_images):
-                    radiograph = Radiograph(
-                        study=study,
-                        position=position,
-                        original_filename=image.original_filename,
-                        format=image.format,
-                        sha256=image.sha256,
-                        byte_size=len(image.content),
-                        width=image.width,
-                        height=image.height,
-                        dicom_attributes=image.dicom_attributes,
-                    )
+                    radiograph = radiograph_from_image(study=study, position=position, image=image)
                     save_file(radiograph.image, "upload", image.content, written)
                     radiograph.save()
                     radiographs.append(radiograph)
@@ -179,6 +169,21 @@ def study_create(
                 raise _duplicate_accession(resolved.accession_number) from None
             raise ServiceError("conflict", "The study could not be saved; please try again.") from exc
     return StudyUploadResult(study=study, accepted=radiographs, rejected=rejected)
+
+
+def radiograph_from_image(*, study: Study, position: int, image: IngestedImage) -> Radiograph:
+    """An unsaved radiograph of `study` for an ingested image (its file is saved by the caller)."""
+    return Radiograph(
+        study=study,
+        position=position,
+        original_filename=image.original_filename,
+        format=image.format,
+        sha256=image.sha256,
+        byte_size=len(image.content),
+        width=image.width,
+        height=image.height,
+        dicom_attributes=image.dicom_attributes,
+    )
 
 
 def _ingest_all(
