@@ -467,6 +467,7 @@ class AuditEvent(models.Model):
         EXPORT = "export", "Export"
         ACCESS_DENIED = "access.denied", "Access denied"
         LOGIN_FAILED = "login.failed", "Login failed"
+        RECORD_EDITED = "record.edited", "Record edited in the admin"
         TOKEN_CREATED = "token.created", "API token created"
         BATCH_SUBMITTED = "batch.submitted", "Batch submitted"
 
