@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydicom
 from django.conf import settings
+from PIL import Image
 
 from classifier.preprocessing import UnreadableImageError, decode_grayscale, sniff_format
 from radiology.models import BodyRegion, Sex
@@ -178,8 +180,6 @@ def _too_many_pixels(filename: str, width: int, height: int, limits: IngestLimit
 
 def _check_raster_header(filename: str, data: bytes, limits: IngestLimits) -> None:
     """Read only the header's dimensions: a bomb is refused before a single pixel is decoded."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
@@ -212,8 +212,6 @@ def _check_dicom_header(filename: str, data: bytes, limits: IngestLimits) -> dic
 
 
 def _read_dicom_header(filename: str, data: bytes, limits: IngestLimits) -> dict[str, str]:
-    import pydicom
-
     dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     modality = str(getattr(dataset, "Modality", "") or "").upper()
     if modality not in RADIOGRAPH_MODALITIES:

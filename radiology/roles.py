@@ -31,6 +31,7 @@ def is_clinician(user: Any) -> bool:
 
 def ensure_role_groups() -> None:
     """The groups exist after migrating; this restores them where a test database was flushed."""
+    # Imported here: admin_site imports this module while the app registry is loading (no models yet).
     from django.contrib.auth.models import Group
 
     for name in (CLINICIAN_GROUP, ADMIN_GROUP):

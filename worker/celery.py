@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -20,8 +21,6 @@ app.autodiscover_tasks(["worker"], related_name="governance_tasks")  # shadow ve
 
 def _ensure_embedded_broker_folders() -> None:
     """The file-based embedded broker needs its folders before the first message is sent."""
-    from pathlib import Path
-
     options = app.conf.broker_transport_options or {}
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         folder = options.get(key)

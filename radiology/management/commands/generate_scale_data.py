@@ -22,6 +22,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -31,6 +32,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
 from django.utils import timezone
 
+from classifier.explain import heatmap_to_stored_png
 from radiology import services
 from radiology.models import Band, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
 from radiology.roles import CLINICIAN_GROUP, ensure_role_groups
@@ -146,8 +148,6 @@ def _reviewers(count: int, prefix: str) -> list[Any]:
 
 def _synthetic_png(seed: int, width: int, height: int) -> bytes:
     """A radiograph-sized grey image (smooth noise): something real to store, never a real patient."""
-    import cv2
-
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (height // 16, width // 16), dtype=np.uint8)
     image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
@@ -180,8 +180,6 @@ class _Generator:
         return images
 
     def _heatmap(self) -> str:
-        from classifier.explain import heatmap_to_stored_png
-
         y, x = np.mgrid[0:64, 0:64]
         blob = np.exp(-((x - 40.0) ** 2 + (y - 24.0) ** 2) / 120.0).astype(np.float32)
         return _stored("heatmaps/synthetic-heatmap.png", heatmap_to_stored_png(blob))
