@@ -233,6 +233,8 @@ CLASSIFIER_CPU_THREADS = env_int("CLASSIFIER_CPU_THREADS", 0, minimum=0)
 CLASSIFIER_WARM_UP = env_bool("CLASSIFIER_WARM_UP", True)
 # A radiograph RUNNING longer than this is assumed lost with its worker and is sent again.
 CLASSIFY_RUNNING_TIMEOUT_SECONDS = env_int("CLASSIFY_RUNNING_TIMEOUT_SECONDS", 180, minimum=5)
+# Claims of one radiograph that may all be lost (its worker died each time) before it is marked FAILED.
+CLASSIFY_MAX_ATTEMPTS = env_int("CLASSIFY_MAX_ATTEMPTS", 3, minimum=1)
 # A QUEUED radiograph whose message went out this long ago without being claimed is sent again.
 CLASSIFY_RESEND_AFTER_SECONDS = env_int("CLASSIFY_RESEND_AFTER_SECONDS", 600, minimum=5)
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30, minimum=1)

@@ -184,6 +184,15 @@ def classify_radiograph(self: ClassifierTask, radiograph_id: int) -> None:
             return
         _release_quietly(claimed)
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from None
+    except services.ServiceError as exc:
+        # The image store refused the heatmap (full, unmounted): worth a few retries, then a readable
+        # failure. Uncaught, it left the rows RUNNING, re-sent by the sweep every few minutes for ever.
+        logger.warning("%s on radiographs %s", exc.code, claimed)
+        if exc.code != "storage_unavailable" or self.request.retries >= MAX_RETRIES:
+            _fail_quietly(claimed, f"The result could not be saved: {exc.message}")
+            return
+        _release_quietly(claimed)
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from None
 
 
 def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseClock) -> None:

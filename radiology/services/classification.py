@@ -307,10 +307,17 @@ def radiograph_retry(*, radiograph_id: int, actor: Any, client_ip: str | None = 
     return radiograph
 
 
+ATTEMPTS_EXHAUSTED_MESSAGE = (
+    "Classification was started several times and never finished, so it was stopped. "
+    "An administrator can send the radiograph again once the cause is fixed."
+)
+
+
 def radiographs_resend_stale(*, now: dt.datetime | None = None) -> list[int]:
     """The sweep: send again what the broker never got or a dead worker never finished.
 
-    - RUNNING for longer than the running timeout: its worker is presumed dead; back to QUEUED.
+    - RUNNING for longer than the running timeout: its worker is presumed dead; back to QUEUED, or
+      FAILED with a readable reason once CLASSIFY_MAX_ATTEMPTS claims have all been lost.
     - QUEUED and never sent (the broker was down at upload), or sent long ago and still unclaimed.
     Re-sending is safe because classification claims the row first and stores idempotently.
     """
@@ -320,9 +327,18 @@ def radiographs_resend_stale(*, now: dt.datetime | None = None) -> list[int]:
     # Fresh uploads are dispatched by their own on-commit hook; leave them a moment.
     grace = now - dt.timedelta(seconds=5)
     with transaction.atomic():
-        Radiograph.objects.filter(status=Radiograph.Status.RUNNING, claimed_at__lt=stale_running).update(
+        lost = Radiograph.objects.filter(status=Radiograph.Status.RUNNING, claimed_at__lt=stale_running)
+        # A radiograph whose every attempt was lost (its worker died on it each time) is not sent again:
+        # without a cap it looped for ever, RUNNING, with nothing shown to anyone.
+        exhausted = list(
+            lost.filter(attempts__gte=settings.CLASSIFY_MAX_ATTEMPTS).values_list("pk", flat=True)[:1000]
+        )
+        lost.filter(attempts__lt=settings.CLASSIFY_MAX_ATTEMPTS).update(
             status=Radiograph.Status.QUEUED, claimed_at=None, dispatched_at=None
         )
+    for pk in exhausted:
+        radiograph_fail(radiograph_id=pk, message=ATTEMPTS_EXHAUSTED_MESSAGE)
+    with transaction.atomic():
         ids = list(
             Radiograph.objects.filter(status=Radiograph.Status.QUEUED, created_at__lt=grace)
             .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=resend_before))

@@ -1,0 +1,80 @@
+"""No radiograph loops for ever: lost attempts are capped, and a refused heatmap write ends in a readable
+failure instead of a RUNNING row the sweep re-sends every few minutes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.utils import timezone
+
+from radiology import services
+from radiology.models import AuditEvent, Prediction, Radiograph
+from tests.conftest import FakePredictor
+from tests.factories import RadiographFactory
+from worker import tasks
+
+pytestmark = pytest.mark.django_db
+
+
+def _lost(attempts: int) -> Radiograph:
+    """A radiograph claimed `attempts` times, the last claim long ago (its worker died)."""
+    radiograph = RadiographFactory()
+    Radiograph.objects.filter(pk=radiograph.pk).update(
+        status=Radiograph.Status.RUNNING,
+        attempts=attempts,
+        claimed_at=timezone.now() - dt.timedelta(hours=1),
+        created_at=timezone.now() - dt.timedelta(hours=2),
+    )
+    return radiograph
+
+
+def test_a_radiograph_whose_every_attempt_was_lost_is_failed_not_sent_again(
+    settings: Any, dispatched: Any
+) -> None:
+    settings.CLASSIFY_MAX_ATTEMPTS = 3
+    poison, unlucky = _lost(attempts=3), _lost(attempts=1)
+
+    services.radiographs_resend_stale()
+
+    poison.refresh_from_db()
+    unlucky.refresh_from_db()
+    assert poison.status == Radiograph.Status.FAILED
+    assert "never finished" in poison.failure_message
+    assert AuditEvent.objects.filter(
+        action=AuditEvent.Action.RADIOGRAPH_FAILED, target_id=str(poison.pk)
+    ).exists()
+    assert unlucky.status == Radiograph.Status.QUEUED  # a first loss is sent again
+    assert dispatched.sent == [unlucky.pk]
+
+
+def test_a_refused_heatmap_write_is_retried_then_failed_readably(
+    fake_predictor: FakePredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    png = cv2.imencode(".png", np.full((64, 96), 200, np.uint8))[1].tobytes()
+    radiograph = RadiographFactory(image=ContentFile(png, name="x.png"), width=96, height=64)
+    before = (
+        set(default_storage.listdir("predictions")[1]) if default_storage.exists("predictions") else set()
+    )
+    saves = {"n": 0}
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        saves["n"] += 1
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FileSystemStorage, "_save", refuse)
+    tasks.classify_radiograph.apply(args=[radiograph.pk])
+
+    radiograph.refresh_from_db()
+    assert radiograph.status == Radiograph.Status.FAILED
+    assert radiograph.failure_message.startswith("The result could not be saved")
+    assert "No space" not in radiograph.failure_message  # the reason in words, not the OS error
+    assert saves["n"] == tasks.MAX_RETRIES + 1
+    assert not Prediction.objects.exists()
+    after = set(default_storage.listdir("predictions")[1]) if default_storage.exists("predictions") else set()
+    assert after == before
