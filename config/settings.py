@@ -443,10 +443,8 @@ CELERY_BEAT_SCHEDULE["check-drift"] = {
 }
 # Alerts go to every user in the admin role with an e-mail address, through Django's e-mail backend
 # (the console in development: `make run` prints them).
-EMAIL_BACKEND = env_str(
-    "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
-)
+_EMAIL_DEFAULT = "console" if DEBUG else "smtp"
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", f"django.core.mail.backends.{_EMAIL_DEFAULT}.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")

@@ -54,7 +54,9 @@ def send_shadow_predictions(radiograph_ids: Sequence[int]) -> bool:
     try:
         current_app.send_task(SHADOW_TASK, args=[list(radiograph_ids)], retry=False)
     except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
-        logger.warning("shadow work for %d radiograph(s) not sent: %s", len(radiograph_ids), exc.__class__.__name__)
+        logger.warning(
+            "shadow work for %d radiograph(s) not sent: %s", len(radiograph_ids), exc.__class__.__name__
+        )
         return False
     return True
 

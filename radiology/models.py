@@ -450,6 +450,12 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def update_or_create(self, *args: Any, **kwargs: Any) -> Any:
         raise AppendOnlyError("Audit events cannot be changed")
 
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+        events = list(objs)
+        with transaction.atomic(using=self.db):
+            seal_audit_events(events)
+            return super().bulk_create(events, *args, **kwargs)
+
 
 class AuditEvent(models.Model):
     class Action(models.TextChoices):
@@ -470,6 +476,12 @@ class AuditEvent(models.Model):
         RECORD_EDITED = "record.edited", "Record edited in the admin"
         TOKEN_CREATED = "token.created", "API token created"
         BATCH_SUBMITTED = "batch.submitted", "Batch submitted"
+        MODEL_REGISTERED = "model.registered", "Model version registered"
+        MODEL_STATUS_CHANGED = "model.status_changed", "Model version status changed"
+        MODEL_PROMOTION_REFUSED = "model.promotion_refused", "Model promotion refused"
+        RADIOGRAPH_NOT_ANALYSED = "radiograph.not_analysed", "Radiograph not analysed"
+        DRIFT_ALERT = "drift.alert", "Drift alert raised"
+        AUDIT_VERIFIED = "audit.verified", "Audit trail verified"
 
     # Nullable: the worker and the sweep act as "the system"; anonymous requests are denied access.
     actor = models.ForeignKey(
@@ -592,18 +604,6 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.state})"
-    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[AuditEvent]:
-        events = list(objs)
-        with transaction.atomic(using=self.db):
-            seal_audit_events(events)
-            return super().bulk_create(events, *args, **kwargs)
-
-        MODEL_REGISTERED = "model.registered", "Model version registered"
-        MODEL_STATUS_CHANGED = "model.status_changed", "Model version status changed"
-        MODEL_PROMOTION_REFUSED = "model.promotion_refused", "Model promotion refused"
-        RADIOGRAPH_NOT_ANALYSED = "radiograph.not_analysed", "Radiograph not analysed"
-        DRIFT_ALERT = "drift.alert", "Drift alert raised"
-        AUDIT_VERIFIED = "audit.verified", "Audit trail verified"
 
 
 def seal_audit_events(events: list[AuditEvent]) -> None:
@@ -615,7 +615,7 @@ def seal_audit_events(events: list[AuditEvent]) -> None:
 
 # Governance models (model registry, shadow predictions, monitoring, drift, audit chain head) are defined in
 # their own module; importing it here registers them with the radiology app.
-from radiology.governance.models import *  # noqa: E402, F403
+from radiology.governance.models import *  # noqa: E402, F403, I001
 
 
 # Hospital integration (DICOM arrivals, results sent to the PACS): radiology/dicomnet/models.py.

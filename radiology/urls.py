@@ -4,6 +4,7 @@ URL configuration: a new URL without an entry there fails the test."""
 from django.urls import path
 
 from radiology import views
+from radiology.governance import views as governance_views
 
 app_name = "radiology"
 
@@ -21,4 +22,10 @@ urlpatterns = [
     path("predictions/<int:pk>/heatmap/", views.heatmap_image, name="heatmap_image"),
     path("audit/", views.audit_dashboard, name="audit_dashboard"),
     path("audit/predictions.csv", views.prediction_export, name="prediction_export"),
+    path("audit/models/", governance_views.governance, name="governance"),
+    path("audit/models/promote/", governance_views.governance_promote, name="governance_promote"),
+    path("audit/models/rollback/", governance_views.governance_rollback, name="governance_rollback"),
+    path("audit/models/status/", governance_views.governance_status, name="governance_status"),
+    path("audit/models/alerts/<int:pk>/ack/", governance_views.drift_acknowledge, name="drift_acknowledge"),
+    path("audit/monitoring/", governance_views.governance_monitoring, name="governance_monitoring"),
 ]

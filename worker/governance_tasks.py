@@ -102,7 +102,9 @@ def metadata_refusal(radiograph: Radiograph, card: dict[str, Any]) -> Refusal | 
     )
 
 
-def distribution_refusals(predictor: Any, images: Sequence[np.ndarray], results: Sequence[Any]) -> list[Refusal | None]:
+def distribution_refusals(
+    predictor: Any, images: Sequence[np.ndarray], results: Sequence[Any]
+) -> list[Refusal | None]:
     """One entry per image: a refusal when its embedding lies beyond the card's OOD threshold.
 
     Uses the embedding the forward pass returned when the Predictor provides one, else ``embed()``;
@@ -166,7 +168,9 @@ def shadow_predict_batch(version: str, predictor: Any, radiograph_ids: Sequence[
             model_version=version, radiograph_id__in=radiograph_ids
         ).values_list("radiograph_id", flat=True)
     )
-    for radiograph in Radiograph.objects.filter(pk__in=radiograph_ids).select_related("study__patient").order_by("pk"):
+    for radiograph in (
+        Radiograph.objects.filter(pk__in=radiograph_ids).select_related("study__patient").order_by("pk")
+    ):
         if radiograph.pk in done:
             continue
         refusal = metadata_refusal(radiograph, card)
@@ -190,9 +194,13 @@ def shadow_predict_batch(version: str, predictor: Any, radiograph_ids: Sequence[
                 continue
             results.append(
                 governance_services.ShadowResult(
-                    pk, prediction.probability, prediction.label, getattr(prediction, "band", "") or "",
-                    _boxes(prediction), per_image_ms,
-                )  # fmt: skip
+                    pk,
+                    prediction.probability,
+                    prediction.label,
+                    getattr(prediction, "band", "") or "",
+                    _boxes(prediction),
+                    per_image_ms,
+                )
             )
     points = getattr(predictor, "thresholds", None)
     return governance_services.shadow_predictions_store(
@@ -205,7 +213,12 @@ def shadow_predict_batch(version: str, predictor: Any, radiograph_ids: Sequence[
     )
 
 
-@app.task(name="worker.governance_tasks.shadow_predict", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name="worker.governance_tasks.shadow_predict",
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
 def shadow_predict(radiograph_ids: list[int]) -> int:
     """Every shadow version reads the radiographs the active version has just read (own queue)."""
     stored = 0

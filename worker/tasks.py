@@ -26,9 +26,9 @@ from classifier.explain import heatmap_to_stored_png
 from classifier.predict import Predictor
 from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import services
-from radiology.model_artifact import check_model_artifact, configured_model_path
-from radiology.models import Radiograph
 from radiology.governance import services as governance_services
+from radiology.model_artifact import check_model_artifact
+from radiology.models import Radiograph
 from worker import governance_tasks
 from worker.celery import app
 
@@ -205,7 +205,8 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
 
     work: list[_Work] = []
     card = governance_tasks.card_of(predictor)
-    for radiograph in Radiograph.objects.filter(pk__in=radiograph_ids).select_related("study__patient").order_by("pk"):
+    radiographs = Radiograph.objects.filter(pk__in=radiograph_ids).select_related("study__patient")
+    for radiograph in radiographs.order_by("pk"):
         refusal = governance_tasks.metadata_refusal(radiograph, card)
         if refusal is not None:  # outside the intended use: no verdict, the reason instead
             governance_services.radiograph_mark_not_analysed(

@@ -149,50 +149,106 @@ def verify_chain(*, chunk: int = 20_000) -> ChainReport:
     expected_sequence, prev = 1, GENESIS
     checked = 0
     for row in _rows(chunk):
-        (pk, sequence, created_at, actor_id, actor_name, action, target_type, target_id, details,
-         client_ip, prev_hash, stored_hash) = row  # fmt: skip
+        (
+            pk,
+            sequence,
+            created_at,
+            actor_id,
+            actor_name,
+            action,
+            target_type,
+            target_id,
+            details,
+            client_ip,
+            prev_hash,
+            stored_hash,
+        ) = row
         if sequence is None:
-            return ChainReport(False, checked, head_sequence, head_hash, None, pk,
-                               f"event {pk} is not part of the chain (inserted behind the application's back)")  # fmt: skip
+            return ChainReport(
+                False,
+                checked,
+                head_sequence,
+                head_hash,
+                None,
+                pk,
+                f"event {pk} is not part of the chain (inserted behind the application's back)",
+            )
         if sequence != expected_sequence:
-            return ChainReport(False, checked, head_sequence, head_hash, expected_sequence, pk,
-                               f"events {expected_sequence}..{sequence - 1} are missing (deleted)")  # fmt: skip
+            return ChainReport(
+                False,
+                checked,
+                head_sequence,
+                head_hash,
+                expected_sequence,
+                pk,
+                f"events {expected_sequence}..{sequence - 1} are missing (deleted)",
+            )
         if prev_hash != prev:
-            return ChainReport(False, checked, head_sequence, head_hash, sequence, pk,
-                               f"event {sequence} does not point at its predecessor's hash")  # fmt: skip
+            return ChainReport(
+                False,
+                checked,
+                head_sequence,
+                head_hash,
+                sequence,
+                pk,
+                f"event {sequence} does not point at its predecessor's hash",
+            )
         if isinstance(details, str):  # some backends hand JSON back as text in values_list
             details = json.loads(details)
         content = event_content(
-            sequence=sequence, created_at=created_at, actor_id=actor_id, actor_name=actor_name,
-            action=action, target_type=target_type, target_id=target_id, details=details,
+            sequence=sequence,
+            created_at=created_at,
+            actor_id=actor_id,
+            actor_name=actor_name,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            details=details,
             client_ip=client_ip,
-        )  # fmt: skip
+        )
         if link_hash(prev, content) != stored_hash:
-            return ChainReport(False, checked, head_sequence, head_hash, sequence, pk,
-                               f"event {sequence} was changed after it was written")  # fmt: skip
+            return ChainReport(
+                False,
+                checked,
+                head_sequence,
+                head_hash,
+                sequence,
+                pk,
+                f"event {sequence} was changed after it was written",
+            )
         prev = stored_hash
         expected_sequence += 1
         checked += 1
     if checked != head_sequence or prev != head_hash:
-        return ChainReport(False, checked, head_sequence, head_hash, checked + 1, None,
-                           f"the chain ends at event {checked} but its head says {head_sequence}: "
-                           "the last events were deleted")  # fmt: skip
+        return ChainReport(
+            False,
+            checked,
+            head_sequence,
+            head_hash,
+            checked + 1,
+            None,
+            f"the chain ends at event {checked} but its head says {head_sequence}: "
+            "the last events were deleted",
+        )
     return ChainReport(True, checked, head_sequence, head_hash)
 
 
 def backfill(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, int, str, str]]:
     """(id, sequence, prev_hash, hash) for events written before the chain existed, in id order."""
-    prev, sequence = GENESIS, 0
-    for row in rows:
-        sequence += 1
+    prev = GENESIS
+    for sequence, row in enumerate(rows, start=1):
         details = canonical_details(row["details"])
         content = event_content(
-            sequence=sequence, created_at=row["created_at"], actor_id=row["actor_id"],
-            actor_name=row["actor_name"], action=row["action"], target_type=row["target_type"],
-            target_id=row["target_id"], details=details, client_ip=row["client_ip"],
-        )  # fmt: skip
+            sequence=sequence,
+            created_at=row["created_at"],
+            actor_id=row["actor_id"],
+            actor_name=row["actor_name"],
+            action=row["action"],
+            target_type=row["target_type"],
+            target_id=row["target_id"],
+            details=details,
+            client_ip=row["client_ip"],
+        )
         new = link_hash(prev, content)
         yield row["id"], sequence, prev, new
         prev = new
-
-

@@ -43,7 +43,15 @@ class Score:
 
 def version_scores(version: str, radiograph_ids: set[int] | None = None) -> dict[int, Score]:
     """Every score ``version`` gave, visible (Prediction) or shadow, by radiograph."""
-    fields = ("radiograph_id", "probability", "label", "band", "threshold", "threshold_sensitive", "threshold_specific")
+    fields = (
+        "radiograph_id",
+        "probability",
+        "label",
+        "band",
+        "threshold",
+        "threshold_sensitive",
+        "threshold_specific",
+    )
     scores: dict[int, Score] = {}
     for model in (ShadowPrediction, Prediction):
         rows = model.objects.filter(model_version=version)
@@ -143,11 +151,17 @@ def _points(y: np.ndarray, scores: list[Score]) -> list[OperatingPoint]:
         shown = float(t[0]) if np.all(t == t[0]) else None
         out.append(
             OperatingPoint(
-                name, shown,
-                tp / (tp + fn) if tp + fn else None, wilson(tp, tp + fn),
-                tn / (tn + fp) if tn + fp else None, wilson(tn, tn + fp),
-                tp, fn, tn, fp,
-            )  # fmt: skip
+                name,
+                shown,
+                tp / (tp + fn) if tp + fn else None,
+                wilson(tp, tp + fn),
+                tn / (tn + fp) if tn + fp else None,
+                wilson(tn, tn + fp),
+                tp,
+                fn,
+                tn,
+                fp,
+            )
         )
     return out
 
@@ -169,7 +183,7 @@ def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Com
         key = _cache_key(active, shadow)
         cached = cache.get(key)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
     reference = reference_labels()
     ids = set(reference)
     a_scores, s_scores = version_scores(active, ids), version_scores(shadow, ids)
@@ -188,7 +202,11 @@ def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Com
     )
     if both:
         comparison.paired_auc = paired_auc_difference(
-            y, [x.probability for x in a], [x.probability for x in s], studies, replicates=BOOTSTRAP_REPLICATES
+            y,
+            [x.probability for x in a],
+            [x.probability for x in s],
+            studies,
+            replicates=BOOTSTRAP_REPLICATES,
         )
         for version, scores, auc in (
             (active, a, comparison.paired_auc.auc_a),
@@ -208,9 +226,14 @@ def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Com
         comparison.band_agreement_ci = wilson(same, len(both))
         disagreements = [
             Disagreement(
-                pk, reference[pk][1], Label.FRACTURED if reference[pk][0] else Label.NOT_FRACTURED,
-                x.probability, x.band, z.probability, z.band,
-            )  # fmt: skip
+                pk,
+                reference[pk][1],
+                Label.FRACTURED if reference[pk][0] else Label.NOT_FRACTURED,
+                x.probability,
+                x.band,
+                z.probability,
+                z.band,
+            )
             for pk, x, z in zip(both, a, s, strict=True)
             if x.label != z.label
         ]

@@ -38,14 +38,6 @@ def site_name(manufacturer: str | None, model: str | None, station: str | None) 
     return " / ".join(parts) if parts else "unknown device (no DICOM header)"
 
 
-def _sites() -> dict[str, Any]:
-    return {
-        "manufacturer": KT("dicom_attributes__Manufacturer"),
-        "device_model": KT("dicom_attributes__ManufacturerModelName"),
-        "station": KT("dicom_attributes__StationName"),
-    }
-
-
 @dataclass(frozen=True)
 class Finding:
     site: str
@@ -72,7 +64,11 @@ def drift_findings(*, version: ModelVersion, start: dt.datetime, end: dt.datetim
     psi_max = settings.GOVERNANCE_DRIFT_PSI_THRESHOLD
     share_max = settings.GOVERNANCE_DRIFT_NOT_ANALYSED_MAX
     minimum = settings.GOVERNANCE_DRIFT_MIN_SAMPLE
-    radiographs = Radiograph.objects.filter(created_at__gte=start, created_at__lt=end).annotate(**_sites())
+    radiographs = Radiograph.objects.filter(created_at__gte=start, created_at__lt=end).annotate(
+        manufacturer=KT("dicom_attributes__Manufacturer"),
+        device_model=KT("dicom_attributes__ManufacturerModelName"),
+        station=KT("dicom_attributes__StationName"),
+    )
     site_of: dict[int, str] = {}
     status_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for pk, status, manufacturer, model, station in radiographs.values_list(
@@ -82,22 +78,26 @@ def drift_findings(*, version: ModelVersion, start: dt.datetime, end: dt.datetim
         site_of[pk] = site
         status_counts[site][status] += 1
         status_counts[site]["total"] += 1
-    refused = defaultdict(int)
+    refused: dict[str, int] = defaultdict(int)
     for radiograph_id in GuardrailRefusal.objects.filter(
         model_version=version.version, radiograph_id__in=list(site_of)
     ).values_list("radiograph_id", flat=True):
         refused[site_of[radiograph_id]] += 1
 
     scores: dict[str, list[float]] = defaultdict(list)
-    for radiograph_id, probability in Prediction.objects.filter(
-        model_version=version.version, radiograph_id__in=list(site_of)
-    ).values_list("radiograph_id", "probability").iterator(chunk_size=5000):
+    for radiograph_id, probability in (
+        Prediction.objects.filter(model_version=version.version, radiograph_id__in=list(site_of))
+        .values_list("radiograph_id", "probability")
+        .iterator(chunk_size=5000)
+    ):
         scores[site_of[radiograph_id]].append(probability)
     intensity: dict[str, list[list[float]]] = defaultdict(list)
     sizes: dict[str, list[int]] = defaultdict(list)
-    for radiograph_id, long_side, histogram in RadiographInputStats.objects.filter(
-        radiograph_id__in=list(site_of)
-    ).values_list("radiograph_id", "long_side", "intensity_histogram").iterator(chunk_size=5000):
+    for radiograph_id, long_side, histogram in (
+        RadiographInputStats.objects.filter(radiograph_id__in=list(site_of))
+        .values_list("radiograph_id", "long_side", "intensity_histogram")
+        .iterator(chunk_size=5000)
+    ):
         intensity[site_of[radiograph_id]].append(histogram)
         sizes[site_of[radiograph_id]].append(long_side)
 
@@ -147,14 +147,25 @@ def drift_check(*, now: dt.datetime) -> list[DriftAlert]:
             ).exists():
                 continue
             alert = DriftAlert.objects.create(
-                model_version=version.version, site=f.site[:200], statistic=f.statistic, value=f.value,
-                threshold=f.threshold, window_start=start, window_end=now, sample_size=f.sample_size,
+                model_version=version.version,
+                site=f.site[:200],
+                statistic=f.statistic,
+                value=f.value,
+                threshold=f.threshold,
+                window_start=start,
+                window_end=now,
+                sample_size=f.sample_size,
                 details=f.details,
-            )  # fmt: skip
+            )
             audit_record(
                 action=AuditEvent.Action.DRIFT_ALERT,
                 target=alert,
-                details={"site": f.site, "statistic": f.statistic, "value": round(f.value, 4), "threshold": f.threshold},
+                details={
+                    "site": f.site,
+                    "statistic": f.statistic,
+                    "value": round(f.value, 4),
+                    "threshold": f.threshold,
+                },
             )
             alerts.append(alert)
     if alerts:

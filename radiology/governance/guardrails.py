@@ -61,7 +61,7 @@ def check_modality(modality: str, card: Mapping[str, Any]) -> Refusal | None:
     what = MODALITY_NAMES.get(modality, f"modality {modality}")
     return Refusal(
         "modality",
-        f"Not analysed: this is {what}; the model reads plain radiographs only ({', '.join(allowed)}).",
+        f"This is {what}; the model reads plain radiographs only ({', '.join(allowed)}).",
         {"modality": modality, "allowed": allowed},
     )
 
@@ -74,7 +74,7 @@ def check_body_region(region: str, card: Mapping[str, Any]) -> Refusal | None:
         return None
     return Refusal(
         "body_region",
-        f"Not analysed: the model was not trained on the {region}; it was trained on {', '.join(regions)}.",
+        f"The model was not trained on the {region}; it was trained on {', '.join(regions)}.",
         {"body_region": region, "trained_regions": list(regions)},
     )
 
@@ -92,7 +92,7 @@ def check_age(date_of_birth: dt.date | None, on: dt.date, card: Mapping[str, Any
         return None
     return Refusal(
         "age",
-        f"Not analysed: the patient is {age} years old; the model was validated from {int(minimum)} years "
+        f"The patient is {age} years old; the model was validated from {int(minimum)} years "
         "(children's growth plates and fracture patterns differ).",
         {"age_years": age, "min_age_years": int(minimum)},
     )
@@ -124,7 +124,7 @@ def check_distribution(distance: float, ood: Mapping[str, Any]) -> Refusal | Non
         return None
     return Refusal(
         "out_of_distribution",
-        "Not analysed: this image is unlike the radiographs the model was trained on (it may not be a "
+        "This image is unlike the radiographs the model was trained on (it may not be a "
         "radiograph, or the view, processing or device is unfamiliar). Read it without the model.",
         {"distance": round(float(distance), 4), "threshold": threshold},
     )

@@ -15,12 +15,17 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q, QuerySet, Sum
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTextTransform
 
 from radiology.governance.comparison import reference_labels
 from radiology.governance.guardrails import age_in_years
 from radiology.governance.models import MonitoringBin, MonitoringCell, ShadowPrediction
-from radiology.governance.stats import ReliabilityBin, expected_calibration_error, reliability_from_sums, wilson
+from radiology.governance.stats import (
+    ReliabilityBin,
+    expected_calibration_error,
+    reliability_from_sums,
+    wilson,
+)
 from radiology.models import Label, Prediction
 
 BINS = 10
@@ -44,14 +49,24 @@ def age_band(born: dt.date | None, on: dt.date) -> str:
 def _prediction_rows(model: Any) -> Iterator[tuple[Any, ...]]:
     prefix = "radiograph__"
     queryset = model.objects.annotate(
-        manufacturer=KT(f"{prefix}dicom_attributes__Manufacturer"),
-        device_model=KT(f"{prefix}dicom_attributes__ManufacturerModelName"),
-        station=KT(f"{prefix}dicom_attributes__StationName"),
+        # KeyTextTransform, not KT(): KT would read "radiograph" as the JSON field and the rest as keys.
+        manufacturer=KeyTextTransform("Manufacturer", f"{prefix}dicom_attributes"),
+        device_model=KeyTextTransform("ManufacturerModelName", f"{prefix}dicom_attributes"),
+        station=KeyTextTransform("StationName", f"{prefix}dicom_attributes"),
     ).values_list(
-        "model_version", "probability", "label", "radiograph_id",
-        f"{prefix}study__body_region", f"{prefix}study__patient__date_of_birth", f"{prefix}study__patient__sex",
-        f"{prefix}study__study_date", f"{prefix}created_at", "manufacturer", "device_model", "station",
-    )  # fmt: skip
+        "model_version",
+        "probability",
+        "label",
+        "radiograph_id",
+        f"{prefix}study__body_region",
+        f"{prefix}study__patient__date_of_birth",
+        f"{prefix}study__patient__sex",
+        f"{prefix}study__study_date",
+        f"{prefix}created_at",
+        "manufacturer",
+        "device_model",
+        "station",
+    )
     yield from queryset.iterator(chunk_size=5000)
 
 
@@ -61,13 +76,31 @@ def monitoring_refresh() -> int:
     cells: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 7)
     bins: dict[tuple[Any, ...], list[list[float]]] = defaultdict(lambda: [[0, 0.0, 0] for _ in range(BINS)])
     for model in (Prediction, ShadowPrediction):
-        for (version, probability, label, radiograph_id, region, born, sex, study_date, created, manufacturer,
-             device_model, station) in _prediction_rows(model):  # fmt: skip
+        for (
+            version,
+            probability,
+            label,
+            radiograph_id,
+            region,
+            born,
+            sex,
+            study_date,
+            created,
+            manufacturer,
+            device_model,
+            station,
+        ) in _prediction_rows(model):
             on = study_date or created.date()
             key = (
-                version, region, age_band(born, on), sex or "U",
-                (manufacturer or "")[:64], (device_model or "")[:64], (station or "")[:64], on.replace(day=1),
-            )  # fmt: skip
+                version,
+                region,
+                age_band(born, on),
+                sex or "U",
+                (manufacturer or "")[:64],
+                (device_model or "")[:64],
+                (station or "")[:64],
+                on.replace(day=1),
+            )
             counts = cells[key]
             counts[0] += 1
             truth = reference.get(radiograph_id)
@@ -87,10 +120,22 @@ def monitoring_refresh() -> int:
         created_cells = MonitoringCell.objects.bulk_create(
             [
                 MonitoringCell(
-                    model_version=k[0], body_region=k[1], age_band=k[2], sex=k[3], manufacturer=k[4],
-                    device_model=k[5], station=k[6], month=k[7], predictions=c[0], reviewed=c[1],
-                    tp=c[2], fp=c[3], tn=c[4], fn=c[5], adjudicated=c[6],
-                )  # fmt: skip
+                    model_version=k[0],
+                    body_region=k[1],
+                    age_band=k[2],
+                    sex=k[3],
+                    manufacturer=k[4],
+                    device_model=k[5],
+                    station=k[6],
+                    month=k[7],
+                    predictions=c[0],
+                    reviewed=c[1],
+                    tp=c[2],
+                    fp=c[3],
+                    tn=c[4],
+                    fn=c[5],
+                    adjudicated=c[6],
+                )
                 for k, c in cells.items()
             ],
             batch_size=2000,
@@ -140,12 +185,19 @@ def monitoring_table(*, by: str, filters: dict[str, Any] | None = None) -> list[
     totals = (
         cells.values("model_version", *dims)
         .annotate(
-            n=Sum("predictions"), r=Sum("reviewed"), a=Sum("adjudicated"),
-            tp=Sum("tp"), fp=Sum("fp"), tn=Sum("tn"), fn=Sum("fn"),
-        )  # fmt: skip
+            n=Sum("predictions"),
+            r=Sum("reviewed"),
+            a=Sum("adjudicated"),
+            tp=Sum("tp"),
+            fp=Sum("fp"),
+            tn=Sum("tn"),
+            fn=Sum("fn"),
+        )
         .order_by("model_version", *dims)
     )
-    calibration: dict[tuple[Any, ...], list[list[float]]] = defaultdict(lambda: [[0, 0.0, 0] for _ in range(BINS)])
+    calibration: dict[tuple[Any, ...], list[list[float]]] = defaultdict(
+        lambda: [[0, 0.0, 0] for _ in range(BINS)]
+    )
     for row in (
         MonitoringBin.objects.filter(cell__in=cells)
         .values(*[f"cell__{d}" for d in ("model_version", *dims)], "bin")
@@ -163,12 +215,19 @@ def monitoring_table(*, by: str, filters: dict[str, Any] | None = None) -> list[
             ece = expected_calibration_error(reliability_from_sums(*zip(*sums, strict=True)))
         rows.append(
             MonitoringRow(
-                t["model_version"], key[1:], t["n"], t["r"], t["a"],
-                tp / (tp + fn) if tp + fn else None, wilson(tp, tp + fn),
-                tn / (tn + fp) if tn + fp else None, wilson(tn, tn + fp),
-                (tp + tn) / t["r"] if t["r"] else None, wilson(tp + tn, t["r"]),
+                t["model_version"],
+                key[1:],
+                t["n"],
+                t["r"],
+                t["a"],
+                tp / (tp + fn) if tp + fn else None,
+                wilson(tp, tp + fn),
+                tn / (tn + fp) if tn + fp else None,
+                wilson(tn, tn + fp),
+                (tp + tn) / t["r"] if t["r"] else None,
+                wilson(tp + tn, t["r"]),
                 ece,
-            )  # fmt: skip
+            )
         )
     return rows
 
@@ -182,12 +241,16 @@ def monitoring_reliability(*, filters: dict[str, Any] | None = None) -> dict[str
         .annotate(n=Sum("n"), p=Sum("sum_probability"), y=Sum("positives"))
     ):
         sums[row["cell__model_version"]][row["bin"]] = [row["n"], row["p"], row["y"]]
-    return {version: reliability_from_sums(*zip(*bins, strict=True)) for version, bins in sorted(sums.items())}
+    return {
+        version: reliability_from_sums(*zip(*bins, strict=True)) for version, bins in sorted(sums.items())
+    }
 
 
 def monitoring_choices() -> dict[str, list[Any]]:
     cells = MonitoringCell.objects.all()
     return {
-        "model_version": list(cells.values_list("model_version", flat=True).distinct().order_by("model_version")),
+        "model_version": list(
+            cells.values_list("model_version", flat=True).distinct().order_by("model_version")
+        ),
         "month": list(cells.values_list("month", flat=True).distinct().order_by("-month")),
     }

@@ -71,7 +71,9 @@ def model_version_register(
     model_file, card, checksum = validate_artifact(path)
     version = str(card["version"])
     if status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.SHADOW, ModelVersion.Status.ACTIVE):
-        raise RegistryError("invalid_status", f"a new version can be candidate, shadow or active, not {status!r}")
+        raise RegistryError(
+            "invalid_status", f"a new version can be candidate, shadow or active, not {status!r}"
+        )
     with transaction.atomic():
         existing = ModelVersion.objects.select_for_update().filter(version=version).first()
         if existing is not None:
@@ -85,7 +87,8 @@ def model_version_register(
         now = timezone.now()
         if status == ModelVersion.Status.ACTIVE and ModelVersion.objects.filter(status=status).exists():
             raise RegistryError(
-                "active_exists", "a version is already active: register as shadow and promote it through the gate"
+                "active_exists",
+                "a version is already active: register as shadow and promote it through the gate",
             )
         try:
             model_version = ModelVersion.objects.create(
@@ -100,12 +103,19 @@ def model_version_register(
                 activated_at=now if status == ModelVersion.Status.ACTIVE else None,
             )
         except IntegrityError:
-            raise RegistryError("conflict", "another registration of this version or an activation won the race") from None
+            raise RegistryError(
+                "conflict", "another registration of this version or an activation won the race"
+            ) from None
         audit_record(
             action=AuditEvent.Action.MODEL_REGISTERED,
             actor=actor,
             target=model_version,
-            details={"version": version, "sha256": checksum, "path": model_version.artifact_path, "status": status},
+            details={
+                "version": version,
+                "sha256": checksum,
+                "path": model_version.artifact_path,
+                "status": status,
+            },
         )
     return model_version
 
@@ -139,7 +149,12 @@ def _person(actor: Any) -> Any:
 
 
 def _set_status(
-    model_version: ModelVersion, status: str, *, actor: Any, reason: str, details: dict[str, Any] | None = None
+    model_version: ModelVersion,
+    status: str,
+    *,
+    actor: Any,
+    reason: str,
+    details: dict[str, Any] | None = None,
 ) -> None:
     previous = model_version.status
     now = timezone.now()
@@ -156,7 +171,13 @@ def _set_status(
         action=AuditEvent.Action.MODEL_STATUS_CHANGED,
         actor=actor,
         target=model_version,
-        details={"version": model_version.version, "from": previous, "to": status, "reason": reason, **(details or {})},
+        details={
+            "version": model_version.version,
+            "from": previous,
+            "to": status,
+            "reason": reason,
+            **(details or {}),
+        },
     )
 
 
@@ -176,7 +197,9 @@ def model_version_set_status(*, version: str, status: str, actor: Any, reason: s
     with transaction.atomic():
         model_version = _locked(version)
         if model_version.status == ModelVersion.Status.ACTIVE:
-            raise RegistryError("is_active", "the active version is replaced by promoting another, not retired")
+            raise RegistryError(
+                "is_active", "the active version is replaced by promoting another, not retired"
+            )
         if model_version.status != status:
             _set_status(model_version, status, actor=actor, reason=reason)
     return model_version
@@ -256,9 +279,19 @@ def model_version_promote(*, version: str, actor: Any, justification: str) -> Mo
                 "margin": decision.margin,
             }
             if active is not None:
-                _set_status(active, ModelVersion.Status.RETIRED, actor=actor, reason=f"replaced by {version}: {justification}")
-            _set_status(candidate, ModelVersion.Status.ACTIVE, actor=actor, reason=justification,
-                        details={"gate": gate, "replaces": active.version if active else None})  # fmt: skip
+                _set_status(
+                    active,
+                    ModelVersion.Status.RETIRED,
+                    actor=actor,
+                    reason=f"replaced by {version}: {justification}",
+                )
+            _set_status(
+                candidate,
+                ModelVersion.Status.ACTIVE,
+                actor=actor,
+                reason=justification,
+                details={"gate": gate, "replaces": active.version if active else None},
+            )
     if refused is not None:
         # Its own transaction: the refusal is evidence, kept although nothing else changed.
         audit_record(
@@ -273,7 +306,8 @@ def model_version_promote(*, version: str, actor: Any, justification: str) -> Mo
 
 def model_version_rollback(*, actor: Any, justification: str) -> ModelVersion:
     """One action: the version active before the current one becomes active again; the current one goes
-    back to shadow (its evidence keeps accumulating). No gate: going back to a known state is always allowed."""
+    back to shadow (its evidence keeps accumulating). No gate: going back to a known state is always
+    allowed."""
     justification = _require_reason(justification)
     with transaction.atomic():
         current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
@@ -286,7 +320,14 @@ def model_version_rollback(*, actor: Any, justification: str) -> ModelVersion:
         if previous is None:
             raise RegistryError("nothing_to_roll_back", "no previously active version to go back to")
         if current is not None:
-            _set_status(current, ModelVersion.Status.SHADOW, actor=actor, reason=f"rolled back: {justification}")
-        _set_status(previous, ModelVersion.Status.ACTIVE, actor=actor, reason=f"rollback: {justification}",
-                    details={"rollback_from": current.version if current else None})  # fmt: skip
+            _set_status(
+                current, ModelVersion.Status.SHADOW, actor=actor, reason=f"rolled back: {justification}"
+            )
+        _set_status(
+            previous,
+            ModelVersion.Status.ACTIVE,
+            actor=actor,
+            reason=f"rollback: {justification}",
+            details={"rollback_from": current.version if current else None},
+        )
     return previous

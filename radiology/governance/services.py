@@ -85,7 +85,11 @@ def shadow_predictions_store(
         GuardrailRefusal.objects.bulk_create(
             [
                 GuardrailRefusal(
-                    radiograph_id=pk, model_version=model_version, code=r.code, reason=r.reason, details=r.details
+                    radiograph_id=pk,
+                    model_version=model_version,
+                    code=r.code,
+                    reason=r.reason,
+                    details=r.details,
                 )
                 for pk, r in refusals
             ],
@@ -102,7 +106,9 @@ def input_statistics(pixels: np.ndarray) -> tuple[int, float, list[float]]:
 
     Every fourth pixel in each direction: the histogram of a 3000 x 2500 radiograph in ~1 ms."""
     sample = np.asarray(pixels)[::4, ::4]
-    counts = np.bincount((sample.ravel() // (256 // HISTOGRAM_BINS)).astype(np.int64), minlength=HISTOGRAM_BINS)
+    counts = np.bincount(
+        (sample.ravel() // (256 // HISTOGRAM_BINS)).astype(np.int64), minlength=HISTOGRAM_BINS
+    )
     total = max(int(counts.sum()), 1)
     return int(max(pixels.shape[:2])), float(sample.mean()), [round(float(c) / total, 6) for c in counts]
 
@@ -114,7 +120,10 @@ def input_stats_store(*, stats: Sequence[tuple[int, np.ndarray]]) -> None:
         long_side, mean, histogram = input_statistics(pixels)
         rows.append(
             RadiographInputStats(
-                radiograph_id=radiograph_id, long_side=long_side, mean_intensity=mean, intensity_histogram=histogram
+                radiograph_id=radiograph_id,
+                long_side=long_side,
+                mean_intensity=mean,
+                intensity_histogram=histogram,
             )
         )
     RadiographInputStats.objects.bulk_create(rows, ignore_conflicts=True)

@@ -93,11 +93,18 @@ def paired_auc_difference(
         difference = auc_b(weights) - auc_a(weights)
         if not math.isnan(difference):
             differences.append(difference)
-    low, high = (np.percentile(differences, [2.5, 97.5]) if differences else (float("nan"),) * 2)
+    low, high = np.percentile(differences, [2.5, 97.5]) if differences else (float("nan"),) * 2
     return PairedAuc(
-        len(y), int(y.sum()), n_clusters, point_a, point_b, point_b - point_a, float(low), float(high),
+        len(y),
+        int(y.sum()),
+        n_clusters,
+        point_a,
+        point_b,
+        point_b - point_a,
+        float(low),
+        float(high),
         len(differences),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -123,18 +130,24 @@ def reliability(
 
 
 def reliability_from_sums(
-    counts: Sequence[float] | np.ndarray, sum_p: Sequence[float] | np.ndarray, positives: Sequence[float] | np.ndarray
+    counts: Sequence[float] | np.ndarray,
+    sum_p: Sequence[float] | np.ndarray,
+    positives: Sequence[float] | np.ndarray,
 ) -> list[ReliabilityBin]:
     bins = len(counts)
     out = []
     for i in range(bins):
         n = int(counts[i])
-        k = int(round(float(positives[i])))
+        k = round(float(positives[i]))
         out.append(
             ReliabilityBin(
-                i / bins, (i + 1) / bins, n,
-                float(sum_p[i]) / n if n else None, k / n if n else None, wilson(k, n),
-            )  # fmt: skip
+                i / bins,
+                (i + 1) / bins,
+                n,
+                float(sum_p[i]) / n if n else None,
+                k / n if n else None,
+                wilson(k, n),
+            )
         )
     return out
 
@@ -143,9 +156,7 @@ def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float | None:
     total = sum(b.n for b in bins)
     if not total:
         return None
-    return sum(
-        b.n / total * abs((b.mean_probability or 0.0) - (b.observed or 0.0)) for b in bins if b.n
-    )
+    return sum(b.n / total * abs((b.mean_probability or 0.0) - (b.observed or 0.0)) for b in bins if b.n)
 
 
 PSI_FLOOR = 1e-4  # an empty bin on either side would make the index infinite

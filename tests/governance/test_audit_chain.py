@@ -3,6 +3,7 @@ application's back (raw SQL) are found and the first broken link is named."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from io import StringIO
 from pathlib import Path
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _events(n: int) -> list[AuditEvent]:
-    events = [services.audit_record(action=AuditEvent.Action.EXPORT, details={"i": i, "p": 0.1 * i}) for i in range(n)]
+    events = [
+        services.audit_record(action=AuditEvent.Action.EXPORT, details={"i": i, "p": 0.1 * i})
+        for i in range(n)
+    ]
     AuditEvent.objects.bulk_create(
         [services.audit_event(action=AuditEvent.Action.LOGIN_FAILED, details={"bulk": j}) for j in range(3)]
     )
@@ -42,7 +46,7 @@ def test_events_are_chained_in_order() -> None:
     events = list(AuditEvent.objects.order_by("sequence"))
     assert [e.sequence for e in events] == list(range(1, 8))
     assert events[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
     head = AuditChainHead.objects.get()
     assert (head.sequence, head.hash) == (7, events[-1].hash)
     report = verify_chain()
@@ -51,7 +55,10 @@ def test_events_are_chained_in_order() -> None:
 
 def test_an_edit_made_with_raw_sql_is_found() -> None:
     events = _events(5)
-    _raw("UPDATE radiology_auditevent SET details = %s WHERE id = %s", [json.dumps({"i": 99, "p": 0.2}), events[2].pk])
+    _raw(
+        "UPDATE radiology_auditevent SET details = %s WHERE id = %s",
+        [json.dumps({"i": 99, "p": 0.2}), events[2].pk],
+    )
     report = verify_chain()
     assert not report.ok
     assert report.broken_sequence == 3 and report.broken_event_id == events[2].pk
@@ -99,7 +106,9 @@ def test_verify_audit_names_the_first_broken_link() -> None:
 def test_export_writes_the_period_with_the_chain_head(tmp_path: Path) -> None:
     _events(2)
     out = tmp_path / "audit.jsonl"
-    call_command("export_audit", "--start", "2000-01-01", "--end", "2100-01-01", "--out", str(out), stdout=StringIO())
+    call_command(
+        "export_audit", "--start", "2000-01-01", "--end", "2100-01-01", "--out", str(out), stdout=StringIO()
+    )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     *records, trailer = lines
     assert [r["sequence"] for r in records] == [1, 2, 3, 4, 5]

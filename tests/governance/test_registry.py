@@ -56,7 +56,7 @@ def test_register_model_refuses_a_corrupt_archive(tiny_model_dir: Path, tmp_path
     data = bytearray((broken / "model.keras").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (broken / "model.keras").write_bytes(bytes(data))
-    with pytest.raises(CommandError, match="damaged|not a .keras"):
+    with pytest.raises(CommandError, match=r"damaged|not a \.keras"):
         call_command("register_model", str(broken))
     assert not ModelVersion.objects.exists()
 
@@ -87,22 +87,34 @@ def _reviewed_cases(n: int, *, active_good: bool, shadow_good: bool, seed: int =
     studies = [StudyFactory() for _ in range(max(1, n // 2))]
     for i in range(n):
         truth = i % 2 == 0
-        def score(good: bool) -> float:
+
+        def score(good: bool, truth: bool = truth) -> float:
             base = (0.75 if truth else 0.25) if good else 0.5
             return float(np.clip(base + rng.normal(0, 0.12 if good else 0.25), 0.01, 0.99))
+
         radiograph = RadiographFactory(study=studies[i // 2], status="predicted")
         a, s = score(active_good), score(shadow_good)
         prediction = PredictionFactory(
-            radiograph=radiograph, model_version="tiny-test", probability=a,
+            radiograph=radiograph,
+            model_version="tiny-test",
+            probability=a,
             label=Label.FRACTURED if a >= 0.5 else Label.NOT_FRACTURED,
-        )  # fmt: skip
-        ReviewFactory(prediction=prediction, final_label=Label.FRACTURED if truth else Label.NOT_FRACTURED,
-                      decision="confirm" if (a >= 0.5) == truth else "override",
-                      reason_code="" if (a >= 0.5) == truth else "other")  # fmt: skip
+        )
+        ReviewFactory(
+            prediction=prediction,
+            final_label=Label.FRACTURED if truth else Label.NOT_FRACTURED,
+            decision="confirm" if (a >= 0.5) == truth else "override",
+            reason_code="" if (a >= 0.5) == truth else "other",
+        )
         ShadowPrediction.objects.create(
-            radiograph=radiograph, model_version="tiny-shadow", probability=s,
-            label=Label.FRACTURED if s >= 0.5 else Label.NOT_FRACTURED, band="", threshold=0.5, inference_ms=1.0,
-        )  # fmt: skip
+            radiograph=radiograph,
+            model_version="tiny-shadow",
+            probability=s,
+            label=Label.FRACTURED if s >= 0.5 else Label.NOT_FRACTURED,
+            band="",
+            threshold=0.5,
+            inference_ms=1.0,
+        )
 
 
 @pytest.fixture
@@ -121,7 +133,9 @@ def test_promotion_needs_a_justification(versions: Any, admin: Any) -> None:
 def test_promotion_is_refused_with_too_few_reviewed_cases(versions: Any, admin: Any, settings: Any) -> None:
     settings.GOVERNANCE_PROMOTION_MIN_REVIEWED = 50
     _reviewed_cases(20, active_good=True, shadow_good=True)
-    with pytest.raises(RegistryError, match="20 reviewed cases read by both versions; the gate needs at least 50"):
+    with pytest.raises(
+        RegistryError, match="20 reviewed cases read by both versions; the gate needs at least 50"
+    ):
         model_version_promote(version="tiny-shadow", actor=admin, justification="better on our wrists")
     assert ModelVersion.objects.get(version="tiny-test").status == "active"
     refusal = AuditEvent.objects.get(action=AuditEvent.Action.MODEL_PROMOTION_REFUSED)
@@ -136,14 +150,19 @@ def test_promotion_is_refused_when_not_shown_non_inferior(versions: Any, admin: 
     assert ModelVersion.objects.get(version="tiny-shadow").status == "shadow"
 
 
-def test_a_non_inferior_shadow_is_promoted_and_rollback_is_one_action(versions: Any, admin: Any, settings: Any) -> None:
+def test_a_non_inferior_shadow_is_promoted_and_rollback_is_one_action(
+    versions: Any, admin: Any, settings: Any
+) -> None:
     settings.GOVERNANCE_PROMOTION_MIN_REVIEWED = 50
     _reviewed_cases(120, active_good=True, shadow_good=True, seed=1)
     model_version_promote(version="tiny-shadow", actor=admin, justification="non-inferior on 120 local cases")
     statuses = dict(ModelVersion.objects.values_list("version", "status"))
     assert statuses == {"tiny-shadow": "active", "tiny-test": "retired"}
     changes = AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_STATUS_CHANGED).order_by("sequence")
-    assert [(c.details["version"], c.details["to"]) for c in changes] == [("tiny-test", "retired"), ("tiny-shadow", "active")]
+    assert [(c.details["version"], c.details["to"]) for c in changes] == [
+        ("tiny-test", "retired"),
+        ("tiny-shadow", "active"),
+    ]
     assert changes.last().details["gate"]["reviewed_cases"] == 120
 
     model_version_rollback(actor=admin, justification="sensitivity dropped at site B")

@@ -44,8 +44,22 @@ ROLES: dict[str, str] = {
     "radiology:radiograph_retry": ADMIN,
     "radiology:audit_dashboard": ADMIN,
     "radiology:prediction_export": ADMIN,
+    "radiology:governance": ADMIN,
+    "radiology:governance_promote": ADMIN,
+    "radiology:governance_rollback": ADMIN,
+    "radiology:governance_status": ADMIN,
+    "radiology:drift_acknowledge": ADMIN,
+    "radiology:governance_monitoring": ADMIN,
 }
-POST_ONLY = {"radiology:radiograph_retry", "radiology:dicom_inspect", "logout"}
+POST_ONLY = {
+    "radiology:radiograph_retry",
+    "radiology:dicom_inspect",
+    "logout",
+    "radiology:governance_promote",
+    "radiology:governance_rollback",
+    "radiology:governance_status",
+    "radiology:drift_acknowledge",
+}
 GET_AND_POST = {"radiology:radiograph_review", "radiology:study_upload", "login"}
 
 

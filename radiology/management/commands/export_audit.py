@@ -31,16 +31,25 @@ class Command(BaseCommand):
         if end <= start:
             raise CommandError("--end must be after --start")
         head = AuditChainHead.objects.first()
-        events = AuditEvent.objects.filter(created_at__date__gte=start, created_at__date__lt=end).order_by("sequence")
+        events = AuditEvent.objects.filter(created_at__date__gte=start, created_at__date__lt=end).order_by(
+            "sequence"
+        )
         count = 0
         with options["out"].open("w") as out:
             for event in events.iterator(chunk_size=5000):
                 record = {
-                    "sequence": event.sequence, "created_at": event.created_at, "actor_id": event.actor_id,
-                    "actor_name": event.actor_name, "action": event.action, "target_type": event.target_type,
-                    "target_id": event.target_id, "details": event.details, "client_ip": event.client_ip,
-                    "prev_hash": event.prev_hash, "hash": event.hash,
-                }  # fmt: skip
+                    "sequence": event.sequence,
+                    "created_at": event.created_at,
+                    "actor_id": event.actor_id,
+                    "actor_name": event.actor_name,
+                    "action": event.action,
+                    "target_type": event.target_type,
+                    "target_id": event.target_id,
+                    "details": event.details,
+                    "client_ip": event.client_ip,
+                    "prev_hash": event.prev_hash,
+                    "hash": event.hash,
+                }
                 out.write(json.dumps(record, cls=DjangoJSONEncoder, sort_keys=True) + "\n")
                 count += 1
             trailer = {
@@ -51,6 +60,11 @@ class Command(BaseCommand):
             out.write(json.dumps(trailer, sort_keys=True) + "\n")
         audit_record(
             action=AuditEvent.Action.EXPORT,
-            details={"what": "audit trail", "start": start.isoformat(), "end": end.isoformat(), "events": count},
+            details={
+                "what": "audit trail",
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "events": count,
+            },
         )
         self.stdout.write(f"{count} events written to {options['out']}; chain head {trailer['chain_head']}")

@@ -23,10 +23,13 @@ class Command(BaseCommand):
         if not 0.0 <= options["val_fraction"] < 1.0:
             raise CommandError("--val-fraction must be in [0, 1)")
         try:
-            result = training_set_export(since=options["since"], out=options["out"], val_fraction=options["val_fraction"])
+            result = training_set_export(
+                since=options["since"], out=options["out"], val_fraction=options["val_fraction"]
+            )
         except FileExistsError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
-            f"{result.images} radiographs ({result.fractured} fractured; {result.train} train, {result.val} val) "
-            f"in {result.manifest}; train with: python -m classifier.train --data {result.manifest.parent} --out RUN"
+            f"{result.images} radiographs ({result.fractured} fractured; {result.train} train, "
+            f"{result.val} val) in {result.manifest}; train with: "
+            f"python -m classifier.train --data {result.manifest.parent} --out RUN"
         )

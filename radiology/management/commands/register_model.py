@@ -26,7 +26,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            version = model_version_register(path=options["path"], status=options["status"], reason=options["reason"])
+            version = model_version_register(
+                path=options["path"], status=options["status"], reason=options["reason"]
+            )
         except RegistryError as exc:
             raise CommandError(f"{options['path']}: {exc.message}") from None
         self.stdout.write(

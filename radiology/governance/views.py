@@ -1,0 +1,122 @@
+"""Admin pages of model governance: the registry with the active/shadow comparison and the promotion
+gate, monitoring per subgroup and site, drift alerts. Thin: selectors read, registry services write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from radiology.access import admin_required
+from radiology.governance import monitoring, registry
+from radiology.governance.comparison import compare_versions
+from radiology.governance.models import DriftAlert, ModelVersion
+from radiology.governance.services import drift_alert_acknowledge
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR")
+
+
+@admin_required
+@require_GET
+def governance(request: HttpRequest) -> HttpResponse:
+    versions = list(
+        ModelVersion.objects.select_related("status_changed_by").order_by("status", "-registered_at")
+    )
+    active = next((v for v in versions if v.status == ModelVersion.Status.ACTIVE), None)
+    comparisons = []
+    for shadow in (v for v in versions if v.status == ModelVersion.Status.SHADOW):
+        comparison = compare_versions(active=active.version, shadow=shadow.version) if active else None
+        gate = registry.promotion_gate(candidate=shadow, active=active)
+        comparisons.append({"shadow": shadow, "comparison": comparison, "gate": gate})
+    return render(
+        request,
+        "radiology/governance.html",
+        {
+            "versions": versions,
+            "active": active,
+            "comparisons": comparisons,
+            "alerts": DriftAlert.objects.filter(acknowledged_at__isnull=True)[:50],
+            "can_roll_back": ModelVersion.objects.filter(
+                status=ModelVersion.Status.RETIRED, deactivated_at__isnull=False
+            ).exists(),
+            "nav": "governance",
+        },
+    )
+
+
+def _registry_action(request: HttpRequest, action: Any, **kwargs: Any) -> HttpResponse:
+    try:
+        version = action(actor=request.user, **kwargs)
+    except registry.RegistryError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{version.version} is now {version.get_status_display().lower()}.")
+    return redirect("radiology:governance")
+
+
+@admin_required
+@require_POST
+def governance_promote(request: HttpRequest) -> HttpResponse:
+    return _registry_action(
+        request,
+        registry.model_version_promote,
+        version=request.POST.get("version", ""),
+        justification=request.POST.get("justification", ""),
+    )
+
+
+@admin_required
+@require_POST
+def governance_rollback(request: HttpRequest) -> HttpResponse:
+    return _registry_action(
+        request, registry.model_version_rollback, justification=request.POST.get("justification", "")
+    )
+
+
+@admin_required
+@require_POST
+def governance_status(request: HttpRequest) -> HttpResponse:
+    return _registry_action(
+        request,
+        registry.model_version_set_status,
+        version=request.POST.get("version", ""),
+        status=request.POST.get("status", ""),
+        reason=request.POST.get("justification", ""),
+    )
+
+
+@admin_required
+@require_POST
+def drift_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+    drift_alert_acknowledge(alert_id=pk, actor=request.user)
+    return redirect("radiology:governance")
+
+
+@admin_required
+@require_GET
+def governance_monitoring(request: HttpRequest) -> HttpResponse:
+    by = request.GET.get("by", "body_region")
+    if by not in monitoring.DIMENSIONS:
+        by = "body_region"
+    filters = {"model_version": request.GET.get("model_version", ""), "month": request.GET.get("month", "")}
+    choices = monitoring.monitoring_choices()
+    if filters["month"] not in {m.isoformat() for m in choices["month"]}:
+        filters["month"] = ""
+    return render(
+        request,
+        "radiology/monitoring.html",
+        {
+            "by": by,
+            "dimensions": list(monitoring.DIMENSIONS),
+            "filters": filters,
+            "choices": choices,
+            "rows": monitoring.monitoring_table(by=by, filters=filters),
+            "reliability": monitoring.monitoring_reliability(filters=filters),
+            "nav": "governance",
+        },
+    )

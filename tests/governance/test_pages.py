@@ -1,0 +1,78 @@
+"""The admin pages: the comparison of active and shadow, the promotion form and its gate, rollback,
+monitoring per subgroup and site. Admins only (the role matrix covers the other roles)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from radiology.governance.models import ModelVersion
+from radiology.governance.monitoring import monitoring_refresh
+from radiology.governance.registry import model_version_register
+from radiology.models import AuditEvent
+from tests.governance.test_registry import _reviewed_cases
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def two_versions(tiny_model_dir: Path, shadow_model_dir: Path, settings: Any) -> None:
+    settings.GOVERNANCE_PROMOTION_MIN_REVIEWED = 50
+    model_version_register(path=tiny_model_dir, status="active")
+    model_version_register(path=shadow_model_dir, status="shadow")
+
+
+def test_the_comparison_shows_both_versions_and_the_gate(two_versions: None, admin_client_: Client) -> None:
+    _reviewed_cases(30, active_good=True, shadow_good=True)
+    body = admin_client_.get(reverse("radiology:governance")).content.decode()
+    assert "Active tiny-test against shadow tiny-shadow" in body
+    assert '30</div><div class="label">reviewed cases read by both' in body
+    assert "AUC difference (shadow − active), paired bootstrap over studies" in body
+    assert "30 reviewed cases read by both versions; the gate needs at least 50" in body
+    assert "operating threshold" in body and "Bands (rows: active, columns: shadow)" in body
+
+
+def test_promotion_from_the_page_is_refused_by_the_gate_with_its_reason(
+    two_versions: None, admin_client_: Client
+) -> None:
+    _reviewed_cases(10, active_good=True, shadow_good=True)
+    response = admin_client_.post(
+        reverse("radiology:governance_promote"),
+        {"version": "tiny-shadow", "justification": "looks better to me"},
+        follow=True,
+    )
+    assert "Promotion refused: 10 reviewed cases" in response.content.decode()
+    assert ModelVersion.objects.get(version="tiny-shadow").status == "shadow"
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_PROMOTION_REFUSED).count() == 1
+
+
+def test_promotion_and_rollback_from_the_page(two_versions: None, admin_client_: Client, admin: Any) -> None:
+    _reviewed_cases(120, active_good=True, shadow_good=True, seed=3)
+    response = admin_client_.post(
+        reverse("radiology:governance_promote"),
+        {"version": "tiny-shadow", "justification": "non-inferior locally"},
+        follow=True,
+    )
+    assert "tiny-shadow is now active." in response.content.decode()
+    response = admin_client_.post(
+        reverse("radiology:governance_rollback"), {"justification": "sensitivity fell at site B"}, follow=True
+    )
+    assert "tiny-test is now active." in response.content.decode()
+    change = (
+        AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_STATUS_CHANGED).order_by("-sequence").first()
+    )
+    assert change.actor == admin and change.details["reason"] == "rollback: sensitivity fell at site B"
+
+
+def test_monitoring_groups_by_site_with_intervals(two_versions: None, admin_client_: Client) -> None:
+    _reviewed_cases(40, active_good=True, shadow_good=False)
+    assert monitoring_refresh() > 0
+    for by in ("body_region", "age_band", "sex", "site", "month"):
+        response = admin_client_.get(reverse("radiology:governance_monitoring"), {"by": by})
+        assert response.status_code == 200
+    body = response.content.decode()
+    assert "tiny-test" in body and "tiny-shadow" in body and "Reliability diagram" in body
