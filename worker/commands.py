@@ -35,6 +35,12 @@ def celery_worker_command(
     return command
 
 
+def shadow_worker_command(*, node_name: str = "shadow@%h", loglevel: str = "INFO") -> list[str]:
+    """``celery worker`` on the shadow queue only: shadow model versions read every new radiograph in their
+    own process, so they never hold up the active version's prediction."""
+    return [*_CELERY, "worker", "-Q", "shadow", "--concurrency", "1", "-n", node_name, "--loglevel", loglevel]
+
+
 def celery_beat_command(schedule: Path, *, loglevel: str = "INFO") -> list[str]:
     """A separate ``celery beat`` (exactly one per deployment: it runs the sweep)."""
     return [*_CELERY, "beat", "--loglevel", loglevel, "--schedule", str(schedule)]

@@ -19,6 +19,7 @@ from worker.commands import (
     celery_worker_command,
     dicom_listener_command,
     gunicorn_command,
+    shadow_worker_command,
 )
 from worker.supervisor import Service, Supervisor
 
@@ -73,6 +74,9 @@ class Command(BaseCommand):
             services += [
                 Service("worker", celery_worker_command(concurrency=options["worker_concurrency"]), env),
                 Service("beat", celery_beat_command(Path(settings.CELERY_BEAT_SCHEDULE_FILENAME)), env),
+                # Shadow model versions (manage.py register_model PATH --status shadow) on their own queue;
+                # it loads a model only once a shadow version is registered.
+                Service("shadow", shadow_worker_command(), {**env, "CLASSIFIER_WARM_UP": "0"}),
             ]
         if not options["no_dicom"]:
             # The DICOM listener (C-STORE SCP); it prints its AE title and port once it listens.
