@@ -38,7 +38,8 @@ def celery_worker_command(
 def shadow_worker_command(*, node_name: str = "shadow@%h", loglevel: str = "INFO") -> list[str]:
     """``celery worker`` on the shadow queue only: shadow model versions read every new radiograph in their
     own process, so they never hold up the active version's prediction."""
-    return [*_CELERY, "worker", "-Q", "shadow", "--concurrency", "1", "-n", node_name, "--loglevel", loglevel]
+    # The node name first: tests and operators find the main worker by " worker -Q ".
+    return [*_CELERY, "worker", "-n", node_name, "-Q", "shadow", "--concurrency", "1", "--loglevel", loglevel]
 
 
 def celery_beat_command(schedule: Path, *, loglevel: str = "INFO") -> list[str]:
