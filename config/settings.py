@@ -238,6 +238,10 @@ CLASSIFY_MAX_ATTEMPTS = env_int("CLASSIFY_MAX_ATTEMPTS", 3, minimum=1)
 # A QUEUED radiograph whose message went out this long ago without being claimed is sent again.
 CLASSIFY_RESEND_AFTER_SECONDS = env_int("CLASSIFY_RESEND_AFTER_SECONDS", 600, minimum=5)
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30, minimum=1)
+# The reconciling sweep (radiology/services/reconcile.py): how often it runs, and how old a file without a
+# row must be before it is deleted (longer than any upload request can take: its row is not committed yet).
+RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 600, minimum=10)
+RECONCILE_ORPHAN_GRACE_SECONDS = env_int("RECONCILE_ORPHAN_GRACE_SECONDS", 3600, minimum=300)
 
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -288,6 +292,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "worker.tasks.purge_expired_idempotency_records",
         "schedule": 3600.0,
     },
+    "reconcile-storage": {
+        "task": "worker.tasks.reconcile_storage",
+        "schedule": float(RECONCILE_INTERVAL_SECONDS),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -306,7 +314,10 @@ elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL or empty, got {CACHE_URL!r}")
 else:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "fracture_review_cache"}
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "fracture_review_cache",
+        }
     }
 
 # --- REST API ----------------------------------------------------------------------------------------

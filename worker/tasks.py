@@ -373,3 +373,10 @@ def purge_expired_idempotency_records() -> int:
     if purged:
         logger.info("purged %d expired idempotency record(s)", purged)
     return purged
+
+
+@app.task(name="worker.tasks.reconcile_storage", ignore_result=True)
+def reconcile_storage() -> int:
+    """Remove what a killed web process left: files no row points at, idempotency keys left in progress."""
+    result = services.storage_reconcile()
+    return result.orphan_files_removed + result.idempotency_records_expired

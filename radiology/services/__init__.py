@@ -32,6 +32,7 @@ from radiology.services.reading import (
     study_release_reading,
     unaided_read_record,
 )
+from radiology.services.reconcile import ReconcileResult, idempotency_expire_stale, storage_reconcile
 from radiology.services.reviews import override_reasons_for, review_submit, study_confirm
 from radiology.services.storage import cleanup_files_on_error, save_file
 from radiology.services.studies import (
@@ -51,6 +52,7 @@ __all__ = [
     "BatchItemResult",
     "BatchSubmitResult",
     "PredictionResult",
+    "ReconcileResult",
     "ServiceError",
     "StudyDetails",
     "StudyUploadResult",
@@ -64,6 +66,7 @@ __all__ = [
     "batch_submit",
     "cleanup_files_on_error",
     "current_predictions",
+    "idempotency_expire_stale",
     "idempotency_purge_expired",
     "override_reasons_for",
     "prediction_store",
@@ -81,6 +84,7 @@ __all__ = [
     "reader_setting_update",
     "review_submit",
     "save_file",
+    "storage_reconcile",
     "studies_refresh_triage",
     "study_confirm",
     "study_create",
