@@ -63,10 +63,10 @@ def predict_set(
     maps: list[np.ndarray] = []
     for start in range(0, len(data.records), batch_size):
         batch = data.images[start : start + batch_size].astype(np.float32)[..., None] / np.float32(255.0)
-        chunk_logits, chunk_cams = predictor.forward(batch)
-        logits[start : start + batch_size] = chunk_logits
-        if cams and chunk_cams is not None:
-            maps.extend(chunk_cams)
+        forward = predictor.forward(batch)
+        logits[start : start + batch_size] = forward.logits
+        if cams and forward.cams is not None:
+            maps.extend(forward.cams)
     return {"logits": logits, "cams": maps if cams and maps else None}
 
 

@@ -44,7 +44,7 @@ from classifier.preprocessing import (
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL_VERSION = "lite0-cam-v1"
+DEFAULT_MODEL_VERSION = "lite0-det-v2"
 HEATMAP_MAX_SIDE = 512
 
 

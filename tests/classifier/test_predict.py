@@ -72,7 +72,9 @@ def test_it_predicts_one_result_per_image_in_order(predictor: Predictor, grays: 
         assert 0.0 <= result.probability <= 1.0
         assert result.label == ("fractured" if result.probability >= predictor.threshold else "not_fractured")
         assert result.band == predictor.thresholds.band(result.probability)
-        for box in result.boxes:  # original-image pixels, inside the image, scored at or above the box threshold
+        for (
+            box
+        ) in result.boxes:  # original-image pixels, inside the image, scored at or above the box threshold
             assert 0 <= box.x0 < box.x1 <= gray.shape[1] and 0 <= box.y0 < box.y1 <= gray.shape[0]
             assert predictor.box_threshold <= box.score <= 1.0
         assert result.heatmap is not None and result.heatmap.dtype == np.float32
@@ -111,16 +113,27 @@ def test_it_applies_the_cards_calibration_and_threshold(
 
     card["operating_points"] = {"sensitive": 0.5, "specific": 0.95}
     write_card(card, tmp_path / "card.json")
-    assert {(r.label, r.band) for r in Predictor.load(tmp_path).predict(grays[:3])} == {("fractured", "doubt")}
+    assert {(r.label, r.band) for r in Predictor.load(tmp_path).predict(grays[:3])} == {
+        ("fractured", "doubt")
+    }
 
     card["operating_points"] = {"sensitive": 0.5, "specific": 0.88}
     write_card(card, tmp_path / "card.json")
-    assert {(r.label, r.band) for r in Predictor.load(tmp_path).predict(grays[:3])} == {("fractured", "fracture")}
+    assert {(r.label, r.band) for r in Predictor.load(tmp_path).predict(grays[:3])} == {
+        ("fractured", "fracture")
+    }
 
 
 @pytest.mark.parametrize(
     ("probability", "band"),
-    [(0.0, "no_fracture"), (0.199, "no_fracture"), (0.2, "doubt"), (0.69, "doubt"), (0.7, "fracture"), (1.0, "fracture")],
+    [
+        (0.0, "no_fracture"),
+        (0.199, "no_fracture"),
+        (0.2, "doubt"),
+        (0.69, "doubt"),
+        (0.7, "fracture"),
+        (1.0, "fracture"),
+    ],
 )
 def test_the_bands_follow_the_two_operating_points(probability: float, band: str) -> None:
     assert OperatingPoints(sensitive=0.2, specific=0.7).band(probability) == band
@@ -185,7 +198,9 @@ def test_the_command_line_prints_one_json_object_per_image(
         assert record["label"] in ("fractured", "not_fractured")
         assert 0.0 <= record["probability"] <= 1.0
         points = record["operating_points"]
-        assert record["band"] == OperatingPoints(points["sensitive"], points["specific"]).band(record["probability"])
+        assert record["band"] == OperatingPoints(points["sensitive"], points["specific"]).band(
+            record["probability"]
+        )
         assert isinstance(record["boxes"], list)
         assert all(set(box) == {"x0", "y0", "x1", "y1", "score"} for box in record["boxes"])
         assert Path(record["heatmap"]).read_bytes().startswith(b"\x89PNG")
@@ -214,12 +229,40 @@ def test_the_shipped_model_predicts_the_fixtures(fixtures_dir: Path, labelled: d
     card = read_card(default_model_path() / "card.json")
     assert all(r["model_version"] == card["version"] for r in records)
     by_name = {Path(r["path"]).name: r for r in records}
+    points = OperatingPoints.from_card(card)
     for record in records:
         assert 0.0 <= record["probability"] <= 1.0
-        expected = "fractured" if record["probability"] >= card["threshold"] else "not_fractured"
-        assert record["label"] == expected
+        assert record["band"] == points.band(record["probability"])
+        assert record["label"] == ("not_fractured" if record["band"] == "no_fracture" else "fractured")
     # The shipped model must tell the Kaggle fixtures apart: every fractured one above every intact one.
     kaggle = {name: label for name, (source, label) in labelled.items() if source == "kaggle"}
     fractured = [by_name[n]["probability"] for n, label in kaggle.items() if label == "fractured"]
     intact = [by_name[n]["probability"] for n, label in kaggle.items() if label != "fractured"]
     assert fractured and intact and min(fractured) > max(intact)
+
+
+def test_the_shipped_model_points_at_the_fracture_of_a_real_radiograph(
+    fixtures_dir: Path, fracatlas_box
+) -> None:
+    """The fractured FracAtlas fixture (not trained on: its split is test): the best cell lies on the annotated
+    fracture, and the region around it, as a box in original-image pixels, overlaps it. (The image head scores
+    this radiograph low: a missed fracture the report's sensitivity figures count; the cells still point.)"""
+    from classifier.detector import cell_peak, cells_to_boxes
+    from classifier.preprocessing import prepare_batch
+
+    predictor = Predictor.load(default_model_path())
+    gray = decode_grayscale((fixtures_dir / "fracatlas_fractured_IMG0000480.jpg").read_bytes())
+    height, width = gray.shape
+    cx, cy, w, h = fracatlas_box
+    truth = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+    batch, (geometry,) = prepare_batch([gray], predictor.input_spec)
+    cells = predictor.forward(batch).cells
+    assert cells is not None
+    x, y = cell_peak(cells[0], geometry)
+    tolerance = 16 * max(width, height) / predictor.input_spec.size  # one cell
+    assert (
+        truth[0] - tolerance <= x <= truth[2] + tolerance
+        and truth[1] - tolerance <= y <= truth[3] + tolerance
+    )
+    top = cells_to_boxes(cells[0], geometry, threshold=predictor.box_threshold, always_top=True)[0]
+    assert top.x0 < truth[2] and truth[0] < top.x1 and top.y0 < truth[3] and truth[1] < top.y1
