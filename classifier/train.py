@@ -524,6 +524,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cv-tta", nargs="*", default=["none", "flip", "dihedral"])
     p.add_argument("--max-held-cluster", type=int, default=40, help="larger clusters always train in CV")
     p.add_argument("--backbone-weights", type=Path, default=None)
+    p.add_argument(
+        "--from-scratch", action="store_true", help="random backbone weights (software tests, not models)"
+    )
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (smoke tests)")
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
@@ -544,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_from_args(args)
     records = load_records(args)
     backbone = None
-    if recipe.arch in ("lite0", "lite0det"):
+    if recipe.arch in ("lite0", "lite0det") and not args.from_scratch:
         from classifier.convert import ensure_backbone_weights
 
         backbone = ensure_backbone_weights(args.backbone_weights)
