@@ -9,6 +9,7 @@ rollback within ACTIVE_RECHECK_SECONDS and loads the new version.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import dispatch, services
 from radiology.governance import drift, guardrails, monitoring, registry
 from radiology.governance import services as governance_services
+from radiology.governance.comparison import compare_versions
 from radiology.governance.guardrails import Refusal
 from radiology.model_artifact import configured_model_path
 from radiology.models import Radiograph
@@ -102,6 +104,18 @@ def metadata_refusal(radiograph: Radiograph, card: dict[str, Any]) -> Refusal | 
     )
 
 
+def embedding_request(predictor: Any) -> dict[str, bool]:
+    """``{"embeddings": True}`` when the card has an OOD reference and the Predictor can return the
+    embedding from the same forward pass (no second pass for the guardrail)."""
+    if guardrails.ood_reference(card_of(predictor)) is None:
+        return {}
+    try:
+        accepts = "embeddings" in inspect.signature(predictor.predict).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"embeddings": True} if accepts else {}
+
+
 def distribution_refusals(
     predictor: Any, images: Sequence[np.ndarray], results: Sequence[Any]
 ) -> list[Refusal | None]:
@@ -119,7 +133,17 @@ def distribution_refusals(
         matrix = np.asarray(predictor.embed(list(images)))
     else:
         matrix = np.stack([np.asarray(e) for e in embeddings])
-    distances = guardrails.ood_distances(matrix, ood)
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        return [None] * len(images)  # the model exposes no embedding: nothing to compare
+    try:
+        distances = guardrails.ood_distances(matrix, ood)
+    except ValueError:
+        # A card whose reference does not fit its own model: an artifact problem for the administrator,
+        # not a reason to withhold every result.
+        logger.exception(
+            "the OOD reference of model %s does not fit its embeddings", getattr(predictor, "version", "?")
+        )
+        return [None] * len(images)
     return [guardrails.check_distribution(float(d), ood) for d in distances]
 
 
@@ -185,7 +209,9 @@ def shadow_predict_batch(version: str, predictor: Any, radiograph_ids: Sequence[
     results: list[governance_services.ShadowResult] = []
     if images:
         started = time.perf_counter()
-        predictions = predictor.predict([pixels for _, pixels in images], heatmaps=False)
+        predictions = predictor.predict(
+            [pixels for _, pixels in images], heatmaps=False, **embedding_request(predictor)
+        )
         per_image_ms = (time.perf_counter() - started) * 1000 / len(images)
         ood = distribution_refusals(predictor, [pixels for _, pixels in images], predictions)
         for (pk, _), prediction, refusal in zip(images, predictions, ood, strict=True):
@@ -237,6 +263,11 @@ def shadow_predict(radiograph_ids: list[int]) -> int:
 def refresh_monitoring() -> int:
     cells = monitoring.monitoring_refresh()
     logger.info("monitoring summary rebuilt: %d cells", cells)
+    # Warm the comparison page: its bootstrap over every reviewed case takes seconds at scale.
+    active = registry.model_version_active()
+    if active is not None:
+        for shadow in registry.model_versions_shadow():
+            compare_versions(active=active.version, shadow=shadow.version)
     return cells
 
 

@@ -232,7 +232,9 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
         return
 
     with clock("model"):  # letterbox, one forward pass for the batch, maps back onto each image
-        results = predictor.predict([item.pixels for item in work], heatmaps=True)
+        results = predictor.predict(
+            [item.pixels for item in work], heatmaps=True, **governance_tasks.embedding_request(predictor)
+        )
     per_image_ms = clock.ms["model"] / len(work)
     with clock("guardrails"):  # far from the training images: not analysed, whatever the score
         unlike = governance_tasks.distribution_refusals(predictor, [item.pixels for item in work], results)

@@ -7,6 +7,7 @@ standing (latest) review's final call.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from django.core.cache import cache
 from django.db.models import Max
+from django.utils import timezone
 
 from radiology.governance.models import ShadowPrediction
 from radiology.governance.stats import (
@@ -130,6 +132,8 @@ class Comparison:
     band_table: dict[str, dict[str, int]] = field(default_factory=dict)
     label_disagreements: int = 0
     disagreements: list[Disagreement] = field(default_factory=list)
+    computed_at: dt.datetime = field(default_factory=timezone.now)
+    stamp: str = ""
 
 
 def _points(y: np.ndarray, scores: list[Score]) -> list[OperatingPoint]:
@@ -166,7 +170,7 @@ def _points(y: np.ndarray, scores: list[Score]) -> list[OperatingPoint]:
     return out
 
 
-def _cache_key(active: str, shadow: str) -> str:
+def _evidence_stamp(active: str, shadow: str) -> str:
     """Changes whenever a review, an adjudication or either version's score is added."""
     stamp = [
         Review.objects.aggregate(m=Max("id"))["m"],
@@ -174,15 +178,22 @@ def _cache_key(active: str, shadow: str) -> str:
         ShadowPrediction.objects.filter(model_version__in=[active, shadow]).aggregate(m=Max("id"))["m"],
         Prediction.objects.filter(model_version__in=[active, shadow]).aggregate(m=Max("id"))["m"],
     ]
-    digest = hashlib.sha256(repr((active, shadow, stamp)).encode()).hexdigest()[:24]
-    return f"governance:comparison:{digest}"
+    return hashlib.sha256(repr(stamp).encode()).hexdigest()[:24]
 
 
 def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Comparison:
+    """The comparison on every reviewed case read by both versions.
+
+    With ``use_cache`` (the page) a result is reused while the evidence is unchanged, and for up to
+    CACHE_SECONDS after it changed: the bootstrap over tens of thousands of cases takes seconds, and a
+    busy department adds reviews every minute. The promotion gate always computes afresh."""
+    key = "governance:comparison:" + hashlib.sha256(f"{active}\n{shadow}".encode()).hexdigest()[:24]
     if use_cache:
-        key = _cache_key(active, shadow)
+        stamp = _evidence_stamp(active, shadow)
         cached = cache.get(key)
-        if cached is not None:
+        if cached is not None and (
+            cached.stamp == stamp or (timezone.now() - cached.computed_at).total_seconds() < CACHE_SECONDS
+        ):
             return cached
     reference = reference_labels()
     ids = set(reference)
@@ -242,7 +253,8 @@ def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Com
         disagreements.sort(key=lambda d: -abs(d.shadow_probability - d.active_probability))
         comparison.disagreements = disagreements[:DISAGREEMENTS_SHOWN]
     if use_cache:
-        cache.set(key, comparison, CACHE_SECONDS)
+        comparison.stamp = stamp
+        cache.set(key, comparison, 24 * 3600)
     return comparison
 
 

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from classifier.card import CardError, read_card, resolve_artifact
+from radiology.governance.comparison import Comparison, compare_versions
 from radiology.governance.models import ModelVersion
 from radiology.models import AuditEvent
 from radiology.services.audit import audit_record
@@ -224,11 +225,12 @@ class GateDecision:
     high: float | None
 
 
-def promotion_gate(*, candidate: ModelVersion, active: ModelVersion | None) -> GateDecision:
+def promotion_gate(
+    *, candidate: ModelVersion, active: ModelVersion | None, comparison: Comparison | None = None
+) -> GateDecision:
     """May ``candidate`` replace ``active``? Enough reviewed cases read by both, and non-inferior: the
-    lower bound of the paired AUC difference (candidate - active) above the margin."""
-    from radiology.governance.comparison import compare_versions
-
+    lower bound of the paired AUC difference (candidate - active) above the margin. ``comparison``: the
+    page passes the one it shows; promotion itself computes a fresh one."""
     required = settings.GOVERNANCE_PROMOTION_MIN_REVIEWED
     margin = settings.GOVERNANCE_NONINFERIORITY_MARGIN
     reasons: list[str] = []
@@ -236,7 +238,8 @@ def promotion_gate(*, candidate: ModelVersion, active: ModelVersion | None) -> G
         reasons.append(f"only a shadow version can be promoted ({candidate.version} is {candidate.status})")
     if active is None:
         return GateDecision(not reasons, reasons, 0, required, margin, None, None, None)
-    comparison = compare_versions(active=active.version, shadow=candidate.version, use_cache=False)
+    if comparison is None:
+        comparison = compare_versions(active=active.version, shadow=candidate.version, use_cache=False)
     paired = comparison.paired_auc
     if comparison.cases < required:
         reasons.append(

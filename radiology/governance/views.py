@@ -31,7 +31,7 @@ def governance(request: HttpRequest) -> HttpResponse:
     comparisons = []
     for shadow in (v for v in versions if v.status == ModelVersion.Status.SHADOW):
         comparison = compare_versions(active=active.version, shadow=shadow.version) if active else None
-        gate = registry.promotion_gate(candidate=shadow, active=active)
+        gate = registry.promotion_gate(candidate=shadow, active=active, comparison=comparison)
         comparisons.append({"shadow": shadow, "comparison": comparison, "gate": gate})
     return render(
         request,

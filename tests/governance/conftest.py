@@ -12,7 +12,10 @@ from worker import governance_tasks
 
 @pytest.fixture(autouse=True)
 def _fresh_registry_cache() -> Iterator[None]:
+    from django.core.cache import cache
+
     governance_tasks.forget_registry_for_tests()
+    cache.clear()  # the comparison is cached per pair of versions, whose names every test reuses
     yield
     governance_tasks.forget_registry_for_tests()
 

@@ -264,3 +264,31 @@ def test_the_registry_makes_the_configured_model_active_on_a_fresh_installation(
     settings.CLASSIFIER_MODEL = str(tiny_model_dir)
     assert governance_tasks.active_model_path() == tiny_model_dir.resolve()
     assert ModelVersion.objects.get().status == "active"
+
+
+class OnePassFake(CardedFake):
+    """Like the real Predictor: returns embeddings from the forward pass when asked, and has embed()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[bool] = []
+        self.embed_calls = 0
+
+    def predict(self, images: Any, *, heatmaps: bool = True, embeddings: bool = False) -> list[Any]:
+        self.asked.append(embeddings)
+        return super().predict(images, heatmaps=heatmaps)
+
+    def embed(self, images: Any) -> np.ndarray:
+        self.embed_calls += 1
+        return np.zeros((len(images), 2))
+
+
+def test_the_guardrail_uses_the_forward_pass_embedding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.tasks import reset_predictor_for_tests
+
+    reset_predictor_for_tests()
+    predictor = OnePassFake()
+    monkeypatch.setattr("worker.tasks.get_predictor", lambda: predictor)
+    radiograph = _classify(RadiographFactory(image=ContentFile(_textured(250, 2), name="x.png")))
+    assert predictor.asked == [True] and predictor.embed_calls == 0  # one forward pass, not two
+    assert radiograph.status == Radiograph.Status.NOT_ANALYSED
