@@ -19,6 +19,9 @@ PACKAGE = "fracture_review"
 TTA_VIEWS: dict[str, tuple[tuple[str, ...], ...]] = {
     "none": ((),),
     "flip": ((), ("w",)),
+    # The four right-angle turns: a radiograph and its copy turned by 90 degrees get the same four views,
+    # so the same answer (0, 90 clockwise, 180, 90 counter-clockwise).
+    "rot4": ((), ("t", "w"), ("h", "w"), ("t", "h")),
     "dihedral": ((), ("w",), ("h",), ("h", "w"), ("t",), ("t", "w"), ("t", "h"), ("t", "h", "w")),
 }
 

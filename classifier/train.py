@@ -512,7 +512,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default="standard")
     p.add_argument("--rotation", type=float, default=None)
     p.add_argument("--zoom", type=float, default=None)
-    p.add_argument("--tta", choices=["none", "flip", "dihedral"], default="flip")
+    p.add_argument("--tta", choices=["none", "flip", "rot4", "dihedral"], default="flip")
     p.add_argument(
         "--pooling", choices=["mean", "lse"], default="mean", help="logit map -> image logit (log-sum-exp)"
     )
