@@ -63,7 +63,7 @@ test-e2e-services:
 
 # The same pipeline on the embedded default: SQLite and the file broker, no servers.
 test-e2e-embedded:
-	env -u DATABASE_URL -u CELERY_BROKER_URL $(PYTEST) tests/e2e/test_pipeline.py -m e2e -q
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(PYTEST) tests/e2e/test_pipeline.py tests/e2e/test_worker_child_kill.py -m e2e -q
 
 ## Retake the README's screenshots (real pages, real predictions from the shipped model).
 screenshots: install chromium
