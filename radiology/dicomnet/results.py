@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.valuerep import DA, TM
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DA, TM
 
 MANUFACTURER = "Fracture Review"
 # Codes with no standard equivalent live in this private coding scheme (declared in each SR's
@@ -245,7 +245,9 @@ def build_final_call_sr(
     groups: list[Any] = []
     for index, review in enumerate(reviews, start=1):
         qualitative = [
-            hd.sr.QualitativeEvaluation(FRACTURE_FINDING, PRESENT if review.final_label == "fractured" else ABSENT),
+            hd.sr.QualitativeEvaluation(
+                FRACTURE_FINDING, PRESENT if review.final_label == "fractured" else ABSENT
+            ),
             hd.sr.QualitativeEvaluation(REVIEW_DECISION, DECISIONS[review.decision]),
         ]
         if review.reason_code:

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
 from radiology.api.permissions import IsClinician
@@ -27,6 +28,12 @@ from radiology.dicomnet.models import DicomInstance
 DICOM_JSON = "application/dicom+json"
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _TYPE = re.compile(r'type="?([^";]+)"?', re.IGNORECASE)
+
+
+class DicomJsonRenderer(JSONRenderer):
+    """Lets a client ask for the STOW response as application/dicom+json (PS3.18's media type)."""
+
+    media_type = DICOM_JSON
 
 
 class MultipartError(ValueError):
@@ -102,6 +109,7 @@ class StowStudiesApi(ApiView):
 
     permission_classes = [IsClinician]
     throttle_classes = [UserThrottle, SubmitThrottle]
+    renderer_classes = [DicomJsonRenderer, JSONRenderer]
     http_method_names = ["post"]
 
     def post(self, request: Request) -> HttpResponse:

@@ -51,3 +51,6 @@ def file_due(django_capture_on_commit_callbacks: Any) -> Any:
             return inbox.dicom_arrivals_file_due(now=now or later())
 
     return run
+
+
+from tests.api.conftest import api_for  # noqa: E402, F401 - the API's role clients, for the STOW role matrix

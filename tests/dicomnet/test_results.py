@@ -38,7 +38,10 @@ def model_result(ds: Dataset, **overrides: object) -> results.ImageResult:
         "threshold_sensitive": 0.264,
         "threshold_specific": 0.61,
         "boxes": results.parse_boxes(
-            [{"x0": 50, "y0": 60, "x1": 200, "y1": 220, "score": 0.71}, {"x0": 300, "y0": 40, "x1": 380, "y1": 90, "score": 0.4}]
+            [
+                {"x0": 50, "y0": 60, "x1": 200, "y1": 220, "score": 0.71},
+                {"x0": 300, "y0": 40, "x1": 380, "y1": 90, "score": 0.4},
+            ]
         ),
     }
     values.update(overrides)
@@ -72,7 +75,10 @@ def test_the_model_result_sr_is_a_valid_tid_1500_report(tmp_path: Path) -> None:
     dx, _ = source()
     cr, _ = source(modality="CR")
     sr = results.build_model_result_sr(
-        results=[model_result(dx), model_result(cr, probability=0.12, label="not_fractured", band="no_fracture", boxes=())],
+        results=[
+            model_result(dx),
+            model_result(cr, probability=0.12, label="not_fractured", band="no_fracture", boxes=()),
+        ],
         model_version=MODEL,
         series_instance_uid=results.new_uid(),
         sop_instance_uid=results.new_uid(),
@@ -117,7 +123,9 @@ def test_the_model_result_sr_is_a_valid_tid_1500_report(tmp_path: Path) -> None:
 def test_boxes_outside_the_image_are_clipped_to_it() -> None:
     dx, _ = source(size=256)
     sr = results.build_model_result_sr(
-        results=[model_result(dx, boxes=results.parse_boxes([[-20, -5, 300, 120, 0.9], [400, 400, 500, 500, 0.5]]))],
+        results=[
+            model_result(dx, boxes=results.parse_boxes([[-20, -5, 300, 120, 0.9], [400, 400, 500, 500, 0.5]]))
+        ],
         model_version=MODEL,
         series_instance_uid=results.new_uid(),
         sop_instance_uid=results.new_uid(),
@@ -134,8 +142,12 @@ def test_the_secondary_capture_shows_the_boxes(tmp_path: Path) -> None:
     gray = decode_grayscale(data)
     rgb = results.draw_boxes(gray, result, MODEL)
     sc = results.build_secondary_capture(
-        source=full, pixels_rgb=rgb, series_instance_uid=results.new_uid(),
-        sop_instance_uid=results.new_uid(), instance_number=1, model_version=MODEL,
+        source=full,
+        pixels_rgb=rgb,
+        series_instance_uid=results.new_uid(),
+        sop_instance_uid=results.new_uid(),
+        instance_number=1,
+        model_version=MODEL,
     )
     assert errors(dciodvfy(sc, tmp_path)) == []
     assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
@@ -159,16 +171,25 @@ def _encoded(dataset: Dataset) -> bytes:
 def test_the_final_call_sr_is_verified_and_names_the_model_result_sr(tmp_path: Path) -> None:
     dx, _ = source()
     first = results.build_model_result_sr(
-        results=[model_result(dx)], model_version=MODEL,
-        series_instance_uid=results.new_uid(), sop_instance_uid=results.new_uid(),
+        results=[model_result(dx)],
+        model_version=MODEL,
+        series_instance_uid=results.new_uid(),
+        sop_instance_uid=results.new_uid(),
     )
     review = results.ImageReview(
-        source=dx, decision="override", final_label="not_fractured", reason_code="false_alarm",
-        reason_label="No fracture where the model saw one", reason_text="Nutrient canal, not a fracture line.",
+        source=dx,
+        decision="override",
+        final_label="not_fractured",
+        reason_code="false_alarm",
+        reason_label="No fracture where the model saw one",
+        reason_text="Nutrient canal, not a fracture line.",
     )
     final = results.build_final_call_sr(
-        reviews=[review], model_result_sr=first, reviewer_name="Ada Lovelace",
-        series_instance_uid=results.new_uid(), sop_instance_uid=results.new_uid(),
+        reviews=[review],
+        model_result_sr=first,
+        reviewer_name="Ada Lovelace",
+        series_instance_uid=results.new_uid(),
+        sop_instance_uid=results.new_uid(),
     )
     report = dciodvfy(final, tmp_path)
     assert errors(report) == [], report
@@ -178,7 +199,12 @@ def test_the_final_call_sr_is_verified_and_names_the_model_result_sr(tmp_path: P
     assert predecessor.ReferencedSOPInstanceUID == first.SOPInstanceUID
     group = hd.sr.Comprehensive3DSR.from_dataset(final).content.get_image_measurement_groups()[0]
     assert group.get_qualitative_evaluations(name=results.FRACTURE_FINDING)[0].value == results.ABSENT
-    assert group.get_qualitative_evaluations(name=results.REVIEW_DECISION)[0].value == results.DECISIONS["override"]
+    assert (
+        group.get_qualitative_evaluations(name=results.REVIEW_DECISION)[0].value
+        == results.DECISIONS["override"]
+    )
     reason = group.get_qualitative_evaluations(name=results.REVIEW_REASON)[0].value
     assert reason.meaning == "No fracture where the model saw one"
-    assert "Nutrient canal, not a fracture line." in [str(getattr(i, "TextValue", "")) for i in content_items(final)]
+    assert "Nutrient canal, not a fracture line." in [
+        str(getattr(i, "TextValue", "")) for i in content_items(final)
+    ]
