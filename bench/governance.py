@@ -28,7 +28,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page")
@@ -61,25 +63,51 @@ def main() -> int:
     print(f"generate_scale_data: {args.studies} studies in {time.perf_counter() - started:.0f} s")
 
     # Two registered versions: the newest visible one active, a shadow reading every predicted radiograph.
-    active_version = Prediction.objects.order_by("-created_at").values_list("model_version", flat=True).first()
+    active_version = (
+        Prediction.objects.order_by("-created_at").values_list("model_version", flat=True).first()
+    )
     now = timezone.now()
-    ModelVersion.objects.create(version=active_version, artifact_path="-", artifact_sha256="0" * 64, card={},
-                                status="active", status_changed_at=now, activated_at=now)  # fmt: skip
-    ModelVersion.objects.create(version="shadow-bench", artifact_path="-", artifact_sha256="1" * 64, card={},
-                                status="shadow", status_changed_at=now)  # fmt: skip
+    ModelVersion.objects.create(
+        version=active_version,
+        artifact_path="-",
+        artifact_sha256="0" * 64,
+        card={},
+        status="active",
+        status_changed_at=now,
+        activated_at=now,
+    )
+    ModelVersion.objects.create(
+        version="shadow-bench",
+        artifact_path="-",
+        artifact_sha256="1" * 64,
+        card={},
+        status="shadow",
+        status_changed_at=now,
+    )
     rng = np.random.default_rng(0)
     rows = list(Prediction.objects.values_list("radiograph_id", "probability", "band"))
     shadow = []
     for radiograph_id, probability, band in rows:
         p = float(np.clip(probability + rng.normal(0, 0.08), 0.0, 1.0))
-        shadow.append(ShadowPrediction(radiograph_id=radiograph_id, model_version="shadow-bench", probability=p,
-                                       label="fractured" if p >= 0.5 else "not_fractured", band=band,
-                                       threshold=0.5, threshold_sensitive=0.3, threshold_specific=0.7,
-                                       inference_ms=10.0))  # fmt: skip
+        shadow.append(
+            ShadowPrediction(
+                radiograph_id=radiograph_id,
+                model_version="shadow-bench",
+                probability=p,
+                label="fractured" if p >= 0.5 else "not_fractured",
+                band=band,
+                threshold=0.5,
+                threshold_sensitive=0.3,
+                threshold_specific=0.7,
+                inference_ms=10.0,
+            )
+        )
     ShadowPrediction.objects.bulk_create(shadow, batch_size=5000, ignore_conflicts=True)
     radiographs = Radiograph.objects.count()
-    print(f"{radiographs} radiographs, {Prediction.objects.count()} visible predictions, "
-          f"{ShadowPrediction.objects.count()} shadow predictions")  # fmt: skip
+    print(
+        f"{radiographs} radiographs, {Prediction.objects.count()} visible predictions, "
+        f"{ShadowPrediction.objects.count()} shadow predictions"
+    )
 
     started = time.perf_counter()
     cells = monitoring_refresh()
@@ -88,7 +116,10 @@ def main() -> int:
     client = Client()
     client.force_login(AdminFactory(username="bench.admin"))
     pages = [("models: comparison + gate", "/audit/models/")]
-    pages += [(f"monitoring by {by}", f"/audit/monitoring/?by={by}") for by in ("body_region", "age_band", "sex", "site", "month")]
+    pages += [
+        (f"monitoring by {by}", f"/audit/monitoring/?by={by}")
+        for by in ("body_region", "age_band", "sex", "site", "month")
+    ]
     print("\n| page | first request (cold cache) ms | p50 ms | p95 ms | max ms | queries |")
     print("|---|---|---|---|---|---|")
     from django.db import reset_queries
@@ -106,8 +137,10 @@ def main() -> int:
                 response = client.get(path)
                 times.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200
-        print(f"| {name} | {cold:.0f} | {statistics.median(times):.0f} | {percentile(times, 0.95):.0f} | "
-              f"{max(times):.0f} | {len(queries)} |")  # fmt: skip
+        print(
+            f"| {name} | {cold:.0f} | {statistics.median(times):.0f} | {percentile(times, 0.95):.0f} | "
+            f"{max(times):.0f} | {len(queries)} |"
+        )
 
     # The audit trail: N events appended through the chain, then verified.
     have = AuditEvent.objects.count()
@@ -116,15 +149,21 @@ def main() -> int:
     for start in range(0, max(0, args.events - have), chunk):
         n = min(chunk, args.events - have - start)
         AuditEvent.objects.bulk_create(
-            [AuditEvent(action="export", details={"i": start + i, "what": "bench"}) for i in range(n)], batch_size=chunk
+            [AuditEvent(action="export", details={"i": start + i, "what": "bench"}) for i in range(n)],
+            batch_size=chunk,
         )
     total = AuditEvent.objects.count()
-    print(f"\n{total} audit events ({time.perf_counter() - started:.0f} s to append {total - have} through the chain)")
+    print(
+        f"\n{total} audit events "
+        f"({time.perf_counter() - started:.0f} s to append {total - have} through the chain)"
+    )
     started = time.perf_counter()
     report = verify_chain()
     seconds = time.perf_counter() - started
-    print(f"verify_audit: {report.checked} events, ok={report.ok}, {seconds:.1f} s "
-          f"({report.checked / seconds:,.0f} events/s)")  # fmt: skip
+    print(
+        f"verify_audit: {report.checked} events, ok={report.ok}, {seconds:.1f} s "
+        f"({report.checked / seconds:,.0f} events/s)"
+    )
     return 0
 
 

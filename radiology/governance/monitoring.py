@@ -168,6 +168,14 @@ class MonitoringRow:
     agreement_ci: tuple[float, float] | None
     ece: float | None
 
+    @property
+    def label(self) -> str:
+        """The group as a reader names it ("unknown" for what the radiograph did not say)."""
+        parts = [str(part) for part in self.group if part not in (None, "")]
+        if len(self.group) == 3 and not parts:  # site: a PNG or JPEG upload carries no DICOM header
+            return "unknown device (no DICOM header)"
+        return " / ".join(parts) or "unknown"
+
 
 def _filtered(filters: dict[str, Any]) -> QuerySet[MonitoringCell]:
     cells = MonitoringCell.objects.all()
