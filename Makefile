@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 ## Run the application: web, worker and beat supervised (restarted if they die), embedded SQLite and broker,
 ## debug off, a secret key made for this installation in var/; demo accounts created on the first start.
 run: install
-	$(PY) manage.py runapp
+	$(PY) manage.py runapp --shadow-model models/lite0-cam-v1
 
 ## Run every test: lint, types, unit tests, then end-to-end against PostgreSQL + Redis and embedded.
 test: install services chromium dicom-tools lint typecheck test-unit test-e2e-services test-e2e-embedded

@@ -31,6 +31,7 @@ def main() -> int:
     )
     parser.add_argument("--model", type=Path, default=default_model_path())
     parser.add_argument("--train", type=int, default=800, help="training images to fit on (sampled)")
+    parser.add_argument("--val", type=int, default=0, help="val images to set the threshold on (0: all)")
     parser.add_argument("--out", type=Path, default=None, help="save the embeddings here (.npz)")
     args = parser.parse_args()
     predictor = Predictor.load(args.model)
@@ -40,6 +41,8 @@ def main() -> int:
     train = [r for r in records if r.split == "train"]
     train = [train[i] for i in rng.choice(len(train), min(args.train, len(train)), replace=False)]
     val = [r for r in records if r.split == "val"]
+    if args.val:
+        val = [val[i] for i in rng.choice(len(val), min(args.val, len(val)), replace=False)]
 
     def embed(paths: list[Path]) -> np.ndarray:
         out = []

@@ -44,6 +44,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="start the web server only")
         parser.add_argument("--no-dicom", action="store_true", help="do not start the DICOM listener")
         parser.add_argument(
+            "--shadow-model",
+            type=Path,
+            default=None,
+            help="a model artifact to register as a shadow version (an admin's later decision stands)",
+        )
+        parser.add_argument(
             "--demo-users",
             action="store_true",
             help="create the demo accounts even when listening beyond this machine (--host)",
@@ -53,6 +59,14 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
+        if options["shadow_model"] is not None:
+            # Idempotent: a version registered before keeps the status an admin gave it (promoted, retired).
+            call_command(
+                "register_model",
+                str(options["shadow_model"]),
+                status="shadow",
+                reason="demo: a second model reads every new radiograph in shadow",
+            )
         if is_loopback(options["host"]) or options["demo_users"]:
             call_command("create_demo_users")
         else:
