@@ -168,9 +168,16 @@ def classify_radiograph(self: ClassifierTask, radiograph_id: int) -> None:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from None
     if not claimed:
         return  # another worker has it, or it is already done
+    model_was_loaded = _predictor is not None
     try:
         _classify(self, claimed, clock)
     except SoftTimeLimitExceeded:
+        if not model_was_loaded and self.request.retries < MAX_RETRIES:
+            # The time went on loading the model in a fresh pool process (after a restart, on a busy
+            # machine), not on these radiographs: the load goes on, and they are tried again.
+            logger.warning("time limit reached while the model loaded; retrying radiographs %s", claimed)
+            _release_quietly(claimed)
+            raise self.retry(countdown=_backoff(self.request.retries)) from None
         for pk in claimed:
             services.radiograph_fail(
                 radiograph_id=pk, message="Classification took too long and was stopped. Try again later."

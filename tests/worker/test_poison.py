@@ -78,3 +78,47 @@ def test_a_refused_heatmap_write_is_retried_then_failed_readably(
     assert not Prediction.objects.exists()
     after = set(default_storage.listdir("predictions")[1]) if default_storage.exists("predictions") else set()
     assert after == before
+
+
+def _queued_png() -> Radiograph:
+    png = cv2.imencode(".png", np.full((64, 96), 200, np.uint8))[1].tobytes()
+    return RadiographFactory(image=ContentFile(png, name="x.png"), width=96, height=64)
+
+
+def test_a_time_limit_reached_while_a_fresh_process_loads_the_model_is_retried(
+    fake_predictor: FakePredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    radiograph = _queued_png()
+    calls = {"n": 0}
+
+    def slow_first_load() -> FakePredictor:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SoftTimeLimitExceeded()  # the limit struck while the task waited for the model
+        return fake_predictor
+
+    monkeypatch.setattr(tasks, "get_predictor", slow_first_load)
+    tasks.classify_radiograph.apply(args=[radiograph.pk])
+    radiograph.refresh_from_db()
+    assert radiograph.status == Radiograph.Status.PREDICTED
+    assert Prediction.objects.filter(radiograph=radiograph).count() == 1
+
+
+def test_a_time_limit_reached_with_the_model_loaded_fails_readably(
+    fake_predictor: FakePredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    radiograph = _queued_png()
+
+    def stuck(*args: Any, **kwargs: Any) -> Any:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(tasks, "_predictor", fake_predictor)  # loaded before the task began
+    monkeypatch.setattr(fake_predictor, "predict", stuck)
+    tasks.classify_radiograph.apply(args=[radiograph.pk])
+    radiograph.refresh_from_db()
+    assert radiograph.status == Radiograph.Status.FAILED
+    assert radiograph.failure_message == "Classification took too long and was stopped. Try again later."
