@@ -49,11 +49,11 @@ def test_a_broken_multipart_body_is_a_400_problem(clinician_api: Any) -> None:
     assert response["Content-Type"] == "application/problem+json"
 
 
-def test_too_many_parts_is_a_400_problem(clinician_api: Any, settings: Any) -> None:
+def test_too_many_file_parts_is_a_422_too_many_files(clinician_api: Any, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
     files = [upload(f"{i}.png", png_bytes(i)) for i in range(3)]
     assert_problem(
-        clinician_api.post("/api/v1/studies", study_form(files=files), format="multipart"), 400, "bad_request"
+        clinician_api.post("/api/v1/studies", study_form(files=files), format="multipart"), 422, "too_many_files"
     )
     assert Study.objects.count() == 0
 
