@@ -150,3 +150,15 @@ def test_the_daily_drift_task_is_scheduled(settings: Any) -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["check-drift"]
     assert entry["task"] == "worker.governance_tasks.check_drift"
     assert entry["schedule"].hour == {settings.GOVERNANCE_DRIFT_HOUR_UTC}
+
+
+def test_ood_distances_by_each_card_method() -> None:
+    from radiology.governance.guardrails import ood_distances
+
+    e = np.array([[1.0, 2.0], [3.0, 2.0]])
+    diag = {"method": "mahalanobis_diag", "centroid": [1.0, 2.0], "scale": [2.0, 1.0]}
+    assert ood_distances(e, diag) == pytest.approx([0.0, np.sqrt(0.5)])
+    pca = {"method": "pca_mahalanobis", "centroid": [1.0, 2.0], "components": [[1.0, 0.0]], "variances": [4.0]}
+    assert ood_distances(e, pca) == pytest.approx([0.0, 1.0])
+    with pytest.raises(ValueError, match="do not match"):
+        ood_distances(np.zeros((1, 3)), diag)
