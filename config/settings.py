@@ -317,6 +317,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "fracture_review_cache",
+            # Django's default (300 entries, then a third culled) would drop throttle histories at ~150 users.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
