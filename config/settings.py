@@ -383,10 +383,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
+    "filters": {"expected_refusals": {"()": "config.log_filters.ExpectedRefusalFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # 403 and 404 answers: one line each, no traceback (config/log_filters.py).
+        "django.request": {"filters": ["expected_refusals"]},
+        "django.security": {"filters": ["expected_refusals"]},
         "axes": {"level": "WARNING"},
         # Per-association and per-object chatter (DICOM networking, SR construction) stays out of the log.
         "pynetdicom": {"level": "WARNING"},

@@ -30,7 +30,9 @@ def deny(request: HttpRequest, *, reason: str = "role") -> HttpResponse:
         details={"path": request.path[:300], "method": request.method, "reason": reason},
         client_ip=client_ip(request),
     )
-    return render(request, "403.html", status=403)
+    # A clinician refused an admin page is told that, not that their account has no role.
+    context = {"has_role": is_clinician(request.user) if request.user.is_authenticated else False}
+    return render(request, "403.html", context, status=403)
 
 
 def _role_required(check: Callable[[Any], bool]) -> Callable[[View], View]:

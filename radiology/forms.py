@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 
-from radiology.models import BodyRegion, Label, Review, Sex, Study
+from radiology.models import Band, BodyRegion, Sex, Study
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -45,30 +45,19 @@ class StudyUploadForm(forms.Form):
     body_region = forms.ChoiceField(
         label="Body region", choices=[("", "From DICOM / choose…"), *BodyRegion.choices], required=False
     )
+    study_date = forms.DateField(
+        label="Study date", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
     clinical_notes = forms.CharField(
         label="Clinical notes", required=False, widget=forms.Textarea(attrs={"rows": 3})
     )
+    confirm_patient_mismatch = forms.BooleanField(
+        label="File it under the details typed here although the DICOM file names another patient "
+        "(recorded in the audit trail)",
+        required=False,
+    )
     # Django moves declared fields off the class, so this does not shadow BaseForm.files at run time.
     files = MultipleFileField(label="Radiographs (PNG, JPEG or DICOM)")  # type: ignore[assignment]
-
-
-class ReviewForm(forms.Form):
-    """Confirm keeps the model's label; override needs the final label (defaults to the opposite) and a
-    reason from the list, plus free text for "Other". The service enforces the rules; the form shapes them."""
-
-    decision = forms.ChoiceField(choices=Review.Decision.choices)
-    final_label = forms.ChoiceField(
-        label="Final label", choices=Label.choices, required=False, widget=forms.RadioSelect
-    )
-    reason_code = forms.ChoiceField(
-        label="Reason", choices=Review.Reason.choices, required=False, widget=forms.RadioSelect
-    )
-    reason_text = forms.CharField(
-        label="Notes",
-        required=False,
-        max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "What did you see? (required for Other)"}),
-    )
 
 
 class QueueFilterForm(forms.Form):
@@ -79,12 +68,24 @@ class QueueFilterForm(forms.Form):
     state = forms.ChoiceField(
         choices=[*Study.State.choices, (ALL, "All")], required=False, widget=forms.HiddenInput
     )
+    SORTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        # name: order (a leading "-" in the query string reverses it)
+        "patient": ("patient__name", "pk"),
+        "accession": ("accession_number", "pk"),
+        "region": ("body_region", "created_at", "pk"),
+        "waiting": ("created_at", "pk"),
+        "images": ("radiograph_count", "created_at", "pk"),
+        "study_date": ("study_date", "pk"),
+    }
+
     q = forms.CharField(
-        label="MRN or accession",
+        label="Name, MRN or accession",
         required=False,
         max_length=64,
-        widget=forms.TextInput(attrs={"type": "search", "placeholder": "MRN or accession number"}),
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name, MRN or accession number"}),
     )
+    band = forms.ChoiceField(label="Model band", choices=[("", "All bands"), *Band.choices], required=False)
+    sort = forms.CharField(required=False, max_length=20, widget=forms.HiddenInput)
     body_region = forms.ChoiceField(
         label="Body region", choices=[("", "All regions"), *BodyRegion.choices], required=False
     )
@@ -97,12 +98,31 @@ class QueueFilterForm(forms.Form):
         """The valid filters (tab excluded) as selector keyword arguments."""
         data = self.cleaned_data if self.is_bound else {}
         valid = {name: value for name, value in data.items() if name not in self.errors}
+        date_from, date_to = valid.get("date_from"), valid.get("date_to")
+        if date_from and date_to and date_from > date_to:
+            date_from, date_to = date_to, date_from  # reversed: read as meant (reversed_dates() says so)
         return {
             "body_region": valid.get("body_region") or None,
-            "date_from": valid.get("date_from"),
-            "date_to": valid.get("date_to"),
+            "date_from": date_from,
+            "date_to": date_to,
             "search": (valid.get("q") or "").strip() or None,
+            "band": valid.get("band") or None,
         }
+
+    def reversed_dates(self) -> bool:
+        data = self.cleaned_data if self.is_bound else {}
+        first, last = data.get("date_from"), data.get("date_to")
+        return bool(first and last and first > last)
+
+    def ordering(self) -> tuple[str, tuple[str, ...]] | None:
+        """The chosen column sort as (query value, order_by fields), or None for the queue's own order."""
+        value = (self.cleaned_data.get("sort") or "") if self.is_bound else ""
+        fields = self.SORTS.get(value.lstrip("-"))
+        if fields is None:
+            return None
+        if value.startswith("-"):
+            fields = tuple(f[1:] if f.startswith("-") else f"-{f}" for f in fields)
+        return value, fields
 
     def current_state(self) -> str:
         if self.is_bound and "state" not in self.errors:

@@ -3,7 +3,7 @@ URL configuration: a new URL without an entry there fails the test."""
 
 from django.urls import path
 
-from radiology import views
+from radiology import reading_views, views
 from radiology.governance import views as governance_views
 
 app_name = "radiology"
@@ -14,10 +14,16 @@ urlpatterns = [
     path("queue/rows/", views.queue_rows, name="queue_rows"),
     path("studies/new/", views.study_upload, name="study_upload"),
     path("studies/inspect-dicom/", views.dicom_inspect, name="dicom_inspect"),
-    path("studies/<int:pk>/", views.study_detail, name="study_detail"),
-    path("studies/<int:pk>/status/", views.study_status, name="study_status"),
+    path("studies/<int:pk>/", reading_views.study_detail, name="study_detail"),
+    path("studies/<int:pk>/status/", reading_views.study_status, name="study_status"),
+    path("studies/<int:pk>/confirm/", reading_views.study_confirm, name="study_confirm"),
+    path("studies/<int:pk>/unaided/", reading_views.study_unaided, name="study_unaided"),
     path("radiographs/<int:pk>/image/", views.radiograph_image, name="radiograph_image"),
-    path("radiographs/<int:pk>/review/", views.radiograph_review, name="radiograph_review"),
+    path("radiographs/<int:pk>/review/", reading_views.radiograph_review, name="radiograph_review"),
+    path("radiographs/<int:pk>/pixels/", reading_views.radiograph_pixels, name="radiograph_pixels"),
+    path("reader/settings/", reading_views.reader_settings, name="reader_settings"),
+    path("adjudications/", reading_views.adjudication_list, name="adjudications"),
+    path("adjudications/<int:pk>/decide/", reading_views.adjudication_decide, name="adjudication_decide"),
     path("radiographs/<int:pk>/retry/", views.radiograph_retry, name="radiograph_retry"),
     path("predictions/<int:pk>/heatmap/", views.heatmap_image, name="heatmap_image"),
     path("audit/", views.audit_dashboard, name="audit_dashboard"),

@@ -111,6 +111,59 @@ CATALOGUE: dict[str, ProblemType] = {
     "reason_required": ProblemType(
         422, "Reason required", "An override needs a reason code (and text for 'other')."
     ),
+    "reason_contradicts_label": ProblemType(
+        422,
+        "Reason does not fit the override",
+        "The reason cannot explain the final label (e.g. 'missed_fracture' with not_fractured).",
+    ),
+    "patient_details_differ": ProblemType(
+        422,
+        "Patient details differ from DICOM",
+        "The MRN or name given differs from a DICOM file's PatientID / PatientName; send "
+        "confirm_patient_mismatch=true to file it under the given details (audited).",
+    ),
+    "unaided_read_required": ProblemType(
+        422, "Unaided read required", "You read blinded: record your own call before reviewing."
+    ),
+    "already_seen": ProblemType(
+        422, "Model already seen", "You reviewed this radiograph already: too late for an unaided call."
+    ),
+    "already_recorded": ProblemType(
+        422, "Already recorded", "Your unaided call is recorded and never changed."
+    ),
+    "nothing_to_confirm": ProblemType(422, "Nothing to confirm", "No radiograph of the study awaits review."),
+    "no_radiographs": ProblemType(422, "No radiographs", "Name at least one radiograph."),
+    "adjudicated": ProblemType(
+        409, "Adjudicated", "A second reader has adjudicated this radiograph; its label is locked."
+    ),
+    "already_adjudicated": ProblemType(409, "Already adjudicated", "The adjudication is decided and locked."),
+    "own_case": ProblemType(
+        422, "Your own case", "A clinician who reviewed the radiograph cannot adjudicate it."
+    ),
+    # Why a file was refused at ingest: the `code` of an entry in `errors` (files_rejected, batch results).
+    "empty_file": ProblemType(422, "Empty file", "The file has no content."),
+    "file_too_large": ProblemType(422, "File too large", "The file is larger than UPLOAD_MAX_FILE_BYTES."),
+    "unsupported_format": ProblemType(
+        422, "Unsupported format", "Not a PNG, JPEG or DICOM image (judged by content, not name), or a GIF."
+    ),
+    "unreadable_image": ProblemType(
+        422, "Unreadable image", "The image data is truncated, corrupt, or compressed in a way not decodable."
+    ),
+    "too_many_pixels": ProblemType(
+        422, "Too many pixels", "The header declares more pixels than UPLOAD_MAX_PIXELS (checked first)."
+    ),
+    "image_too_small": ProblemType(
+        422, "Image too small", "A side is shorter than UPLOAD_MIN_SIDE pixels: not a radiograph."
+    ),
+    "animated_image": ProblemType(422, "Animated image", "An animated PNG holds more than one picture."),
+    "no_pixel_data": ProblemType(422, "No pixel data", "The DICOM file holds no image."),
+    "multiframe_dicom": ProblemType(
+        422, "Several frames", "A multi-frame DICOM object: one radiograph per file."
+    ),
+    "not_a_radiograph": ProblemType(
+        422, "Not a radiograph", "The DICOM modality is not a plain radiograph (CT or MR, for example)."
+    ),
+    "duplicate_file": ProblemType(422, "Duplicate file", "The same image was already in this upload."),
     # Load and faults
     "throttled": ProblemType(
         429, "Too many requests", "The per-user rate limit was reached; see Retry-After."

@@ -734,3 +734,121 @@ def add_problem_responses(
                             code: {"value": example, "summary": CATALOGUE[code].title}
                         }
     return result
+
+
+# --- Reading workflow ------------------------------------------------------------------------------------
+
+UNAIDED_READ = {
+    "id": 17,
+    "radiograph": 4051,
+    "label": "not_fractured",
+    "reader": "dr.ada",
+    "created_at": "2025-06-02T10:01:12.000Z",
+}
+CONFIRMED_REVIEW = {**REVIEW, "decision": "confirm", "final_label": "fractured", "reason_code": ""}
+ADJUDICATION = {
+    "id": 5,
+    "radiograph": 4051,
+    "study": 1377,
+    "review": REVIEW,
+    "trigger": "model_disagrees",
+    "state": "open",
+    "label": "",
+    "adjudicator": None,
+    "notes": "",
+    "created_at": "2025-06-02T10:02:41.010Z",
+    "decided_at": None,
+}
+ADJUDICATION_DECIDED = {
+    **ADJUDICATION,
+    "state": "decided",
+    "label": "fractured",
+    "adjudicator": "dr.grace",
+    "notes": "Buckle fracture.",
+    "decided_at": "2025-06-02T11:30:00.000Z",
+}
+
+unaided_read_create = extend_schema(
+    operation_id="radiographs_unaided_read_create",
+    tags=["reviews"],
+    summary="Record your own call before looking at the model's (blinded reading)",
+    description="A reader who reads blinded (their setting, or the site default) must record this before "
+    "reviewing: a review without it is refused with `unaided_read_required`. Never changed once recorded "
+    "(`already_recorded`), and refused after the caller has reviewed the radiograph (`already_seen`). The "
+    "review then stores it beside the model's and the final call.",
+    parameters=[PK, IDEMPOTENCY_KEY],
+    request=s.UnaidedReadIn,
+    examples=[
+        OpenApiExample("my call", value={"label": "not_fractured"}, request_only=True),
+        OpenApiExample("recorded", value=UNAIDED_READ, response_only=True, status_codes=[201]),
+    ],
+    responses={
+        201: s.UnaidedReadOut,
+        (422, PROBLEM_CONTENT_TYPE): _problem_response(
+            "Too late for an unaided call, or already recorded.",
+            (
+                "already seen",
+                _problem("already_seen", "You have already reviewed this image with the model's answer."),
+            ),
+        ),
+    },
+)
+
+study_confirm = extend_schema(
+    operation_id="studies_confirm",
+    tags=["reviews"],
+    summary="Confirm every radiograph of the study still awaiting review",
+    description="One confirmation per radiograph not yet reviewed, keeping the model's label; radiographs "
+    "already reviewed (overridden, say) keep their review. All or nothing: in blinded mode each needs the "
+    "caller's unaided call first. `nothing_to_confirm` when no radiograph awaits review.",
+    parameters=[PK, IDEMPOTENCY_KEY],
+    request=None,
+    examples=[
+        OpenApiExample("confirmed", value=CONFIRMED_REVIEW, response_only=True, status_codes=[201]),
+    ],
+    responses={
+        201: s.ReviewOut(many=True),
+        (422, PROBLEM_CONTENT_TYPE): _problem_response(
+            "Nothing to confirm, or an unaided call is missing.",
+            ("nothing to confirm", _problem("nothing_to_confirm", "No image of this study awaits a review.")),
+        ),
+    },
+)
+
+adjudication_list = extend_schema(
+    operation_id="adjudications_list",
+    tags=["reviews"],
+    summary="Cases awaiting a second reader",
+    description="Opened when a final call disagrees with a confident model band (fracture vs no_fracture) "
+    "or with the reader's own unaided call. Oldest first, paginated.",
+    responses={200: s.AdjudicationOut(many=True)},
+    examples=[OpenApiExample("open case", value=ADJUDICATION, response_only=True)],
+)
+
+adjudication_decide = extend_schema(
+    operation_id="adjudications_decide",
+    tags=["reviews"],
+    summary="Record the second reader's label",
+    description="Locked once recorded (`already_adjudicated`), audited, and the reference standard from "
+    "then on; a clinician who reviewed the radiograph cannot adjudicate it (`own_case`).",
+    parameters=[PK, IDEMPOTENCY_KEY],
+    request=s.AdjudicationDecideIn,
+    examples=[
+        OpenApiExample(
+            "decide", value={"label": "fractured", "notes": "Buckle fracture."}, request_only=True
+        ),
+        OpenApiExample("decided", value=ADJUDICATION_DECIDED, response_only=True, status_codes=[200]),
+    ],
+    responses={
+        200: s.AdjudicationOut,
+        (422, PROBLEM_CONTENT_TYPE): _problem_response(
+            "Your own case, or already decided.",
+            (
+                "own case",
+                _problem(
+                    "own_case", "You reviewed this image yourself; a different clinician must adjudicate it."
+                ),
+            ),
+        ),
+    },
+)

@@ -20,6 +20,7 @@ from rest_framework import serializers
 
 from radiology import selectors
 from radiology.models import (
+    Adjudication,
     Band,
     BodyRegion,
     Label,
@@ -106,6 +107,10 @@ class ReviewOut(serializers.Serializer):
     id = serializers.IntegerField()
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
     final_label = serializers.ChoiceField(choices=Label.choices)
+    unaided_label = serializers.ChoiceField(
+        choices=[("", "Not blinded"), *Label.choices],
+        help_text="The reviewer's own call made before the model was shown (blinded reads); empty otherwise.",
+    )
     reason_code = serializers.CharField(help_text="Empty for a confirmation; a Review reason otherwise.")
     reason_text = serializers.CharField()
     reviewer = serializers.CharField(source="reviewer.username")
@@ -310,6 +315,12 @@ class _StudyFieldsIn(serializers.Serializer):
     )
     clinical_notes = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
     study_date = serializers.DateField(required=False, allow_null=True, default=None)
+    confirm_patient_mismatch = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="File the study under the given MRN/name although a DICOM file's PatientID/PatientName "
+        "differs (audited). Without it such a study is refused with patient_details_differ.",
+    )
 
 
 class StudyCreateIn(_StudyFieldsIn):
@@ -454,6 +465,47 @@ class ReviewCreateIn(serializers.Serializer):
     reason_text = serializers.CharField(
         max_length=2000, required=False, allow_blank=True, default="", help_text="Required for reason other."
     )
+
+
+# --- Reading workflow: blinded reads, study confirmation, adjudication ------------------------------------
+
+
+class UnaidedReadIn(serializers.Serializer):
+    # The stubs give Field a `label` attribute; DRF itself takes declared fields off the class.
+    label = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=Label.choices, help_text="Your own call, made before the model's."
+    )
+
+
+class UnaidedReadOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    radiograph = serializers.IntegerField(source="radiograph_id")
+    # The stubs give Field a `label` attribute; DRF itself takes declared fields off the class.
+    label = serializers.ChoiceField(choices=Label.choices)  # type: ignore[assignment]
+    reader = serializers.CharField(source="reader.username")
+    created_at = serializers.DateTimeField()
+
+
+class AdjudicationOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    radiograph = serializers.IntegerField(source="radiograph_id")
+    study = serializers.IntegerField(source="radiograph.study_id")
+    review = ReviewOut(help_text="The review that sent the case to a second reader.")
+    trigger = serializers.ChoiceField(choices=Adjudication.Trigger.choices)
+    state = serializers.ChoiceField(choices=Adjudication.State.choices)
+    label = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=[("", "Not decided"), *Label.choices],
+        help_text="The adjudicated label (the reference standard).",
+    )
+    adjudicator = serializers.CharField(source="adjudicator.username", allow_null=True, default=None)
+    notes = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+
+
+class AdjudicationDecideIn(serializers.Serializer):
+    label = serializers.ChoiceField(choices=Label.choices)  # type: ignore[assignment]
+    notes = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 # --- Exports and problem types ---------------------------------------------------------------------------

@@ -27,6 +27,18 @@ urlpatterns = [
         name="radiograph_prediction",
     ),
     path("v1/radiographs/<int:pk>/reviews", views.ReviewCollectionApi.as_view(), name="radiograph_reviews"),
+    path(
+        "v1/radiographs/<int:pk>/unaided-read",
+        views.UnaidedReadCreateApi.as_view(),
+        name="radiograph_unaided_read",
+    ),
+    path("v1/studies/<int:pk>/confirm", views.StudyConfirmApi.as_view(), name="study_confirm"),
+    path("v1/adjudications", views.AdjudicationListApi.as_view(), name="adjudications"),
+    path(
+        "v1/adjudications/<int:pk>/decision",
+        views.AdjudicationDecideApi.as_view(),
+        name="adjudication_decide",
+    ),
     path("v1/predictions/<int:pk>/heatmap", views.PredictionHeatmapApi.as_view(), name="prediction_heatmap"),
     path("v1/batches", views.BatchSubmitApi.as_view(), name="batches"),
     path("v1/batches/<uuid:pk>", views.BatchDetailApi.as_view(), name="batch_detail"),

@@ -222,6 +222,96 @@ class ReviewCollectionApi(ReviewListApi, ReviewCreateApi):
     """GET lists a radiograph's reviews (newest first, the first stands); POST adds one."""
 
 
+# --- Reading workflow ----------------------------------------------------------------------------------
+
+
+class UnaidedReadCreateApi(ApiView):
+    """The caller's own call on a radiograph before they look at the model's (blinded reading)."""
+
+    parser_classes = [JSONParser]
+
+    @docs.unaided_read_create
+    def post(self, request: Request, pk: int) -> HttpResponseBase:
+        return run_idempotently(request, lambda: self._create(request, pk))
+
+    def _create(self, request: Request, pk: int) -> Response:
+        radiograph = _radiograph_for(request, pk)
+        serializer = s.UnaidedReadIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            (read,) = services.unaided_read_record(
+                radiograph_ids=[radiograph.pk],
+                reader=request.user,
+                label=serializer.validated_data["label"],
+                client_ip=client_ip(request),
+            )
+        except ServiceError as error:
+            raise _problem_from_service(error) from None
+        return Response(s.UnaidedReadOut(read).data, status=201)
+
+
+class StudyConfirmApi(ApiView):
+    """Confirm the model's label on every radiograph of the study still awaiting review."""
+
+    @docs.study_confirm
+    def post(self, request: Request, pk: int) -> HttpResponseBase:
+        return run_idempotently(request, lambda: self._confirm(request, pk))
+
+    def _confirm(self, request: Request, pk: int) -> Response:
+        study = _study_for(request, pk)
+        try:
+            reviews = services.study_confirm(
+                study_id=study.pk, reviewer=request.user, client_ip=client_ip(request)
+            )
+        except ServiceError as error:
+            raise _problem_from_service(error) from None
+        return Response(s.ReviewOut(reviews, many=True).data, status=201)
+
+
+class AdjudicationListApi(ApiView):
+    """Cases awaiting a second reader, oldest first (paginated)."""
+
+    pagination_class = ApiPagination
+
+    @docs.adjudication_list
+    def get(self, request: Request) -> Response:
+        from radiology.selectors import reading
+
+        return _paginated(self, request, reading.adjudication_queue(user=request.user), s.AdjudicationOut)
+
+
+class AdjudicationDecideApi(ApiView):
+    """The second reader's label: locked once recorded, the reference standard from then on."""
+
+    parser_classes = [JSONParser]
+
+    @docs.adjudication_decide
+    def post(self, request: Request, pk: int) -> HttpResponseBase:
+        return run_idempotently(request, lambda: self._decide(request, pk))
+
+    def _decide(self, request: Request, pk: int) -> Response:
+        from radiology.models import Adjudication
+        from radiology.selectors import reading
+
+        try:
+            adjudication = reading.adjudication_get(user=request.user, pk=pk)
+        except Adjudication.DoesNotExist:
+            raise Problem("not_found", "No such adjudication.", status_code=404) from None
+        serializer = s.AdjudicationDecideIn(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            decided = services.adjudication_decide(
+                adjudication_id=adjudication.pk,
+                adjudicator=request.user,
+                client_ip=client_ip(request),
+                **serializer.validated_data,
+            )
+        except ServiceError as error:
+            raise _problem_from_service(error) from None
+        decided = reading.adjudication_get(user=request.user, pk=decided.pk)
+        return Response(s.AdjudicationOut(decided).data)
+
+
 # --- Binary content ------------------------------------------------------------------------------------
 
 

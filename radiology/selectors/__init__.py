@@ -29,7 +29,7 @@ from radiology.selectors.radiographs import (
     radiographs_awaiting_review,
     radiographs_with_results,
 )
-from radiology.selectors.reviews import StudyOutcome, Verdict, study_outcome, study_verdict
+from radiology.selectors.reviews import StudyOutcome, StudyVerdict, Verdict, study_outcome, study_verdict
 from radiology.selectors.scoping import require_admin, require_clinical
 from radiology.selectors.studies import (
     next_study_to_review,
@@ -47,6 +47,7 @@ __all__ = [
     "ModelVersionAudit",
     "Proportion",
     "StudyOutcome",
+    "StudyVerdict",
     "Verdict",
     "audit_agreement_by_day",
     "audit_model_versions",

@@ -20,11 +20,15 @@ def study_queue(
     date_from: dt.date | None = None,
     date_to: dt.date | None = None,
     search: str | None = None,
+    band: str | None = None,
 ) -> QuerySet[Study]:
-    """Studies in review order: most suspicious first (highest fracture probability), then oldest."""
-    studies = Study.objects.select_related("patient")
+    """Studies in review order: most suspicious first (highest fracture probability), then oldest.
+    `search`: MRN or accession number (exact) or a patient name prefix; `band`: the study's highest band."""
+    studies = Study.objects.select_related("patient", "reading_by")
     if state:
         studies = studies.filter(state=state)
+    if band:
+        studies = studies.filter(band=band)
     if body_region:
         studies = studies.filter(body_region=body_region)
     if date_from:
@@ -43,14 +47,22 @@ def start_of_day(day: dt.date) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
-def study_search(term: str) -> Q:
-    """Studies whose accession number or patient's MRN is `term`, case-insensitively.
+# At most this many patients match a name search (a very short prefix may need more letters).
+NAME_SEARCH_LIMIT = 500
 
-    The matching patients are looked up first (one indexed query), so that the study side is an
-    index lookup on each branch; one OR across the patient join would read every study.
+
+def study_search(term: str) -> Q:
+    """Studies whose accession number or patient's MRN is `term`, or whose patient's name (any of its
+    words) starts with `term`, all case-insensitively.
+
+    The matching patients are looked up first (one query), so that the study side is an index lookup on
+    each branch; one OR across the patient join would read every study.
     """
     term = term.strip()
-    patients = list(Patient.objects.filter(mrn__iexact=term).values_list("pk", flat=True)[:100])
+    matching = Q(mrn__iexact=term)
+    if term:
+        matching |= Q(name__istartswith=term) | Q(name__icontains=f" {term}")
+    patients = list(Patient.objects.filter(matching).values_list("pk", flat=True)[:NAME_SEARCH_LIMIT])
     return Q(patient_id__in=patients) | Q(accession_number__iexact=term)
 
 
@@ -86,7 +98,16 @@ def study_queue_with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
         Prefetch(
             "radiographs__current_prediction",
             queryset=Prediction.objects.only(
-                "pk", "radiograph_id", "label", "probability", "threshold", "model_version", "created_at"
+                "pk",
+                "radiograph_id",
+                "label",
+                "band",
+                "probability",
+                "threshold",
+                "threshold_sensitive",
+                "threshold_specific",
+                "model_version",
+                "created_at",
             ),
         ),
         Prefetch(
@@ -105,10 +126,11 @@ def study_queue_counts(
     date_from: dt.date | None = None,
     date_to: dt.date | None = None,
     search: str | None = None,
+    band: str | None = None,
 ) -> dict[str, int]:
     """How many studies each queue tab holds under the current filters (one GROUP BY query)."""
     studies = study_queue(
-        user=user, body_region=body_region, date_from=date_from, date_to=date_to, search=search
+        user=user, body_region=body_region, date_from=date_from, date_to=date_to, search=search, band=band
     )
     counts = dict.fromkeys(Study.State.values, 0)
     for row in studies.order_by().values("state").annotate(n=Count("pk")):

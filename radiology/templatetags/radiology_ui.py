@@ -34,6 +34,18 @@ def age(value: dt.datetime | None) -> str:
 
 
 @register.filter
+def years_old(born: dt.date | None) -> str:
+    """Age in whole years today ("47 y"); months under two ("18 mo")."""
+    if born is None:
+        return ""
+    today = timezone.localdate()
+    months = (today.year - born.year) * 12 + today.month - born.month - (today.day < born.day)
+    if months < 0:
+        return ""
+    return f"{months} mo" if months < 24 else f"{months // 12} y"
+
+
+@register.filter
 def percent(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "—"

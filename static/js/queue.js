@@ -48,6 +48,14 @@
       case "j": case "ArrowDown": select(current + 1); break;
       case "k": case "ArrowUp": select(current < 0 ? 0 : current - 1); break;
       case "/": if (search) { search.focus(); search.select(); } break;
+      case "Enter":
+        // Nothing selected yet: Enter opens the first (most suspicious) study.
+        if (current < 0 && rows().length && !event.target.closest("a, button, input, select, textarea")) {
+          window.location.assign(rows()[0].dataset.href);
+        } else {
+          handled = false;
+        }
+        break;
       default: handled = false;
     }
     if (handled) event.preventDefault();

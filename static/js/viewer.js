@@ -1,216 +1,485 @@
-// The radiograph viewer: zoom (wheel, buttons, keys), pan (drag, arrows), window/level (sliders,
-// right-drag, keys), invert, fit and 1:1, and the model's heatmap overlay with its opacity.
-// Window/level is an exact linear transfer function (an SVG filter), not an approximation with CSS
-// brightness/contrast: out = (value - (level - window/2)) / window, clamped to [0, 1].
+// The radiograph viewer: one or two panes, each a canvas drawn from the image's own pixels (a 12- or 16-bit
+// DICOM keeps every level), with zoom, pan, a real window/level in the image's units (presets from the
+// image's histogram), invert, the model's boxes (SVG, in original-image pixels) and the heatmap overlay.
+// Switching images changes what a pane draws; the view (zoom, window, invert, layout) is kept.
 (function () {
   "use strict";
   const FR = (window.FR = window.FR || {});
-  const viewer = document.getElementById("viewer");
-  if (!viewer) return;
-  const stage = document.getElementById("stage");
-  const xray = document.getElementById("xray");
-  const heatmap = document.getElementById("heatmap");
-  const opacityInput = document.getElementById("opacity");
-  const windowInput = document.getElementById("window");
-  const levelInput = document.getElementById("level");
-  const hudZoom = document.getElementById("hud-zoom");
-  const hudWindowLevel = document.getElementById("hud-wl");
-  const transfer = document.querySelectorAll("#window-level feFuncR, #window-level feFuncG, #window-level feFuncB");
   const MIN_SCALE = 0.05;
   const MAX_SCALE = 16;
-  const DEFAULTS = { window: 100, level: 50, opacity: 45 };
+  const SVG = "http://www.w3.org/2000/svg";
 
-  const view = {
-    scale: 1, x: 0, y: 0, fitted: true, invert: false,
-    window: DEFAULTS.window, level: DEFAULTS.level,
-    heatmap: !!heatmap, opacity: DEFAULTS.opacity,
-  };
-  let width = Number(xray.getAttribute("width")) || 512;
-  let height = Number(xray.getAttribute("height")) || 512;
+  // Pixels already fetched, newest last; a study of 20 images fits, a long session does not grow forever.
+  const pixelCache = new Map();
+  const CACHE_SIZE = 24;
+
+  function loadPixels(url) {
+    if (pixelCache.has(url)) {
+      const hit = pixelCache.get(url);
+      pixelCache.delete(url);
+      pixelCache.set(url, hit);
+      return hit;
+    }
+    const pending = fetch(url, { credentials: "same-origin" }).then(function (response) {
+      if (!response.ok) throw new Error("The image could not be loaded (" + response.status + ").");
+      const header = JSON.parse(response.headers.get("X-Pixels"));
+      return response.arrayBuffer().then(function (buffer) {
+        const pixels = header.bytes_per_pixel === 2 ? new Uint16Array(buffer) : new Uint8Array(buffer);
+        if (pixels.length !== header.width * header.height) throw new Error("The image data is incomplete.");
+        return { header: header, pixels: pixels };
+      });
+    });
+    pending.catch(function () { pixelCache.delete(url); });
+    pixelCache.set(url, pending);
+    while (pixelCache.size > CACHE_SIZE) pixelCache.delete(pixelCache.keys().next().value);
+    return pending;
+  }
 
   function clamp(value, low, high) {
     return Math.min(high, Math.max(low, value));
   }
+
+  // What is kept across images of the study.
+  const view = {
+    layout: 1,
+    invert: false,
+    boxes: null, // null: the model card's default for the image's model
+    heatmap: false,
+    opacity: 45,
+    zoom: 1, // relative to fit
+    fitted: true,
+    cx: 0.5, cy: 0.5, // the image point at the pane's centre, as a fraction of its size
+    windowMode: "default", // a preset name, or "manual"
+    window: null, // {center, width, bits} when manual
+  };
+
+  function Pane(root) {
+    this.root = root;
+    this.stage = root.querySelector(".stage");
+    this.canvas = root.querySelector("canvas.xray");
+    this.context = this.canvas.getContext("2d");
+    this.heatmap = root.querySelector("img.heatmap");
+    this.svg = root.querySelector("svg.boxes");
+    this.hudImage = root.querySelector("[data-hud-image]");
+    this.hudZoom = root.querySelector("[data-hud-zoom]");
+    this.image = null;
+    this.data = null;
+    this.imageData = null;
+    this.window = { center: 128, width: 256 };
+    this.scale = 1;
+    this.x = 0;
+    this.y = 0;
+    this.token = 0;
+  }
+
+  Pane.prototype.width = function () { return this.data ? this.data.header.width : (this.image ? this.image.width : 1); };
+  Pane.prototype.height = function () { return this.data ? this.data.header.height : (this.image ? this.image.height : 1); };
+
+  Pane.prototype.show = function (image) {
+    const pane = this;
+    const token = ++this.token;
+    const same = this.image && this.image.id === image.id && this.data;
+    this.image = image;
+    this.root.dataset.image = String(image.id);
+    this.hudImage.textContent = "Image " + image.number + " · " + image.width + "×" + image.height + " " + image.format +
+      (image.view ? " · " + image.view : "") + (image.laterality ? " " + image.laterality : "");
+    this.drawOverlays();
+    if (same) return Promise.resolve();
+    this.root.dataset.ready = "no";
+    this.root.classList.remove("load-failed");
+    return loadPixels(image.pixels_url).then(function (data) {
+      if (token !== pane.token) return;
+      pane.data = data;
+      pane.canvas.width = data.header.width;
+      pane.canvas.height = data.header.height;
+      pane.imageData = pane.context.createImageData(data.header.width, data.header.height);
+      pane.applyWindowMode();
+      pane.placeFromView();
+      pane.paint();
+      pane.drawOverlays();
+      pane.root.dataset.ready = "yes";
+      pane.root.dispatchEvent(new CustomEvent("fr:shown", { bubbles: true, detail: { image: image.id } }));
+    }).catch(function (error) {
+      if (token !== pane.token) return;
+      pane.root.dataset.ready = "error";
+      pane.root.classList.add("load-failed");
+      pane.hudImage.textContent = error.message;
+    });
+  };
+
+  Pane.prototype.applyWindowMode = function () {
+    const header = this.data.header;
+    if (view.windowMode === "manual" && view.window && view.window.bits === header.bits) {
+      this.window = { center: view.window.center, width: view.window.width };
+    } else {
+      const preset = header.presets[view.windowMode] || header.presets["default"] || header.window;
+      this.window = { center: preset.center, width: preset.width };
+      if (view.windowMode === "manual") view.windowMode = "default";
+    }
+  };
+
+  // Every stored level through one lookup table: out = (value - (centre - width / 2)) / width, clamped.
+  Pane.prototype.paint = function () {
+    if (!this.data) return;
+    const header = this.data.header;
+    const size = header.max_value + 1;
+    const lut = new Uint32Array(size);
+    const width = Math.max(1, this.window.width);
+    const low = this.window.center - width / 2;
+    const invert = header.invert !== view.invert; // MONOCHROME1 is stored inverted: shown flipped by default
+    for (let v = 0; v < size; v++) {
+      let g = ((v - low) / width) * 255;
+      g = g < 0 ? 0 : g > 255 ? 255 : g | 0;
+      if (invert) g = 255 - g;
+      lut[v] = 0xff000000 | (g << 16) | (g << 8) | g;
+    }
+    const out = new Uint32Array(this.imageData.data.buffer);
+    const pixels = this.data.pixels;
+    for (let i = 0; i < pixels.length; i++) out[i] = lut[pixels[i]];
+    this.context.putImageData(this.imageData, 0, 0);
+    this.root.dataset.window = Math.round(this.window.width) + "/" + Math.round(this.window.center);
+    this.root.dataset.invert = view.invert ? "yes" : "no";
+  };
+
+  Pane.prototype.fitScale = function () {
+    return Math.min(this.root.clientWidth / this.width(), this.root.clientHeight / this.height()) || 1;
+  };
+
+  Pane.prototype.placeFromView = function () {
+    const fit = this.fitScale();
+    this.scale = clamp(view.fitted ? fit : fit * view.zoom, MIN_SCALE, MAX_SCALE);
+    this.x = this.root.clientWidth / 2 - view.cx * this.width() * this.scale;
+    this.y = this.root.clientHeight / 2 - view.cy * this.height() * this.scale;
+    this.place();
+  };
+
+  Pane.prototype.rememberView = function () {
+    view.zoom = this.scale / this.fitScale();
+    view.cx = (this.root.clientWidth / 2 - this.x) / (this.width() * this.scale);
+    view.cy = (this.root.clientHeight / 2 - this.y) / (this.height() * this.scale);
+  };
+
+  Pane.prototype.place = function () {
+    const w = this.width();
+    const h = this.height();
+    this.stage.style.width = w + "px";
+    this.stage.style.height = h + "px";
+    this.stage.style.transform = "translate(" + this.x + "px, " + this.y + "px) scale(" + this.scale + ")";
+    this.stage.classList.toggle("pixelated", !view.fitted && this.scale >= 3);
+    this.root.dataset.scale = this.scale.toFixed(4);
+    // Zoom relative to "fit": what is kept when the next image (of another size) is shown.
+    this.root.dataset.zoom = (this.scale / this.fitScale()).toFixed(3);
+    this.hudZoom.textContent = (view.fitted ? "Fit · " : "") + Math.round(this.scale * 100) + " %";
+  };
+
+  Pane.prototype.boxesOn = function () {
+    const prediction = this.image && this.image.prediction;
+    if (!prediction) return false;
+    return view.boxes === null ? !!prediction.boxes_default : view.boxes;
+  };
+
+  Pane.prototype.drawOverlays = function () {
+    const prediction = this.image && this.image.prediction;
+    const w = this.image ? this.image.width : 1;
+    const h = this.image ? this.image.height : 1;
+    // Boxes: the stored coordinates are the image's own pixels, the same frame as the canvas.
+    while (this.svg.firstChild) this.svg.removeChild(this.svg.firstChild);
+    const boxes = prediction ? prediction.boxes : [];
+    this.svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+    this.svg.setAttribute("width", String(w));
+    this.svg.setAttribute("height", String(h));
+    const font = Math.max(12, Math.round(Math.max(w, h) / 45));
+    boxes.forEach(function (box, index) {
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("x", String(box.x0));
+      rect.setAttribute("y", String(box.y0));
+      rect.setAttribute("width", String(box.x1 - box.x0));
+      rect.setAttribute("height", String(box.y1 - box.y0));
+      rect.setAttribute("class", "box");
+      rect.setAttribute("data-box", String(index));
+      this.svg.appendChild(rect);
+      const label = document.createElementNS(SVG, "text");
+      label.setAttribute("x", String(box.x0 + font * 0.2));
+      label.setAttribute("y", String(Math.max(font, box.y0 - font * 0.3)));
+      label.setAttribute("font-size", String(font));
+      label.setAttribute("class", "box-label");
+      label.textContent = Math.round(box.score * 100) + " %";
+      this.svg.appendChild(label);
+    }, this);
+    // An <svg> has no `hidden` property (it is not an HTML element): the attribute itself is toggled.
+    const hide = !this.boxesOn() || boxes.length === 0;
+    this.svg.toggleAttribute("hidden", hide);
+    this.root.dataset.boxes = hide ? "off" : String(boxes.length);
+    // The heatmap, only when the model card validates it and the reader asks for it.
+    const url = prediction && prediction.heatmap_url;
+    if (url && view.heatmap) {
+      if (this.heatmap.getAttribute("src") !== url) this.heatmap.setAttribute("src", url);
+      this.heatmap.style.opacity = String(view.opacity / 100);
+      this.heatmap.hidden = false;
+    } else {
+      this.heatmap.hidden = true;
+    }
+    this.root.dataset.heatmap = this.heatmap.hidden ? "off" : "on";
+  };
+
+  Pane.prototype.zoomAt = function (scale, cx, cy) {
+    scale = clamp(scale, MIN_SCALE, MAX_SCALE);
+    this.x = cx - ((cx - this.x) * scale) / this.scale;
+    this.y = cy - ((cy - this.y) * scale) / this.scale;
+    this.scale = scale;
+    view.fitted = false;
+    this.place();
+    this.rememberView();
+  };
+
+  Pane.prototype.pan = function (dx, dy) {
+    this.x += dx;
+    this.y += dy;
+    view.fitted = false;
+    this.place();
+    this.rememberView();
+  };
+
+  // --- The viewer: panes, shared controls, keyboard and pointer --------------------------------------------
+
+  const root = document.getElementById("viewers");
+  if (!root) return;
+  const panes = Array.prototype.map.call(root.querySelectorAll(".viewer"), function (node) { return new Pane(node); });
+  const readout = document.getElementById("wl-readout");
+  const legend = document.getElementById("heatmap-legend");
+  let active = panes[0];
+  let images = [];
+  let current = null;
 
   function pressed(action, on) {
     const button = document.querySelector('[data-action="' + action + '"]');
     if (button) button.setAttribute("aria-pressed", on ? "true" : "false");
   }
 
-  function render() {
-    stage.style.width = width + "px";
-    stage.style.height = height + "px";
-    stage.style.transform = "translate(" + view.x + "px, " + view.y + "px) scale(" + view.scale + ")";
-    viewer.dataset.scale = view.scale.toFixed(4);
-    hudZoom.textContent = (view.fitted ? "Fit · " : "") + Math.round(view.scale * 100) + " %";
-    // Zoomed in past 3x, show the pixels as they are rather than smoothed: what a reader zooms in to check.
-    stage.classList.toggle("pixelated", !view.fitted && view.scale >= 3);
-
-    const w = view.window / 100;
-    const low = view.level / 100 - w / 2;
-    let slope = 1 / w;
-    let intercept = -low / w;
-    if (view.invert) {
-      slope = -slope;
-      intercept = 1 - intercept;
-    }
-    transfer.forEach(function (node) {
-      node.setAttribute("slope", slope.toFixed(5));
-      node.setAttribute("intercept", intercept.toFixed(5));
-    });
-    const identity = !view.invert && view.window === DEFAULTS.window && view.level === DEFAULTS.level;
-    // The filter costs a repaint per frame while panning; only switch it on when it changes something.
-    xray.classList.toggle("window-level", !identity);
-    viewer.dataset.invert = view.invert ? "yes" : "no";
-    hudWindowLevel.textContent = "W " + view.window + " · L " + view.level + (view.invert ? " · inverted" : "");
-    windowInput.value = String(view.window);
-    levelInput.value = String(view.level);
-    pressed("invert", view.invert);
-
-    if (heatmap) {
-      heatmap.hidden = !view.heatmap;
-      heatmap.style.opacity = String(view.opacity / 100);
-      opacityInput.value = String(view.opacity);
-      viewer.dataset.heatmap = view.heatmap ? "on" : "off";
-      pressed("heatmap", view.heatmap);
-    }
+  function visiblePanes() {
+    return panes.slice(0, view.layout);
   }
 
-  function fitScale() {
-    return Math.min(viewer.clientWidth / width, viewer.clientHeight / height);
+  function refreshControls() {
+    const w = active.window;
+    const header = active.data && active.data.header;
+    readout.textContent = header
+      ? "W " + Math.round(w.width) + " · L " + Math.round(w.center - header.offset) + (header.bits > 8 ? " (" + header.bits + "-bit)" : "")
+      : "W — L —";
+    document.querySelectorAll("[data-preset]").forEach(function (button) {
+      button.setAttribute("aria-pressed", view.windowMode === button.dataset.preset ? "true" : "false");
+    });
+    pressed("invert", view.invert);
+    pressed("layout", view.layout === 2);
+    pressed("boxes", active.boxesOn());
+    const prediction = current && current.prediction;
+    const boxesButton = document.querySelector('[data-action="boxes"]');
+    boxesButton.disabled = !prediction || prediction.boxes.length === 0;
+    const heatmapButton = document.querySelector('[data-action="heatmap"]');
+    heatmapButton.hidden = !(prediction && prediction.heatmap_url);
+    pressed("heatmap", view.heatmap);
+    legend.hidden = !(prediction && prediction.heatmap_url && view.heatmap);
+    root.dataset.layout = String(view.layout);
+  }
+
+  function paintAll() {
+    visiblePanes().forEach(function (pane) {
+      if (pane !== active && pane.data && active.data && pane.data.header.bits === active.data.header.bits &&
+          view.windowMode === "manual") {
+        pane.window = { center: active.window.center, width: active.window.width };
+      } else if (pane !== active && pane.data) {
+        pane.applyWindowMode();
+      }
+      pane.paint();
+    });
+    refreshControls();
+  }
+
+  function setWindow(center, width) {
+    if (!active.data) return;
+    const max = active.data.header.max_value;
+    active.window = { center: clamp(center, -max, 2 * max), width: clamp(width, 1, 2 * max + 2) };
+    view.windowMode = "manual";
+    view.window = { center: active.window.center, width: active.window.width, bits: active.data.header.bits };
+    schedulePaint();
+  }
+
+  let paintQueued = false;
+  function schedulePaint() {
+    if (paintQueued) return;
+    paintQueued = true;
+    window.requestAnimationFrame(function () { paintQueued = false; paintAll(); });
+  }
+
+  function setPreset(name) {
+    view.windowMode = name;
+    visiblePanes().forEach(function (pane) { if (pane.data) pane.applyWindowMode(); });
+    paintAll();
+  }
+
+  function neighbourOf(image) {
+    const index = images.indexOf(image);
+    if (index < 0) return null;
+    return images[index + 1] || images[index - 1] || null;
+  }
+
+  // Show an image in the active pane (the second pane, in 2-up, shows the next image of the study).
+  function show(image) {
+    current = image;
+    panes[0].show(image);
+    if (view.layout === 2) {
+      const other = neighbourOf(image);
+      panes[1].root.hidden = !other;
+      if (other) panes[1].show(other);
+    }
+    active = panes[0];
+    const next = neighbourOf(image);
+    if (next) loadPixels(next.pixels_url); // the next switch draws from memory
+    refreshControls();
+  }
+
+  // A pane finished drawing a new image: the read-out and the buttons describe it.
+  root.addEventListener("fr:shown", refreshControls);
+
+  function setLayout(layout) {
+    view.layout = layout;
+    panes[1].root.hidden = layout !== 2;
+    root.dataset.layout = String(layout);
+    window.requestAnimationFrame(function () {
+      if (current) show(current);
+      visiblePanes().forEach(function (pane) { if (pane.data) pane.placeFromView(); });
+    });
+    refreshControls();
   }
 
   function fit() {
-    view.scale = clamp(fitScale(), MIN_SCALE, MAX_SCALE);
-    view.x = (viewer.clientWidth - width * view.scale) / 2;
-    view.y = (viewer.clientHeight - height * view.scale) / 2;
     view.fitted = true;
-    render();
-  }
-
-  function zoomAt(scale, cx, cy) {
-    scale = clamp(scale, MIN_SCALE, MAX_SCALE);
-    view.x = cx - ((cx - view.x) * scale) / view.scale;
-    view.y = cy - ((cy - view.y) * scale) / view.scale;
-    view.scale = scale;
-    view.fitted = false;
-    render();
+    view.zoom = 1;
+    view.cx = 0.5;
+    view.cy = 0.5;
+    visiblePanes().forEach(function (pane) { pane.placeFromView(); });
   }
 
   function zoomBy(factor) {
-    zoomAt(view.scale * factor, viewer.clientWidth / 2, viewer.clientHeight / 2);
+    active.zoomAt(active.scale * factor, active.root.clientWidth / 2, active.root.clientHeight / 2);
+    syncOthers();
   }
 
-  function actualSize() {
-    zoomAt(1, viewer.clientWidth / 2, viewer.clientHeight / 2);
-  }
-
-  function pan(dx, dy) {
-    view.x += dx;
-    view.y += dy;
-    view.fitted = false;
-    render();
-  }
-
-  function setWindowLevel(windowValue, levelValue) {
-    view.window = Math.round(clamp(windowValue, 5, 200));
-    view.level = Math.round(clamp(levelValue, 0, 100));
-    render();
-  }
-
-  function toggleHeatmap() {
-    if (!heatmap) return;
-    view.heatmap = !view.heatmap;
-    render();
-  }
-
-  function setOpacity(value) {
-    if (!heatmap) return;
-    view.opacity = clamp(value, 0, 100);
-    view.heatmap = true;
-    render();
+  function syncOthers() {
+    visiblePanes().forEach(function (pane) { if (pane !== active && pane.data) pane.placeFromView(); });
   }
 
   function reset() {
     view.invert = false;
-    view.window = DEFAULTS.window;
-    view.level = DEFAULTS.level;
-    view.opacity = DEFAULTS.opacity;
-    view.heatmap = !!heatmap;
+    view.heatmap = false;
+    view.boxes = null;
+    view.windowMode = "default";
+    visiblePanes().forEach(function (pane) { if (pane.data) pane.applyWindowMode(); pane.drawOverlays(); });
     fit();
+    paintAll();
+  }
+
+  function toggleBoxes() {
+    view.boxes = !active.boxesOn();
+    visiblePanes().forEach(function (pane) { pane.drawOverlays(); });
+    refreshControls();
+  }
+
+  function toggleHeatmap() {
+    if (!(current && current.prediction && current.prediction.heatmap_url)) return;
+    view.heatmap = !view.heatmap;
+    visiblePanes().forEach(function (pane) { pane.drawOverlays(); });
+    refreshControls();
+  }
+
+  function setOpacity(value) {
+    view.opacity = clamp(value, 5, 100);
+    view.heatmap = true;
+    visiblePanes().forEach(function (pane) { pane.drawOverlays(); });
+    refreshControls();
   }
 
   const actions = {
     "zoom-in": function () { zoomBy(1.25); },
     "zoom-out": function () { zoomBy(0.8); },
     fit: fit,
-    actual: actualSize,
-    invert: function () { view.invert = !view.invert; render(); },
+    actual: function () { active.zoomAt(1, active.root.clientWidth / 2, active.root.clientHeight / 2); syncOthers(); },
+    invert: function () { view.invert = !view.invert; paintAll(); },
+    boxes: toggleBoxes,
     heatmap: toggleHeatmap,
+    layout: function () { setLayout(view.layout === 2 ? 1 : 2); },
     reset: reset,
   };
 
   document.querySelectorAll(".toolbar [data-action]").forEach(function (button) {
-    button.addEventListener("click", function () {
-      actions[button.dataset.action]();
-    });
+    button.addEventListener("click", function () { actions[button.dataset.action](); });
   });
-  opacityInput.addEventListener("input", function () { setOpacity(Number(opacityInput.value)); });
-  windowInput.addEventListener("input", function () { setWindowLevel(Number(windowInput.value), view.level); });
-  levelInput.addEventListener("input", function () { setWindowLevel(view.window, Number(levelInput.value)); });
+  document.querySelectorAll("[data-preset]").forEach(function (button) {
+    button.addEventListener("click", function () { setPreset(button.dataset.preset); });
+  });
 
-  viewer.addEventListener(
-    "wheel",
-    function (event) {
+  panes.forEach(function (pane) {
+    const node = pane.root;
+    node.addEventListener("wheel", function (event) {
       event.preventDefault();
-      const box = viewer.getBoundingClientRect();
+      active = pane;
+      const box = node.getBoundingClientRect();
       const factor = Math.exp(-clamp(event.deltaY, -200, 200) * 0.0015);
-      zoomAt(view.scale * factor, event.clientX - box.left, event.clientY - box.top);
-    },
-    { passive: false }
-  );
-
-  // Left-drag pans; right-drag (or Shift+drag) changes window (left/right) and level (up/down).
-  let drag = null;
-  viewer.addEventListener("pointerdown", function (event) {
-    if (event.button !== 0 && event.button !== 2) return;
-    const windowLevel = event.button === 2 || event.shiftKey;
-    drag = { id: event.pointerId, x: event.clientX, y: event.clientY, windowLevel: windowLevel,
-      window: view.window, level: view.level };
-    viewer.setPointerCapture(event.pointerId);
-    viewer.classList.add(windowLevel ? "adjusting" : "panning");
-    viewer.focus({ preventScroll: true });
-  });
-  viewer.addEventListener("pointermove", function (event) {
-    if (!drag || event.pointerId !== drag.id) return;
-    const dx = event.clientX - drag.x;
-    const dy = event.clientY - drag.y;
-    if (drag.windowLevel) {
-      setWindowLevel(drag.window + dx * 0.4, drag.level + dy * 0.25);
-    } else {
-      pan(dx, dy);
-      drag.x = event.clientX;
-      drag.y = event.clientY;
+      pane.zoomAt(pane.scale * factor, event.clientX - box.left, event.clientY - box.top);
+      syncOthers();
+    }, { passive: false });
+    let drag = null;
+    node.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0 && event.button !== 2) return;
+      active = pane;
+      const windowLevel = event.button === 2 || event.shiftKey;
+      drag = { id: event.pointerId, x: event.clientX, y: event.clientY, windowLevel: windowLevel,
+        center: pane.window.center, width: pane.window.width };
+      node.setPointerCapture(event.pointerId);
+      node.classList.add(windowLevel ? "adjusting" : "panning");
+      node.focus({ preventScroll: true });
+    });
+    node.addEventListener("pointermove", function (event) {
+      if (!drag || event.pointerId !== drag.id) return;
+      const dx = event.clientX - drag.x;
+      const dy = event.clientY - drag.y;
+      if (drag.windowLevel) {
+        // Across the pane: the whole range of levels; right widens the window, down raises the level.
+        const range = pane.data ? pane.data.header.max_value + 1 : 256;
+        setWindow(drag.center + (dy / node.clientHeight) * range, drag.width + (dx / node.clientWidth) * range);
+      } else {
+        pane.pan(dx, dy);
+        syncOthers();
+        drag.x = event.clientX;
+        drag.y = event.clientY;
+      }
+    });
+    function endDrag(event) {
+      if (!drag || event.pointerId !== drag.id) return;
+      drag = null;
+      node.classList.remove("adjusting", "panning");
     }
+    node.addEventListener("pointerup", endDrag);
+    node.addEventListener("pointercancel", endDrag);
+    node.addEventListener("contextmenu", function (event) { event.preventDefault(); });
+    node.addEventListener("dblclick", fit);
   });
-  function endDrag(event) {
-    if (!drag || event.pointerId !== drag.id) return;
-    drag = null;
-    viewer.classList.remove("adjusting", "panning");
-  }
-  viewer.addEventListener("pointerup", endDrag);
-  viewer.addEventListener("pointercancel", endDrag);
-  viewer.addEventListener("contextmenu", function (event) { event.preventDefault(); });
-  viewer.addEventListener("dblclick", fit);
 
   document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || FR.isTyping(event)) return;
-    // Digits belong to the override form's reasons while it is open.
+    if (event.ctrlKey || event.metaKey || FR.isTyping(event)) return;
     const overrideOpen = typeof FR.overrideOpen === "function" && FR.overrideOpen();
+    if (event.altKey) {
+      const preset = { "1": "bone", "2": "soft", "3": "full", "0": "default" }[event.key] ||
+        { Digit1: "bone", Digit2: "soft", Digit3: "full", Digit0: "default" }[event.code];
+      if (preset) { setPreset(preset); event.preventDefault(); }
+      return;
+    }
     const step = event.shiftKey ? 200 : 50;
+    const range = active.data ? active.data.header.max_value + 1 : 256;
     let handled = true;
     switch (event.key) {
       case "h": case "H": toggleHeatmap(); break;
+      case "b": case "B": toggleBoxes(); break;
       case ",": case "<": setOpacity(view.opacity - 10); break;
       case ".": case ">": setOpacity(view.opacity + 10); break;
       case "i": case "I": actions.invert(); break;
@@ -218,16 +487,17 @@
       case "f": case "F": fit(); break;
       case "+": case "=": zoomBy(1.25); break;
       case "-": case "_": zoomBy(0.8); break;
-      case "w": setWindowLevel(view.window - 5, view.level); break;
-      case "W": setWindowLevel(view.window + 5, view.level); break;
-      case "l": setWindowLevel(view.window, view.level + 3); break;
-      case "L": setWindowLevel(view.window, view.level - 3); break;
-      case "1": if (overrideOpen) handled = false; else actualSize(); break;
+      case "w": setWindow(active.window.center, active.window.width * 0.85); break;
+      case "W": setWindow(active.window.center, active.window.width / 0.85); break;
+      case "l": setWindow(active.window.center + range / 50, active.window.width); break;
+      case "L": setWindow(active.window.center - range / 50, active.window.width); break;
+      case "1": if (overrideOpen) handled = false; else actions.actual(); break;
+      case "2": if (overrideOpen) handled = false; else actions.layout(); break;
       case "ArrowLeft": case "ArrowRight": case "ArrowUp": case "ArrowDown":
-        // Arrow keys move between radio buttons and sliders when one has focus.
         if (FR.inFormControl(event)) { handled = false; break; }
-        pan(event.key === "ArrowLeft" ? step : event.key === "ArrowRight" ? -step : 0,
+        active.pan(event.key === "ArrowLeft" ? step : event.key === "ArrowRight" ? -step : 0,
           event.key === "ArrowUp" ? step : event.key === "ArrowDown" ? -step : 0);
+        syncOthers();
         break;
       default: handled = false;
     }
@@ -237,23 +507,31 @@
   let resizeTimer = 0;
   window.addEventListener("resize", function () {
     window.clearTimeout(resizeTimer);
-    resizeTimer = window.setTimeout(function () { if (view.fitted) fit(); else render(); }, 100);
+    resizeTimer = window.setTimeout(function () {
+      visiblePanes().forEach(function (pane) { if (pane.data) pane.placeFromView(); });
+    }, 100);
   });
 
-  function start() {
-    width = xray.naturalWidth || width;
-    height = xray.naturalHeight || height;
-    fit();
-    viewer.dataset.ready = "yes";
-  }
-  if (xray.complete && xray.naturalWidth) start();
-  else {
-    render();
-    xray.addEventListener("load", start);
-    xray.addEventListener("error", function () {
-      viewer.dataset.ready = "error";
-      viewer.classList.add("load-failed");
-    });
-  }
-  FR.viewer = { fit: fit, zoomBy: zoomBy, toggleHeatmap: toggleHeatmap, reset: reset, state: view };
+  FR.viewer = {
+    setImages: function (list) { images = list; },
+    show: show,
+    // The current image's record changed (a prediction arrived, a review): redraw overlays, keep the view.
+    refresh: function (list, image) {
+      images = list;
+      current = image;
+      panes.forEach(function (pane) {
+        if (!pane.image) return;
+        const fresh = list.find(function (i) { return i.id === pane.image.id; });
+        if (fresh) { pane.image = fresh; pane.drawOverlays(); }
+      });
+      refreshControls();
+    },
+    state: view,
+    fit: fit,
+    reset: reset,
+    setPreset: setPreset,
+    setWindow: setWindow,
+    activeWindow: function () { return { center: active.window.center, width: active.window.width }; },
+    loaded: loadPixels,
+  };
 })();

@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.urls import URLPattern
 
 from radiology.api import urls as api_urls
-from radiology.models import AuditEvent, Batch, BatchItem, Review, Study
+from radiology.models import Adjudication, AuditEvent, Batch, BatchItem, Review, Study
 from tests.api.conftest import (
     assert_problem,
     denials,
@@ -24,7 +24,7 @@ from tests.api.conftest import (
     study_form,
     upload,
 )
-from tests.factories import PredictionFactory
+from tests.factories import PredictionFactory, ReviewFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -138,6 +138,33 @@ ENDPOINTS = [
         {"clinician": 200, "admin": 200},
         lambda c, o: c.get(f"/api/v1/batches/{o['batch'].pk}"),
     ),
+    Endpoint(
+        "radiograph_unaided_read",
+        "POST",
+        {"clinician": 201, "admin": 201},
+        lambda c, o: c.post(
+            f"/api/v1/radiographs/{o['prediction'].radiograph_id}/unaided-read",
+            {"label": "fractured"},
+            format="json",
+        ),
+    ),
+    Endpoint(
+        "study_confirm",
+        "POST",
+        {"clinician": 201, "admin": 201},
+        lambda c, o: c.post(f"/api/v1/studies/{o['prediction'].radiograph.study_id}/confirm"),
+    ),
+    Endpoint(
+        "adjudications", "GET", {"clinician": 200, "admin": 200}, lambda c, o: c.get("/api/v1/adjudications")
+    ),
+    Endpoint(
+        "adjudication_decide",
+        "POST",
+        {"clinician": 200, "admin": 200},
+        lambda c, o: c.post(
+            f"/api/v1/adjudications/{o['adjudication'].pk}/decision", {"label": "fractured"}, format="json"
+        ),
+    ),
     Endpoint("export_csv", "GET", EXPORT, lambda c, o: c.get("/api/v1/exports/results.csv")),
     Endpoint("export_json", "GET", EXPORT, lambda c, o: c.get("/api/v1/exports/results.json")),
 ]
@@ -155,7 +182,15 @@ def objs(clinician: Any) -> dict[str, Any]:
     BatchItem.objects.create(
         batch=batch, index=0, accession_number="X", outcome="created", study=prediction.radiograph.study
     )
-    return {"prediction": prediction, "batch": batch, "n": 0}
+    # A case for a second reader, first read by someone else (the cast may adjudicate it).
+    other = PredictionFactory()
+    review = ReviewFactory(
+        prediction=other, final_label="not_fractured", decision="override", reason_code="false_alarm"
+    )
+    adjudication = Adjudication.objects.create(
+        radiograph=other.radiograph, review=review, trigger="model_disagrees"
+    )
+    return {"prediction": prediction, "batch": batch, "adjudication": adjudication, "n": 0}
 
 
 def _counts() -> tuple[int, int, int]:

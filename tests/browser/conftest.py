@@ -113,11 +113,11 @@ def screenshot_dir() -> Path | None:
 
 
 def scale_of(watched: Watched) -> float:
-    return float(watched.page.get_attribute("#viewer", "data-scale") or 0)
+    return float(watched.page.get_attribute("#viewer-0", "data-scale") or 0)
 
 
 def transform_of(watched: Watched) -> str:
-    style = watched.page.get_attribute("#stage", "style") or ""
+    style = watched.page.get_attribute("#viewer-0 .stage", "style") or ""
     match = re.search(r"transform:\s*([^;]+)", style)
     return match.group(1) if match else ""
 

@@ -121,15 +121,20 @@ def test_readme_screenshots(
     sign_in(watched, live_server.url, "dr.okafor")
     page.goto(f"{live_server.url}/queue/?state=all")
     page.screenshot(path=str(shots / "queue.png"))
-    # The review page of the most suspicious study still waiting, heatmap on.
+    # The review page of the most suspicious study still waiting, two images side by side, boxes on.
     waiting = Study.objects.filter(state=Study.State.AWAITING_REVIEW).order_by("-max_probability").first()
     assert waiting is not None
     page.goto(f"{live_server.url}/studies/{waiting.pk}/")
-    page.wait_for_selector("#viewer[data-ready=yes]")
+    page.wait_for_selector("#viewer-0[data-ready=yes]")
+    if waiting.radiograph_count > 1:
+        page.keyboard.press("2")
+        page.wait_for_selector("#viewer-1[data-ready=yes]")
+    if page.get_attribute("#viewer-0", "data-boxes") == "off" and not page.is_disabled("[data-action=boxes]"):
+        page.keyboard.press("b")
     page.mouse.move(10, 10)
     page.screenshot(path=str(shots / "review.png"))
     page.keyboard.press("o")
-    page.keyboard.press("2")
+    page.keyboard.press("1")
     page.screenshot(path=str(shots / "review-override.png"))
     page.keyboard.press("Escape")
     page.keyboard.press("?")

@@ -97,11 +97,17 @@ def test_upload_classify_and_review_over_real_services(
     assert set(Radiograph.objects.filter(study=study).values_list("status", flat=True)) == {"predicted"}
 
     # The heatmap and the image are served to the signed-in clinician, and only through the app.
-    heatmap_url = status["radiographs"][0]["prediction"]["heatmap_url"]
+    # (The review page offers the heatmap only when the model card validates it; the URL serves it anyway.)
+    heatmap_url = f"/predictions/{status['images'][0]['prediction']['id']}/heatmap/"
+    # Every image's band and its boxes reach the page's data; the pixels come at their own depth.
+    assert {i["prediction"]["band"] for i in status["images"]} <= {"fracture", "doubt", "no_fracture"}
+    dicom = next(i for i in status["images"] if i["format"] == "DICOM")
+    pixels = session.get(f"{base}{dicom['pixels_url']}", timeout=10)
+    assert pixels.status_code == 200 and "bits" in json.loads(pixels.headers["X-Pixels"])
     heatmap = session.get(f"{base}{heatmap_url}", timeout=10)
     assert heatmap.status_code == 200 and heatmap.headers["Content-Type"] == "image/png"
     assert requests.get(f"{base}{heatmap_url}", timeout=10, allow_redirects=False).status_code == 302
-    dicom_view = session.get(f"{base}{status['radiographs'][2]['image_url']}", timeout=10)
+    dicom_view = session.get(f"{base}{dicom['image_url']}", timeout=10)
     assert dicom_view.headers["Content-Type"] == "image/png"
 
     # Review every radiograph: confirm the first two, override the third with a reason.

@@ -21,7 +21,7 @@ QUEUE = reverse("radiology:queue")
 
 
 def _accessions(response: Any) -> list[str]:
-    return re.findall(r'<td class="accession">([^<]+)</td>', response.content.decode())
+    return re.findall(r'<td class="accession col-accession">([^<]+)</td>', response.content.decode())
 
 
 def test_most_suspicious_first_then_oldest(clinician_client: Client, make_study: MakeStudy) -> None:
@@ -42,11 +42,11 @@ def test_rows_show_the_verdict_as_words_and_confidence(
     make_study(probabilities=[0.934, 0.1], accession_number="A-1")
     make_study(probabilities=[0.07], accession_number="A-2")
     # Above the threshold but below 50 %: the band says Doubt and the words never say "likely".
-    make_study(probabilities=[0.28], threshold=0.25, accession_number="A-3")
+    make_study(probabilities=[0.35], threshold=0.25, accession_number="A-3")
     page = clinician_client.get(QUEUE).content.decode()
     assert ">Fracture · 93 %<" in page
     assert ">No fracture · 7 %<" in page
-    assert ">Doubt · 28 %<" in page
+    assert ">Doubt · 35 %<" in page
     assert "likely" not in page
     assert "band-fracture" in page and "band-no_fracture" in page and "band-doubt" in page
     # The badge's title says how many images fall in each band.
@@ -85,7 +85,20 @@ def test_the_reviewed_tab_says_what_was_decided_and_by_whom(
         probabilities=[0.8], reviews=[("override", "not_fractured", "false_alarm")], accession_number="X"
     )
     page = clinician_client.get(QUEUE, {"state": "reviewed"}).content.decode()
-    assert "Not fractured · overridden · dr.ada" in page
+    assert "Not fractured: 0 of 1 image fractured · 1 override · dr.ada" in page
+
+
+def test_one_override_among_five_confirms_is_not_shown_as_fractured(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    """The issue's ambiguity: five images, all fractured per the model; one overridden to not fractured."""
+    make_study(
+        probabilities=[0.9] * 5,
+        reviews=[("override", "not_fractured", "false_alarm"), *[("confirm",)] * 4],
+        accession_number="FIVE",
+    )
+    page = clinician_client.get(QUEUE, {"state": "reviewed"}).content.decode()
+    assert "Fractured: 4 of 5 images fractured · 1 override · dr.ada" in page
 
 
 def test_filters_by_body_region_date_and_search(clinician_client: Client, make_study: MakeStudy) -> None:

@@ -40,6 +40,12 @@ ROLES: dict[str, str] = {
     "radiology:study_status": CLINICIAN,
     "radiology:radiograph_image": CLINICIAN,
     "radiology:radiograph_review": CLINICIAN,
+    "radiology:radiograph_pixels": CLINICIAN,
+    "radiology:study_confirm": CLINICIAN,
+    "radiology:study_unaided": CLINICIAN,
+    "radiology:reader_settings": CLINICIAN,
+    "radiology:adjudications": CLINICIAN,
+    "radiology:adjudication_decide": CLINICIAN,
     "radiology:heatmap_image": CLINICIAN,
     "radiology:radiograph_retry": ADMIN,
     "radiology:audit_dashboard": ADMIN,
@@ -59,6 +65,10 @@ POST_ONLY = {
     "radiology:governance_rollback",
     "radiology:governance_status",
     "radiology:drift_acknowledge",
+    "radiology:study_confirm",
+    "radiology:study_unaided",
+    "radiology:reader_settings",
+    "radiology:adjudication_decide",
 }
 GET_AND_POST = {"radiology:radiograph_review", "radiology:study_upload", "login"}
 
@@ -120,7 +130,12 @@ def world(make_study: Any, clinician: Any, admin: Any) -> dict[str, Any]:
     from rest_framework.authtoken.models import Token
 
     Token.objects.get_or_create(user=clinician)
-    return {"study": study, "radiograph": radiograph, "prediction": prediction}
+    from radiology.models import Adjudication
+
+    adjudication = Adjudication.objects.create(
+        radiograph=radiograph, review=radiograph.reviews.get(), trigger=Adjudication.Trigger.MODEL_DISAGREES
+    )
+    return {"study": study, "radiograph": radiograph, "prediction": prediction, "adjudication": adjudication}
 
 
 def _admin_model_for(name: str) -> Any:
@@ -144,6 +159,9 @@ def url_for(route: Route, world: dict[str, Any]) -> str:
             kwargs["pk"] = {
                 "radiology:study_detail": world["study"].pk,
                 "radiology:study_status": world["study"].pk,
+                "radiology:study_confirm": world["study"].pk,
+                "radiology:study_unaided": world["study"].pk,
+                "radiology:adjudication_decide": world["adjudication"].pk,
                 "radiology:heatmap_image": world["prediction"].pk,
             }.get(route.name, world["radiograph"].pk)
         elif argument in ("object_id", "id"):
@@ -255,6 +273,7 @@ def test_role_matrix(route: Route, world: dict[str, Any], clinician: Any, admin:
     [
         "radiology:queue",
         "radiology:study_detail",
+        "radiology:adjudications",
         "radiology:study_upload",
         "radiology:audit_dashboard",
         "admin:index",
