@@ -108,7 +108,8 @@ def adjudication_trigger(*, review: Review, prediction: Prediction) -> str | Non
     A final call against a *confident* band (Fracture vs No fracture; Doubt is not confident), or a
     final call that differs from the reader's own unaided one.
     """
-    confident = {Band.FRACTURE: Label.FRACTURED, Band.NO_FRACTURE: Label.NOT_FRACTURED}.get(prediction.band)
+    confident_labels: dict[str, str] = {Band.FRACTURE: Label.FRACTURED, Band.NO_FRACTURE: Label.NOT_FRACTURED}
+    confident = confident_labels.get(prediction.band)
     if confident is not None and review.final_label != confident:
         return Adjudication.Trigger.MODEL_DISAGREES
     if review.unaided_label and review.unaided_label != review.final_label:
