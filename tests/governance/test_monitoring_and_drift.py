@@ -87,7 +87,14 @@ def _card_with_reference(tmp: Path, source: Path) -> Path:
 
 
 def _site_radiographs(
-    n: int, *, probabilities: Any, site: str, histogram: list[float], refused: int = 0
+    n: int,
+    *,
+    probabilities: Any,
+    site: str,
+    histogram: list[float],
+    refused: int = 0,
+    failed: int = 0,
+    long_side: int | None = None,
 ) -> None:
     attributes = {"Manufacturer": site, "ManufacturerModelName": "X", "StationName": "S"}
     for i in range(n):
@@ -96,15 +103,17 @@ def _site_radiographs(
             radiograph=radiograph, model_version="tiny-ref", probability=float(probabilities[i])
         )
         # Sizes as the reference has them: 10 % under 1000 px, 40 % 1000-2000, 40 % 2000-3000, 10 % above.
-        long_side = (500, 1500, 1500, 1500, 1500, 2500, 2500, 2500, 2500, 3500)[i % 10]
+        side = long_side or (500, 1500, 1500, 1500, 1500, 2500, 2500, 2500, 2500, 3500)[i % 10]
         RadiographInputStats.objects.create(
-            radiograph=radiograph, long_side=long_side, mean_intensity=100.0, intensity_histogram=histogram
+            radiograph=radiograph, long_side=side, mean_intensity=100.0, intensity_histogram=histogram
         )
     for _ in range(refused):
         radiograph = RadiographFactory(status="not_analysed", dicom_attributes=attributes)
         GuardrailRefusal.objects.create(
             radiograph=radiograph, model_version="tiny-ref", code="modality", reason="CT"
         )
+    for _ in range(failed):
+        RadiographFactory(status="failed", failure_message="unreadable", dicom_attributes=attributes)
 
 
 @pytest.fixture
@@ -158,7 +167,30 @@ def test_ood_distances_by_each_card_method() -> None:
     e = np.array([[1.0, 2.0], [3.0, 2.0]])
     diag = {"method": "mahalanobis_diag", "centroid": [1.0, 2.0], "scale": [2.0, 1.0]}
     assert ood_distances(e, diag) == pytest.approx([0.0, np.sqrt(0.5)])
-    pca = {"method": "pca_mahalanobis", "centroid": [1.0, 2.0], "components": [[1.0, 0.0]], "variances": [4.0]}
+    pca = {
+        "method": "pca_mahalanobis",
+        "centroid": [1.0, 2.0],
+        "components": [[1.0, 0.0]],
+        "variances": [4.0],
+    }
     assert ood_distances(e, pca) == pytest.approx([0.0, 1.0])
     with pytest.raises(ValueError, match="do not match"):
         ood_distances(np.zeros((1, 3)), diag)
+
+
+def test_smaller_images_and_many_failures_at_a_site_raise_alerts(
+    reference_model: ModelVersion, settings: Any
+) -> None:
+    settings.GOVERNANCE_DRIFT_MIN_SAMPLE = 20
+    rng = np.random.default_rng(2)
+    # A new device sends 600-pixel images (the reference: 10 % under 1000 px) and fails on 8 of 48.
+    _site_radiographs(
+        40,
+        probabilities=rng.uniform(0, 1, 40),
+        site="NewDevice",
+        histogram=[1 / 16] * 16,
+        failed=8,
+        long_side=600,
+    )
+    found = {a.statistic for a in drift_check(now=timezone.now() + dt.timedelta(minutes=1))}
+    assert found == {"psi_long_side", "share_failed"}
