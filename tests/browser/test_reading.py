@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -341,3 +342,39 @@ def test_the_queue_at_narrow_widths_and_in_the_dark_theme(
         watched.assert_clean()
     finally:
         context.close()
+
+
+def test_the_upload_form_reads_dicom_here_and_keeps_the_files_on_a_refusal(
+    live_server: Any, open_page: Any
+) -> None:
+    reader = ClinicianFactory(username="browser.reader")
+    _study(reader, "TAKEN-1", FILES[:1], [0.5])
+    dicom = Path(__file__).resolve().parent.parent / "fixtures" / "dicom" / "monochrome2_8bit.dcm"
+    watched = open_page()
+    sign_in(watched, live_server.url, "browser.reader")
+    page = watched.page
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url))
+    page.goto(f"{live_server.url}/studies/new/")
+    page.set_input_files("#id_files", [str(dicom), str(IMAGES / FILES[1])])
+    # The DICOM header is read in the browser: the form fills in, and the file is not sent to do it.
+    page.wait_for_selector("#file-list li >> nth=1")
+    page.wait_for_selector("#dicom-status:has-text('were read from')")
+    assert page.input_value("#id_mrn") == "DCM-0001"
+    assert page.input_value("#id_patient_name") == "Jane Doe"
+    assert page.input_value("#id_study_date") == "2026-11-02"
+    assert not [u for u in sent if "inspect-dicom" in u]
+    # A taken accession number: refused, and both chosen files are still there to send again.
+    page.fill("#id_accession_number", "TAKEN-1")
+    page.select_option("#id_body_region", "hand")
+    page.click("#upload-button")
+    page.wait_for_selector("[data-field=accession_number] .error")
+    assert "already exists" in page.inner_text("[data-field=accession_number] .error")
+    assert page.evaluate("document.getElementById('id_files').files.length") == 2
+    page.fill("#id_accession_number", "FRESH-1")
+    page.click("#upload-button")
+    page.wait_for_url(lambda url: "/studies/new/" not in url and "/studies/" in url)
+    assert Study.objects.get(accession_number="FRESH-1").radiographs.count() == 2
+    # The refusal was a 400 on purpose (Chromium logs every 4xx it fetches); nothing else may go wrong.
+    watched.problems = [p for p in watched.problems if "status of 400" not in p]
+    watched.assert_clean()
