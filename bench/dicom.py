@@ -93,7 +93,8 @@ def main() -> None:
             if send.returncode != 0:
                 raise SystemExit(f"storescu failed:\n{send.stderr[-3000:]}")
             print(
-                f"receive: {len(paths)} instances in {received:.1f} s = {len(paths) / received:.1f} instances/s"
+                f"receive: {len(paths)} instances in {received:.1f} s "
+                f"= {len(paths) / received:.1f} instances/s"
             )
 
             deadline = started + args.timeout
@@ -109,7 +110,8 @@ def main() -> None:
                 time.sleep(2)
             total = time.monotonic() - started
             print(
-                f"Orthanc holds {srs} SR and {scs} Secondary Capture instances ({studies} / {len(paths)} expected)"
+                f"Orthanc holds {srs} SR and {scs} Secondary Capture instances "
+                f"({studies} / {len(paths)} expected)"
             )
             print(
                 f"end to end (first instance sent -> last result in Orthanc): {total:.1f} s "
