@@ -45,6 +45,7 @@ def _fake_worker(stop: threading.Event) -> None:
                     model_version="docs-fake",
                     probability=0.8,
                     label="fractured",
+                    band="fracture",
                     threshold=0.5,
                     heatmap_png=None,
                     inference_ms=1.0,
