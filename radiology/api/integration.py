@@ -6,7 +6,13 @@ from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +26,69 @@ from radiology.models import Study
 from radiology.selectors import study_get
 
 FHIR_JSON = "application/fhir+json"
+_FHIR_EXAMPLE = {
+    "resourceType": "Bundle",
+    "type": "collection",
+    "timestamp": "2026-12-02T15:40:00+00:00",
+    "entry": [
+        {
+            "fullUrl": "urn:uuid:8f0e3c52-61a7-5b7e-9d55-0c7d7a3b1a10",
+            "resource": {
+                "resourceType": "ImagingStudy",
+                "status": "available",
+                "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.8.498.1"}],
+                "subject": {"reference": "urn:uuid:0b7f5d3e-4c1a-5e0b-8a5f-3f1f7c2d9e01"},
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:5d1f6a0b-2b8e-5c3d-9f4a-7e6b5c4d3a21",
+            "resource": {
+                "resourceType": "Observation",
+                "status": "preliminary",
+                "code": {"coding": [{"system": "urn:fracture-review:codes", "code": "fracture-probability"}]},
+                "valueQuantity": {
+                    "value": 0.91,
+                    "unit": "probability",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "1",
+                },
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:2c9a8b7d-6e5f-5a4b-8c3d-1e2f3a4b5c6d",
+            "resource": {
+                "resourceType": "DiagnosticReport",
+                "status": "preliminary",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4"}]},
+                "imagingStudy": [{"reference": "urn:uuid:8f0e3c52-61a7-5b7e-9d55-0c7d7a3b1a10"}],
+                "result": [{"reference": "urn:uuid:5d1f6a0b-2b8e-5c3d-9f4a-7e6b5c4d3a21"}],
+            },
+        },
+    ],
+}
+_DELIVERY_EXAMPLE = {
+    "id": 41,
+    "kind": "model_result",
+    "status": "sent",
+    "destination": "C-STORE ORTHANC@pacs.example.org:4242",
+    "attempts": 1,
+    "last_error": "",
+    "sr_sop_instance_uid": "1.2.826.0.1.3680043.8.498.11",
+    "documents": [
+        {
+            "role": "sr",
+            "sop_class_uid": "1.2.840.10008.5.1.4.1.1.88.34",
+            "sop_instance_uid": "1.2.826.0.1.3680043.8.498.11",
+        },
+        {
+            "role": "sc",
+            "sop_class_uid": "1.2.840.10008.5.1.4.1.1.7",
+            "sop_instance_uid": "1.2.826.0.1.3680043.8.498.12",
+        },
+    ],
+    "created_at": "2026-12-02T15:40:03Z",
+    "sent_at": "2026-12-02T15:40:05Z",
+}
 _PK = OpenApiParameter(name="id", location=OpenApiParameter.PATH, type=int, description="Study identifier.")
 
 
@@ -37,6 +106,7 @@ class StudyFhirApi(ApiView):
         summary="The study's result as a FHIR R4 Bundle (DiagnosticReport, Observations, ImagingStudy)",
         parameters=[_PK],
         responses={(200, FHIR_JSON): OpenApiResponse(OpenApiTypes.OBJECT, description="A FHIR R4 Bundle.")},
+        examples=[OpenApiExample("bundle", value=_FHIR_EXAMPLE, response_only=True, media_type=FHIR_JSON)],
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
         import json
@@ -65,6 +135,20 @@ class ResultDeliveryOut(serializers.ModelSerializer[ResultDelivery]):
             "sent_at",
         ]
 
+    @extend_schema_field(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "role": {"type": "string", "enum": ["sr", "sc"]},
+                    "sop_class_uid": {"type": "string"},
+                    "sop_instance_uid": {"type": "string"},
+                },
+                "required": ["role", "sop_class_uid", "sop_instance_uid"],
+            },
+        }
+    )
     def get_documents(self, delivery: ResultDelivery) -> list[dict[str, str]]:
         return [
             {
@@ -83,6 +167,7 @@ class StudyDeliveriesApi(ApiView):
         summary="DICOM results sent to the PACS for this study (SR, Secondary Capture) and their status",
         parameters=[_PK],
         responses={200: ResultDeliveryOut(many=True)},
+        examples=[OpenApiExample("deliveries", value=_DELIVERY_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, pk: int) -> Response:
         study = _study_for(request, pk)

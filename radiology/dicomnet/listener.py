@@ -146,6 +146,9 @@ class DicomListener:
 
     def stop(self) -> None:
         if self._server is not None:
+            # Associations still open (a sender gone silent) end now rather than at their network timeout.
+            for association in list(self._server.active_associations):
+                association.abort()
             self._server.shutdown()
             self._server = None
 
