@@ -26,7 +26,7 @@ from radiology.forms import DateRangeForm, QueueFilterForm, StudyUploadForm
 from radiology.ingest import IngestError, IngestLimits, ingest_file
 from radiology.models import Label, Prediction, Radiograph, Study
 from radiology.roles import is_clinician
-from radiology.selectors.reading import audit_reading, study_reading_marker
+from radiology.selectors.reading import audit_reading, in_acquisition_order, study_reading_marker
 
 
 def _get_radiograph_for_user(request: HttpRequest, pk: int) -> Radiograph:
@@ -183,6 +183,18 @@ class QueueRow:
     @property
     def processing(self) -> bool:
         return self.study.state == Study.State.PROCESSING
+
+    @property
+    def views(self) -> str:
+        """The images' DICOM view and laterality, in acquisition order ("PA L · LAT L"), where known."""
+        seen: list[str] = []
+        for radiograph in in_acquisition_order(self.study.radiographs.all()):
+            attributes = radiograph.dicom_attributes or {}
+            side = attributes.get("ImageLaterality") or attributes.get("Laterality", "")
+            view = " ".join(v for v in (attributes.get("ViewPosition", ""), side) if v)
+            if view and view not in seen:
+                seen.append(view)
+        return " · ".join(seen)
 
     @property
     def finished_count(self) -> int:

@@ -91,7 +91,9 @@ def next_study_to_review(*, user: Any, after: Study | None = None) -> Study | No
 
 def study_queue_with_results(studies: QuerySet[Study]) -> QuerySet[Study]:
     """Prefetches what a queue row shows (verdict, review outcome) in four queries for the whole page."""
-    radiographs = Radiograph.objects.only("pk", "study_id", "status", "position", "current_prediction")
+    radiographs = Radiograph.objects.only(
+        "pk", "study_id", "status", "position", "current_prediction", "dicom_attributes"
+    )
     radiographs = radiographs.order_by("position", "pk")
     return studies.prefetch_related(
         Prefetch("radiographs", queryset=radiographs),

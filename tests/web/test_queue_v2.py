@@ -62,8 +62,12 @@ def test_rows_show_age_sex_and_a_colleague_reading(clinician_client: Client, mak
     Patient.objects.filter(pk=study.patient_id).update(date_of_birth=born, sex="F")
     colleague = ClinicianFactory(username="dr.grace")
     services.study_mark_reading(study_id=study.pk, reader=colleague)
+    radiograph = study.radiographs.get()
+    radiograph.dicom_attributes = {"ViewPosition": "PA", "ImageLaterality": "L"}
+    radiograph.save(update_fields=["dicom_attributes"])
     page = clinician_client.get(QUEUE).content.decode()
     assert '<td class="col-agesex">47 y · F</td>' in page
+    assert '<span class="sub">PA L</span>' in page  # view and laterality
     assert "dr.grace is reading" in page
     # The marker expires.
     Study.objects.filter(pk=study.pk).update(reading_until=timezone.now() - dt.timedelta(seconds=1))
