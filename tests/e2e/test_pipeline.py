@@ -69,6 +69,8 @@ def test_upload_classify_and_review_over_real_services(
             "patient_name": "Grace Hopper",
             "accession_number": "E2E-ACC-1",
             "body_region": "wrist",
+            # The DICOM file names another patient (DCM-0001): filed under the typed details knowingly.
+            "confirm_patient_mismatch": "on",
         },
         files=files,
         headers={"Referer": upload_url},
@@ -138,3 +140,4 @@ def test_upload_classify_and_review_over_real_services(
     assert Review.objects.filter(radiograph__study=study).count() == 3
     actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"study.uploaded", "file.rejected", "prediction.stored", "review.submitted"} <= actions
+    assert "patient.details_differ" in actions
