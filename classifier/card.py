@@ -45,6 +45,30 @@ def calibrate(logits: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
 
 
+def ood_distances(embeddings: np.ndarray, ood: Mapping[str, Any]) -> np.ndarray:
+    """Distance of each embedding (N, D) to the training embeddings, by the card's ``ood`` method:
+
+    - "pca_mahalanobis": Mahalanobis distance in the top-k principal components of the training embeddings
+      ("components": k x D, "variances": k);
+    - "mahalanobis_diag": root-mean-square of the per-dimension standardised difference ("scale": the
+      training standard deviation per dimension);
+    - "euclidean": root-mean-square difference to the centroid.
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    centroid = np.asarray(ood["centroid"], dtype=np.float64)
+    if e.ndim != 2 or e.shape[1] != centroid.shape[0]:
+        raise ValueError(f"embeddings {e.shape} do not match the card's centroid ({centroid.shape[0]} dims)")
+    diff = e - centroid
+    if ood.get("method") == "pca_mahalanobis":
+        components = np.asarray(ood["components"], dtype=np.float64)
+        variances = np.maximum(np.asarray(ood["variances"], dtype=np.float64), 1e-12)
+        projected = diff @ components.T
+        return np.sqrt(np.sum(projected * projected / variances, axis=1))
+    if ood.get("method", "mahalanobis_diag") == "mahalanobis_diag" and ood.get("scale") is not None:
+        diff = diff / np.maximum(np.asarray(ood["scale"], dtype=np.float64), 1e-6)
+    return np.sqrt(np.mean(diff * diff, axis=1))
+
+
 def new_card(
     *,
     version: str,

@@ -21,6 +21,7 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError
 
+from classifier.card import ood_distances
 from classifier.predict import Predictor
 from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import dispatch, services
@@ -136,7 +137,7 @@ def distribution_refusals(
     if matrix.ndim != 2 or matrix.shape[1] == 0:
         return [None] * len(images)  # the model exposes no embedding: nothing to compare
     try:
-        distances = guardrails.ood_distances(matrix, ood)
+        distances = ood_distances(matrix, ood)
     except ValueError:
         # A card whose reference does not fit its own model: an artifact problem for the administrator,
         # not a reason to withhold every result.

@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 PLAIN_RADIOGRAPHY = ("DX", "CR", "DR")
 MODALITY_NAMES = {
     "CT": "a CT image",
@@ -103,30 +101,6 @@ def ood_reference(card: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(ood, Mapping) or "centroid" not in ood or "threshold" not in ood:
         return None
     return dict(ood)
-
-
-def ood_distances(embeddings: np.ndarray, ood: Mapping[str, Any]) -> np.ndarray:
-    """Distance of each embedding to the training embeddings, by the card's method:
-
-    - "mahalanobis_diag": root-mean-square of the per-dimension standardised difference to the centroid
-      ("scale": the training standard deviation per dimension);
-    - "pca_mahalanobis": Mahalanobis distance in the top-k principal components of the training
-      embeddings ("components": k x D, "variances": k);
-    - "euclidean": root-mean-square difference to the centroid.
-    """
-    e = np.asarray(embeddings, dtype=np.float64)
-    centroid = np.asarray(ood["centroid"], dtype=np.float64)
-    if e.ndim != 2 or e.shape[1] != centroid.shape[0]:
-        raise ValueError(f"embeddings {e.shape} do not match the card's centroid ({centroid.shape[0]} dims)")
-    diff = e - centroid
-    if ood.get("method") == "pca_mahalanobis":
-        components = np.asarray(ood["components"], dtype=np.float64)
-        variances = np.maximum(np.asarray(ood["variances"], dtype=np.float64), 1e-12)
-        projected = diff @ components.T
-        return np.sqrt(np.sum(projected * projected / variances, axis=1))
-    if ood.get("method", "mahalanobis_diag") == "mahalanobis_diag" and ood.get("scale") is not None:
-        diff = diff / np.maximum(np.asarray(ood["scale"], dtype=np.float64), 1e-6)
-    return np.sqrt(np.mean(diff * diff, axis=1))
 
 
 def check_distribution(distance: float, ood: Mapping[str, Any]) -> Refusal | None:

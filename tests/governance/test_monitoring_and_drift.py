@@ -162,7 +162,7 @@ def test_the_daily_drift_task_is_scheduled(settings: Any) -> None:
 
 
 def test_ood_distances_by_each_card_method() -> None:
-    from radiology.governance.guardrails import ood_distances
+    from classifier.card import ood_distances
 
     e = np.array([[1.0, 2.0], [3.0, 2.0]])
     diag = {"method": "mahalanobis_diag", "centroid": [1.0, 2.0], "scale": [2.0, 1.0]}

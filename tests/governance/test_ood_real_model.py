@@ -1,6 +1,7 @@
 """The out-of-distribution guardrail with the shipped model and its card: through the worker, a scanned
-document is not analysed and a radiograph is. (What the card's distance does on a photo and on a chest CT
-slice is measured in docs/governance.md: both pass under it today.)"""
+document is not analysed and a radiograph is; the card's distance (Mahalanobis in 64 principal components of
+the training embeddings) flags a chest CT slice too. A photo still passes under it (15.1 against 17.1): that
+gap is stated in docs/governance.md and the model report, and pinned here so a change shows."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 
+from classifier.card import ood_distances
 from classifier.preprocessing import decode_grayscale
-from radiology.governance.guardrails import ood_distances, ood_reference
+from radiology.governance.guardrails import ood_reference
 from radiology.governance.models import GuardrailRefusal
 from radiology.models import Prediction, Radiograph
 from tests.conftest import FIXTURES, IMAGES
@@ -85,3 +87,21 @@ def test_the_distance_separates_the_document_from_the_radiograph_fixtures(shippe
     distances = ood_distances(np.asarray(shipped.embed(images)), shipped.card["ood"])
     threshold = shipped.card["ood"]["threshold"]
     assert all(d < threshold for d in distances[:-1]) and distances[-1] > threshold
+
+
+def test_the_card_distance_flags_a_ct_slice_and_a_document_and_passes_the_radiograph_fixtures(
+    shipped: Any,
+) -> None:
+    assert shipped.card["ood"]["method"] == "pca_mahalanobis"
+    names = sorted(
+        p for p in IMAGES.iterdir() if p.suffix in (".jpg", ".png", ".gif") and "truncated" not in p.name
+    )
+    others = [FIXTURES / "ood" / n for n in ("ct_chest_slice.png", "document_scan.jpg", "photo_china.jpg")]
+    images = [decode_grayscale(p.read_bytes()) for p in [*names, *others]]
+    distances = ood_distances(np.asarray(shipped.embed(images)), shipped.card["ood"])
+    threshold = shipped.card["ood"]["threshold"]
+    radiographs, (ct, document, photo) = distances[: len(names)], distances[len(names) :]
+    assert ct > threshold and document > threshold
+    assert photo < threshold  # the known gap (see the module docstring)
+    # About 1 % of val radiographs are flagged by construction; of these 11 real fixtures one is (an RGBA PNG).
+    assert np.sum(radiographs > threshold) <= 1
