@@ -237,6 +237,14 @@ def run_try(app: RunApp, scenario: str, index: int) -> dict[str, Any]:
         recovered_after = time.monotonic() - damage
     except RuntimeError:
         recovered_after = None
+        states = query(
+            app, f"SELECT status, count(*) FROM radiology_radiograph WHERE id IN ({_ids(ids)}) GROUP BY 1"
+        )
+        print(
+            f"{app.backend} {scenario} try {index}: not settled after {DEADLINE:.0f} s: {states}",
+            file=sys.stderr,
+        )
+        print("\n".join(app.lines[-60:]), file=sys.stderr, flush=True)
     statuses = dict(
         query(
             app,
@@ -274,6 +282,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("embedded", "services", "both"), default="both")
     parser.add_argument("--tries", type=int, default=10)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="only these (repeatable)")
     args = parser.parse_args()
     backends = ("embedded", "services") if args.backend == "both" else (args.backend,)
     rows = []
@@ -281,7 +290,7 @@ def main() -> None:
         app = RunApp(backend)
         try:
             _wait(lambda app=app: any(" loaded from " in line for line in app.lines), 300, "the model")
-            for scenario in SCENARIOS:
+            for scenario in args.scenario or SCENARIOS:
                 results = [run_try(app, scenario, i) for i in range(args.tries)]
                 times = [r["seconds"] for r in results if r["seconds"] is not None]
                 rows.append(
