@@ -81,7 +81,8 @@ def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report
     assert card["calibration"]["method"] == "platt" and card["calibration"]["weights"] == "1 / cluster size"
     assert set(card["operating_points"]["bands"]) == {"fracatlas", "kaggle"}
     assert {"threshold", "validated", "validation"} <= set(card["boxes"])
-    assert card["ood"]["method"] == "mahalanobis_diag" and len(card["ood"]["centroid"]) == 1280
+    assert card["ood"]["method"] == "pca_mahalanobis" and len(card["ood"]["centroid"]) == 1280
+    assert len(card["ood"]["components"]) == len(card["ood"]["variances"]) <= 64
     assert len(card["reference"]["intensity"]["fractions"]) == 16
     assert card["intended_use"]["modalities"] == ["DX", "CR", "DR"]
     test = card["metrics"]["test"]
