@@ -398,7 +398,7 @@ LOGGING = {
     },
 }
 
-# --- Hospital integration: DICOM in (C-STORE listener, STOW-RS), results out (SR, Secondary Capture, FHIR) ---
+# --- Hospital integration: DICOM in (C-STORE listener, STOW-RS), results out (SR, Secondary Capture, FHIR)
 # The listener (`manage.py dicom_listener`, also started by `manage.py runapp`): its AE title, where it
 # listens, and which calling AE titles may send (empty: any).
 DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "FRACTUREREVIEW")

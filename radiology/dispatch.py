@@ -72,7 +72,9 @@ def send_result_delivery(delivery_id: int) -> bool:
     try:
         current_app.send_task(DELIVER_RESULTS_TASK, args=[delivery_id], retry=False)
     except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
-        logger.warning("broker unavailable (%s): delivery %d stays pending", exc.__class__.__name__, delivery_id)
+        logger.warning(
+            "broker unavailable (%s): delivery %d stays pending", exc.__class__.__name__, delivery_id
+        )
         return False
     now = timezone.now()
     ResultDelivery.objects.filter(pk=delivery_id, status=ResultDelivery.Status.PENDING).update(
