@@ -308,6 +308,7 @@ CELERY_WORKER_POOL = "worker.prefork:TaskPool"
 # Redis with CACHE_URL, otherwise a table in the database they already share (made by `migrate`).
 # A per-process memory cache let 2 gunicorn workers accept 300 creating requests in 68 s against 120/min.
 CACHE_URL = env_str("CACHE_URL", "")
+CACHES: dict[str, dict[str, Any]]
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 elif CACHE_URL:
