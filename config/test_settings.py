@@ -32,3 +32,7 @@ CSRF_COOKIE_SECURE = False
 # Login throttling is exercised by its own tests, which switch it on.
 AXES_ENABLED = False
 CLASSIFIER_WARM_UP = False
+# The suite's query budgets count the application's own queries; a database cache would add its four per
+# throttled request. The shared (database) cache itself is exercised across real processes with the
+# production settings by tests/security/test_shared_cache.py.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
