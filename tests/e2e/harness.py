@@ -71,7 +71,7 @@ def worker_environment(model_path: Path, **overrides: str) -> dict[str, str]:
 class WorkerProcess:
     process: subprocess.Popen[str]
     name: str
-    log: deque[str] = field(default_factory=lambda: deque(maxlen=400))
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=20000))
     beat: subprocess.Popen[bytes] | None = None
 
     @property

@@ -166,7 +166,10 @@ def test_a_database_outage_during_a_task_never_half_writes(
     else:
         assert radiograph.failure_message
         assert not Prediction.objects.filter(radiograph_id=pk).exists()
-    assert "retry" in worker.output().lower() or "Retry" in worker.output()
+    # The worker met the outage: a task retried, or (when the cut falls while the model loads) the model
+    # registry lookup failed and the configured model was served; either way nothing was half-written.
+    output = worker.output().lower()
+    assert "retry" in output or "model registry unavailable" in output, output[-3000:]
 
 
 def test_duplicate_delivery_to_two_workers_predicts_once(worker_env: dict[str, str]) -> None:
