@@ -355,8 +355,34 @@ class Review(models.Model):
         return max(reviews, key=lambda review: (review.created_at, review.pk), default=None)
 
 
+class SiteSettings(models.Model):
+    """Settings an administrator chooses in the application (one row, pk 1; audited on every change).
+
+    `blinded_read_default`: whether a reader who never chose reads blinded. Its first value comes from the
+    BLINDED_READ_DEFAULT environment setting; after that only an administrator changes it.
+    """
+
+    SINGLETON_PK = 1
+
+    blinded_read_default = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "site settings"
+        verbose_name_plural = "site settings"
+        constraints: ClassVar[list[Any]] = [
+            models.CheckConstraint(condition=Q(pk=1), name="site_settings_singleton"),
+        ]
+
+    def __str__(self) -> str:
+        return "Site settings"
+
+
 class ReaderProfile(models.Model):
-    """A clinician's reading preferences; `blinded` None follows the site's BLINDED_READ_DEFAULT."""
+    """A clinician's reading preferences; `blinded` None follows the site default (SiteSettings)."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reader_profile"
@@ -470,6 +496,7 @@ class AuditEvent(models.Model):
         ADJUDICATION_DECIDED = "adjudication.decided", "Adjudicated"
         PATIENT_DETAILS_DIFFER = "patient.details_differ", "Typed patient details differ from DICOM"
         READER_SETTING = "reader.setting", "Reading preference changed"
+        SITE_SETTING = "site.setting", "Site setting changed"
         EXPORT = "export", "Export"
         ACCESS_DENIED = "access.denied", "Access denied"
         LOGIN_FAILED = "login.failed", "Login failed"

@@ -21,6 +21,7 @@ from radiology.models import (
     Radiograph,
     ReaderProfile,
     Review,
+    SiteSettings,
     Study,
     UnaidedRead,
 )
@@ -30,10 +31,44 @@ from radiology.services.errors import ServiceError
 # --- Blinded reading --------------------------------------------------------------------------------------
 
 
-def reader_is_blinded(user: Any) -> bool:
-    """The reader's own choice, else the site default an administrator set (BLINDED_READ_DEFAULT)."""
+def site_settings_get() -> SiteSettings:
+    """The site's settings; the first call creates them from the environment's initial values."""
+    site, _ = SiteSettings.objects.get_or_create(
+        pk=SiteSettings.SINGLETON_PK,
+        defaults={"blinded_read_default": bool(settings.BLINDED_READ_DEFAULT)},
+    )
+    return site
+
+
+def site_blinded_default_update(*, actor: Any, blinded: bool, client_ip: str | None = None) -> SiteSettings:
+    """An administrator chooses whether readers who never chose read blinded (audited: who, old, new)."""
+    site_settings_get()
+    with transaction.atomic():
+        site = SiteSettings.objects.select_for_update().get(pk=SiteSettings.SINGLETON_PK)
+        before = site.blinded_read_default
+        site.blinded_read_default = bool(blinded)
+        site.updated_by = actor
+        site.save(update_fields=["blinded_read_default", "updated_by", "updated_at"])
+        audit_record(
+            action=AuditEvent.Action.SITE_SETTING,
+            actor=actor,
+            target=site,
+            details={"setting": "blinded_read_default", "before": before, "after": site.blinded_read_default},
+            client_ip=client_ip,
+        )
+    return site
+
+
+def reader_blinded_choice(user: Any) -> bool | None:
+    """The reader's own choice, or None when they follow the site default."""
     choice = ReaderProfile.objects.filter(user=user).values_list("blinded", flat=True).first()
-    return bool(settings.BLINDED_READ_DEFAULT) if choice is None else bool(choice)
+    return None if choice is None else bool(choice)
+
+
+def reader_is_blinded(user: Any) -> bool:
+    """The reader's own choice, else the site default an administrator chose (SiteSettings)."""
+    choice = reader_blinded_choice(user)
+    return site_settings_get().blinded_read_default if choice is None else choice
 
 
 def reader_setting_update(*, user: Any, blinded: bool | None, client_ip: str | None = None) -> ReaderProfile:
