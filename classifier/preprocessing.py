@@ -16,7 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pydicom
+import pydicom.encaps
 import pydicom.errors
+import pydicom.uid
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 # Truncated images must fail loudly; a half-decoded radiograph (grey bottom half) is not a radiograph.
@@ -227,11 +229,18 @@ def _pil_to_gray(image: Image.Image) -> np.ndarray:
 
 def _decode_dicom(data: bytes, max_pixels: int | None) -> np.ndarray:
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            dataset = pydicom.dcmread(io.BytesIO(data))
     except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise UnreadableImageError("The DICOM file is damaged or incomplete.") from exc
     except Exception as exc:  # pydicom raises a wide range of errors on malformed elements
         raise UnreadableImageError("The DICOM file is damaged or incomplete.") from exc
+    if any("End of file reached" in str(w.message) for w in warned):
+        # pydicom keeps what it read before the end: say "cut short", not "no image".
+        raise UnreadableImageError(
+            "The DICOM file is incomplete: it ends before its image data does (truncated)."
+        )
 
     if (
         "PixelData" not in dataset
@@ -244,6 +253,9 @@ def _decode_dicom(data: bytes, max_pixels: int | None) -> np.ndarray:
     except (AttributeError, TypeError, ValueError) as exc:
         raise UnreadableImageError("The DICOM file does not say how large its image is.") from exc
     _check_size(columns, rows, max_pixels)
+    if not _first_frame_ends_with_its_marker(dataset):
+        syntax = _transfer_syntax_name(dataset)
+        raise UnreadableImageError(f"The DICOM image data ({syntax}) stops before its end marker (truncated)")
 
     try:
         # Only the first frame of a multi-frame object: one radiograph per upload.
@@ -277,6 +289,35 @@ def _decode_dicom(data: bytes, max_pixels: int | None) -> np.ndarray:
         raise
     except Exception as exc:
         raise UnreadableImageError("The DICOM file's display settings (LUT or window) are invalid.") from exc
+
+
+# JPEG (baseline, extended, lossless), JPEG-LS and JPEG 2000 codestreams all end with FF D9 (EOI / EOC).
+_MARKER_ENDED_SYNTAXES = frozenset(
+    (
+        *pydicom.uid.JPEGTransferSyntaxes,
+        *pydicom.uid.JPEGLSTransferSyntaxes,
+        *pydicom.uid.JPEG2000TransferSyntaxes,
+    )
+)
+
+
+def _first_frame_ends_with_its_marker(dataset: pydicom.Dataset) -> bool:
+    """False when the decoded frame's codestream lacks its end marker.
+
+    Some decoders return half an image from a codestream cut short instead of failing (libjpeg does, for
+    JPEG-LS), so a truncated upload or network instance would otherwise be classified as if it were whole.
+    """
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax not in _MARKER_ENDED_SYNTAXES or "PixelData" not in dataset:
+        return True
+    try:
+        frame = next(
+            pydicom.encaps.generate_frames(dataset.PixelData, number_of_frames=_frame_count(dataset))
+        )
+    except Exception:  # a broken encapsulation: the decoder below names what is wrong
+        return True
+    # An odd-length frame is padded with one 0x00 byte to an even length (PS3.5 A.4).
+    return frame.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _frame_count(dataset: pydicom.Dataset) -> int:

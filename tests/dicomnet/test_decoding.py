@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import MPEG2MPML
 
 from classifier.preprocessing import UnreadableImageError, decode_grayscale
@@ -52,3 +53,33 @@ def test_it_refuses_what_cannot_be_decoded_naming_the_syntax() -> None:
         ingest_file("video.dcm", buffer.getvalue(), LIMITS)
     assert refused.value.code == "unreadable_image"
     assert "cannot decode" in refused.value.message
+
+
+def _with_first_frame_cut_in_half(data: bytes) -> bytes:
+    dataset = dcmread(io.BytesIO(data))
+    frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    cut = frame[: len(frame) // 2]
+    dataset.PixelData = encapsulate([cut + b"\x00" * (len(cut) % 2)])
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("syntax", ["jpeg_ls_lossless", "jpeg2000_lossless", "jpeg_baseline"])
+def test_an_upload_whose_compressed_frame_is_cut_short_is_refused_as_truncated(syntax: str) -> None:
+    # A whole file holding a codestream cut short (a broken encoder or archive): libjpeg returns half an
+    # image from such a JPEG-LS frame instead of failing, so the one decoder checks the end marker and an
+    # upload is refused like a network instance, not half-classified.
+    data = _with_first_frame_cut_in_half(factory.radiograph(syntax=syntax))
+    with pytest.raises(IngestError) as refused:
+        ingest_file(f"{syntax}.dcm", data, LIMITS)
+    assert refused.value.code == "unreadable_image"
+    assert "stops before its end marker (truncated)" in refused.value.message
+
+
+def test_a_file_cut_short_inside_its_pixel_data_is_called_incomplete_not_imageless() -> None:
+    data = factory.radiograph(syntax="jpeg_ls_lossless")
+    with pytest.raises(IngestError) as refused:
+        ingest_file("cut.dcm", data[: len(data) - 3000], LIMITS)
+    assert refused.value.code == "unreadable_image"
+    assert "ends before its image data does" in refused.value.message
