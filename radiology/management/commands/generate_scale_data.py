@@ -6,8 +6,10 @@ Patients with one or more studies spread over the past year; studies in every st
 a working backlog awaiting review, a few processing or failed); predictions by several model versions
 (older studies read by older models, some re-read by a newer one); confirmations and overrides with
 reasons by a handful of reviewers. Every study's triage summary is what services.study_refresh_triage
-would compute. Rows go in with bulk_create (tens of thousands a second); a few synthetic images and one
-heatmap are stored once and shared, since the pages measured never read them.
+would compute, and each radiograph points at its newest prediction. Rows are streamed in chunks with
+COPY on PostgreSQL (radiology.management.bulk; 1,000,000 radiographs in minutes, memory bounded by one
+chunk); a few synthetic images and one heatmap are stored once and shared, since the pages measured never
+read them.
 
 Everything is marked synthetic (patients "Synthetic ...", accession numbers with the prefix), so it can
 never be mistaken for real patients. It adds to what is there; run it on a benchmark database.
@@ -15,11 +17,9 @@ never be mistaken for real patients. It adds to what is there; run it on a bench
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -29,15 +29,26 @@ from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from classifier.explain import heatmap_to_stored_png
-from radiology import services
-from radiology.models import Band, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
+from radiology.management.bulk import BulkWriter
+from radiology.models import (
+    Band,
+    BodyRegion,
+    Label,
+    Patient,
+    Prediction,
+    Radiograph,
+    Review,
+    Study,
+    band_rank,
+)
 from radiology.roles import CLINICIAN_GROUP, ensure_role_groups
 
-CHUNK = 2000
+CHUNK = 5000  # studies (or patients) written per COPY round
+GENERATED = ("Patient", "Study", "Radiograph", "Prediction", "Review")
 THRESHOLD = 0.5
 # The two operating points that draw the bands (Fracture / Doubt / No fracture).
 SENSITIVE, SPECIFIC = 0.3, 0.7
@@ -47,6 +58,8 @@ def _band(probability: float) -> str:
     if probability >= SPECIFIC:
         return Band.FRACTURE
     return Band.DOUBT if probability >= SENSITIVE else Band.NO_FRACTURE
+
+
 # Share of studies in each state: most work is done, a backlog waits, a little is in flight or failed.
 STATE_WEIGHTS = {
     Study.State.REVIEWED: 0.70,
@@ -77,25 +90,6 @@ OVERRIDE_REASONS = [
 ]
 
 
-@contextlib.contextmanager
-def explicit_timestamps(*model_classes: type[models.Model]) -> Iterator[None]:
-    """Let bulk_create keep the created_at/updated_at values given (auto_now* would overwrite them)."""
-    fields = [
-        f
-        for model in model_classes
-        for f in model._meta.concrete_fields
-        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-    ]
-    saved = [(f, f.auto_now, f.auto_now_add) for f in fields]  # type: ignore[attr-defined]
-    for f in fields:
-        f.auto_now = f.auto_now_add = False  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for f, auto_now, auto_now_add in saved:
-            f.auto_now, f.auto_now_add = auto_now, auto_now_add  # type: ignore[attr-defined]
-
-
 class Command(BaseCommand):
     help = "Add a synthetic clinical workload (studies, radiographs, predictions, reviews) for benchmarks."
 
@@ -123,7 +117,7 @@ class Command(BaseCommand):
             days=options["days"],
             versions=[f"lite0-cam-v{i + 1}" for i in range(max(1, options["model_versions"]))],
         )
-        with transaction.atomic(), explicit_timestamps(Patient, Study, Radiograph, Prediction, Review):
+        with transaction.atomic():
             counts = generator.run(
                 studies=studies, per_study=per_study, reviewers=_reviewers(options["reviewers"], prefix)
             )
@@ -200,23 +194,26 @@ class _Generator:
         images = self._images(max(per_study, 6))
         heatmap = self._heatmap()
         states, state_weights = zip(*STATE_WEIGHTS.items(), strict=True)
-        regions, region_weights = zip(*REGION_WEIGHTS.items(), strict=True)
+        writer = BulkWriter()
 
         # Patients: about two studies for every three patients; the MRN says it is synthetic.
         patient_count = max(1, round(studies / 1.5))
-        patients = Patient.objects.bulk_create(
-            [
-                Patient(
-                    mrn=f"{prefix}-{i:07d}",
-                    name=f"Synthetic Patient {i:07d}",
-                    date_of_birth=dt.date(1930, 1, 1) + dt.timedelta(days=rng.randrange(90 * 365)),
-                    sex=rng.choice(["F", "M", "M", "F", "U"]),
-                    created_at=self.now - dt.timedelta(days=self.days),
-                )
-                for i in range(patient_count)
-            ],
-            batch_size=CHUNK,
-        )
+        first_patient = writer.reserve(Patient, patient_count)
+        for start in range(0, patient_count, CHUNK):
+            writer.write(
+                Patient,
+                (
+                    Patient(
+                        id=first_patient + i,
+                        mrn=f"{prefix}-{i:07d}",
+                        name=f"Synthetic Patient {i:07d}",
+                        date_of_birth=dt.date(1930, 1, 1) + dt.timedelta(days=rng.randrange(90 * 365)),
+                        sex=rng.choice(["F", "M", "M", "F", "U"]),
+                        created_at=self.now - dt.timedelta(days=self.days),
+                    )
+                    for i in range(start, min(patient_count, start + CHUNK))
+                ),
+            )
 
         # Studies, oldest first; the ones still in flight or waiting are the newest.
         plans = []
@@ -227,137 +224,162 @@ class _Generator:
             created = self.now - dt.timedelta(days=age_days, seconds=rng.randrange(60))
             plans.append((created, state))
         plans.sort(key=lambda plan: plan[0])
-        study_rows = Study.objects.bulk_create(
-            [
-                Study(
-                    patient=patients[rng.randrange(patient_count)],
-                    accession_number=f"{prefix}-{i:08d}",
-                    body_region=rng.choices(regions, region_weights)[0],
-                    clinical_notes=rng.choice(["", "", "Fall on outstretched hand.", "Pain after twisting."]),
-                    study_date=created.date(),
-                    uploaded_by=reviewers[i % len(reviewers)],
-                    created_at=created,
-                    state=Study.State.PROCESSING,
-                    radiograph_count=per_study,
-                )
-                for i, (created, _) in enumerate(plans)
-            ],
-            batch_size=CHUNK,
-        )
+        for start in range(0, studies, CHUNK):
+            self._chunk(
+                writer,
+                plans=plans[start : start + CHUNK],
+                number=start,
+                per_study=per_study,
+                patients=(first_patient, patient_count),
+                reviewers=reviewers,
+                images=images,
+                heatmap=heatmap,
+            )
+        return {name.lower() + "s": writer.written.get(name, 0) for name in GENERATED}
 
+    def _chunk(
+        self,
+        writer: BulkWriter,
+        *,
+        plans: list[tuple[dt.datetime, str]],
+        number: int,
+        per_study: int,
+        patients: tuple[int, int],
+        reviewers: list[Any],
+        images: list[tuple[str, str, int, int, int]],
+        heatmap: str,
+    ) -> None:
+        """Write the studies of ``plans`` with their radiographs, predictions and reviews, and give each
+        radiograph its current prediction and each study the triage summary the services would keep."""
+        rng = self.rng
+        regions, region_weights = zip(*REGION_WEIGHTS.items(), strict=True)
+        study_id = writer.reserve(Study, len(plans))
+        radiograph_id = writer.reserve(Radiograph, len(plans) * per_study)
+        # At most two predictions per predicted radiograph (one re-read by a newer model).
+        prediction_id = writer.reserve(Prediction, 2 * len(plans) * per_study)
+        study_rows: list[Study] = []
         radiographs: list[Radiograph] = []
-        outcome: list[tuple[Study, str, dt.datetime]] = []
-        for study, (created, state) in zip(study_rows, plans, strict=True):
-            chosen = rng.sample(images, per_study)
-            for position, (name, sha, size, width, height) in enumerate(chosen):
+        predictions: list[Prediction] = []
+        reviews: list[Review] = []
+        for offset, (created, state) in enumerate(plans):
+            i = number + offset
+            study = Study(
+                id=study_id + offset,
+                patient_id=patients[0] + rng.randrange(patients[1]),
+                accession_number=f"{self.prefix}-{i:08d}",
+                body_region=rng.choices(regions, region_weights)[0],
+                clinical_notes=rng.choice(["", "", "Fall on outstretched hand.", "Pain after twisting."]),
+                study_date=created.date(),
+                uploaded_by_id=reviewers[i % len(reviewers)].pk,
+                created_at=created,
+                state=state,
+                radiograph_count=per_study,
+                failed_count=per_study if state == Study.State.FAILED else 0,
+            )
+            study_rows.append(study)
+            members = []
+            for position, (name, sha, size, width, height) in enumerate(rng.sample(images, per_study)):
                 if state == Study.State.PROCESSING:
                     status = Radiograph.Status.QUEUED if position else Radiograph.Status.RUNNING
                 elif state == Study.State.FAILED:
                     status = Radiograph.Status.FAILED
                 else:
                     status = Radiograph.Status.PREDICTED
-                radiographs.append(
-                    Radiograph(
-                        study=study,
-                        position=position,
-                        image=name,
-                        original_filename=f"image{position + 1}.png",
-                        format=Radiograph.Format.PNG,
-                        sha256=sha,
-                        byte_size=size,
-                        width=width,
-                        height=height,
-                        status=status,
-                        failure_message="The image data is truncated or corrupt."
-                        if status == Radiograph.Status.FAILED
-                        else "",
-                        attempts=0 if status == Radiograph.Status.QUEUED else 1,
-                        dispatched_at=created,
-                        claimed_at=created if status != Radiograph.Status.QUEUED else None,
-                        created_at=created,
-                        updated_at=created,
-                    )
+                radiograph = Radiograph(
+                    id=radiograph_id + len(radiographs),
+                    study_id=study.pk,
+                    position=position,
+                    image=name,
+                    original_filename=f"image{position + 1}.png",
+                    format=Radiograph.Format.PNG,
+                    sha256=sha,
+                    byte_size=size,
+                    width=width,
+                    height=height,
+                    status=status,
+                    failure_message="The image data is truncated or corrupt."
+                    if status == Radiograph.Status.FAILED
+                    else "",
+                    attempts=0 if status == Radiograph.Status.QUEUED else 1,
+                    dispatched_at=created,
+                    claimed_at=created if status != Radiograph.Status.QUEUED else None,
+                    created_at=created,
+                    updated_at=created,
                 )
-            outcome.append((study, state, created))
-        radiographs = Radiograph.objects.bulk_create(radiographs, batch_size=CHUNK)
+                radiographs.append(radiograph)
+                if status == Radiograph.Status.PREDICTED:
+                    current = self._predictions(radiograph, predictions, prediction_id, heatmap)
+                    radiograph.current_prediction_id = current.pk
+                    members.append((radiograph, current))
+            if members:
+                # The summary studies_refresh_triage computes: the most suspicious current prediction.
+                study.max_probability = max(p.probability for _, p in members)
+                study.band = min((p.band for _, p in members), key=band_rank)
+            if state == Study.State.REVIEWED:
+                study.reviewed_at = self._reviews(members, reviews, created, rng.choice(reviewers))
+        writer.write(Study, study_rows)
+        writer.write(Radiograph, radiographs)
+        writer.write(Prediction, predictions)
+        if reviews:
+            first_review = writer.reserve(Review, len(reviews))
+            for index, review in enumerate(reviews):
+                review.pk = first_review + index
+            writer.write(Review, reviews)
 
-        predictions: list[Prediction] = []
-        for radiograph in radiographs:
-            if radiograph.status != Radiograph.Status.PREDICTED:
-                continue
-            created = radiograph.created_at
-            version = self._version_at(created)
-            read_by = [version]
-            if version < len(self.versions) - 1 and rng.random() < 0.1:
-                read_by.append(len(self.versions) - 1)  # re-read when a newer model shipped
-            for number, index in enumerate(read_by):
-                probability = self._probability()
-                predictions.append(
-                    Prediction(
-                        radiograph=radiograph,
-                        model_version=self.versions[index],
-                        probability=probability,
-                        label=Label.FRACTURED if probability >= THRESHOLD else Label.NOT_FRACTURED,
-                        band=_band(probability),
-                        threshold=THRESHOLD,
-                        threshold_sensitive=SENSITIVE,
-                        threshold_specific=SPECIFIC,
-                        heatmap=heatmap,
-                        inference_ms=round(rng.uniform(30, 60), 1),
-                        created_at=created + dt.timedelta(seconds=2 + number * 86400),
-                    )
+    def _predictions(
+        self, radiograph: Radiograph, predictions: list[Prediction], first_id: int, heatmap: str
+    ) -> Prediction:
+        """Store the radiograph's predictions (older models first); return the newest, its current one."""
+        created = radiograph.created_at
+        version = self._version_at(created)
+        read_by = [version]
+        if version < len(self.versions) - 1 and self.rng.random() < 0.1:
+            read_by.append(len(self.versions) - 1)  # re-read when a newer model shipped
+        for number, index in enumerate(read_by):
+            probability = self._probability()
+            predictions.append(
+                Prediction(
+                    id=first_id + len(predictions),
+                    radiograph_id=radiograph.pk,
+                    model_version=self.versions[index],
+                    probability=probability,
+                    label=Label.FRACTURED if probability >= THRESHOLD else Label.NOT_FRACTURED,
+                    band=_band(probability),
+                    threshold=THRESHOLD,
+                    threshold_sensitive=SENSITIVE,
+                    threshold_specific=SPECIFIC,
+                    heatmap=heatmap,
+                    inference_ms=round(self.rng.uniform(30, 60), 1),
+                    created_at=created + dt.timedelta(seconds=2 + number * 86400),
                 )
-        predictions = Prediction.objects.bulk_create(predictions, batch_size=CHUNK)
-        # The current prediction and each study's triage summary come from the services that keep them.
-        radiograph_ids = [r.pk for r in radiographs]
-        for start in range(0, len(radiograph_ids), CHUNK):
-            services.radiographs_set_current_prediction(radiograph_ids=radiograph_ids[start : start + CHUNK])
-        by_id = {p.pk: p for p in predictions}
-        current = {
-            pk: by_id[prediction_id]
-            for pk, prediction_id in Radiograph.objects.filter(current_prediction__isnull=False)
-            .filter(study__accession_number__startswith=f"{prefix}-")
-            .values_list("pk", "current_prediction_id")
-        }
+            )
+        return predictions[-1]
 
-        by_study: dict[int, list[Radiograph]] = {}
-        for radiograph in radiographs:
-            by_study.setdefault(radiograph.study_id, []).append(radiograph)
-        reviews: list[Review] = []
-        reviewed_studies: list[Study] = []
-        for study, state, created in outcome:
-            if state != Study.State.REVIEWED:
-                continue
-            members = by_study[study.pk]
-            reviewed = created + dt.timedelta(hours=rng.uniform(0.2, 48))
-            reviewer = rng.choice(reviewers)
-            for radiograph in members:
-                prediction = current[radiograph.pk]
-                overridden = rng.random() < 0.12
-                final = Label.opposite(prediction.label) if overridden else prediction.label
-                reviews.append(
-                    Review(
-                        radiograph=radiograph,
-                        prediction=prediction,
-                        reviewer=reviewer,
-                        decision=Review.Decision.OVERRIDE if overridden else Review.Decision.CONFIRM,
-                        final_label=final,
-                        reason_code=rng.choice(OVERRIDE_REASONS) if overridden else "",
-                        created_at=max(reviewed, prediction.created_at + dt.timedelta(minutes=5)),
-                    )
+    def _reviews(
+        self,
+        members: list[tuple[Radiograph, Prediction]],
+        reviews: list[Review],
+        created: dt.datetime,
+        reviewer: Any,
+    ) -> dt.datetime:
+        """One reviewer reads the whole study, confirming or overriding each current prediction; returns
+        when the last radiograph was reviewed (the study's reviewed_at)."""
+        rng = self.rng
+        reviewed = created + dt.timedelta(hours=rng.uniform(0.2, 48))
+        times = []
+        for radiograph, prediction in members:
+            overridden = rng.random() < 0.12
+            at = max(reviewed, prediction.created_at + dt.timedelta(minutes=5))
+            times.append(at)
+            reviews.append(
+                Review(
+                    radiograph_id=radiograph.pk,
+                    prediction_id=prediction.pk,
+                    reviewer_id=reviewer.pk,
+                    decision=Review.Decision.OVERRIDE if overridden else Review.Decision.CONFIRM,
+                    final_label=Label.opposite(prediction.label) if overridden else prediction.label,
+                    reason_code=rng.choice(OVERRIDE_REASONS) if overridden else "",
+                    created_at=at,
                 )
-            study.reviewed_at = max(r.created_at for r in reviews[-len(members) :])
-            reviewed_studies.append(study)
-        Review.objects.bulk_create(reviews, batch_size=CHUNK)
-        study_ids = [study.pk for study in study_rows]
-        for start in range(0, len(study_ids), CHUNK):
-            services.studies_refresh_triage(study_ids=study_ids[start : start + CHUNK])
-        # The triage stamps "reviewed now"; these were reviewed in the past.
-        Study.objects.bulk_update(reviewed_studies, ["reviewed_at"], batch_size=CHUNK)
-        return {
-            "patients": len(patients),
-            "studies": len(study_rows),
-            "radiographs": len(radiographs),
-            "predictions": len(predictions),
-            "reviews": len(reviews),
-        }
+            )
+        return max(times)
