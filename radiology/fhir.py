@@ -2,9 +2,9 @@
 radiograph for each of the model's finding, band and calibrated probability and for the reviewer's final
 call, and a DiagnosticReport that gathers them.
 
-The Bundle is validated by the fhir.resources models (R4B, the R4 technical correction: Bundle, Patient,
-ImagingStudy, Observation and DiagnosticReport are the same as in R4.0.1) before it leaves: a structure the
-library refuses is a server error here, never a document sent to a hospital's record.
+The Bundle is validated as FHIR R4 4.0.1 before it leaves (radiology.fhir_validation: fhirclient's R4
+models, the required bindings, and every reference resolved inside the Bundle): a Bundle that does not
+validate is a server error here, never a document sent to a hospital's record.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from radiology import services
 from radiology.dicomnet.models import DicomInstance
+from radiology.fhir_validation import FhirValidationError, validate_bundle
 from radiology.models import Label, Radiograph, Review, Study
 
 SNOMED = "http://snomed.info/sct"
@@ -33,11 +34,9 @@ ABSENT = {"system": SNOMED, "code": "2667000", "display": "Absent"}
 BAND_NAMES = {"fracture": "Fracture", "doubt": "Doubt", "no_fracture": "No fracture"}
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+__all__ = ["FhirValidationError", "study_fhir_bundle"]
+
 _NAMESPACE = uuid.UUID("6f0c62f4-5a5e-4f5e-9d2b-0f6d8e0a1b14")
-
-
-class FhirValidationError(RuntimeError):
-    """The Bundle built for a study did not validate: a bug, reported as a server error."""
 
 
 def _urn(*parts: Any) -> str:
@@ -91,9 +90,10 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
     patient_resource: dict[str, Any] = {
         "resourceType": "Patient",
         "identifier": [{"system": MRN_SYSTEM, "value": patient.mrn}],
-        "name": [{"text": patient.name}],
         "gender": {"F": "female", "M": "male", "O": "other"}.get(patient.sex, "unknown"),
     }
+    if patient.name.strip():  # FHIR JSON allows no empty values
+        patient_resource["name"] = [{"text": patient.name}]
     if patient.date_of_birth:
         patient_resource["birthDate"] = patient.date_of_birth.isoformat()
     entries.append({"fullUrl": patient_ref, "resource": patient_resource})
@@ -326,17 +326,3 @@ def _conclusion(study: Study, current: dict[int, Any], reviews: dict[int, Review
         f"Awaiting a clinician's review. Highest model probability {top.probability:.2f} "
         f"(model {top.model_version}); the model's result is not a diagnosis."
     )
-
-
-def validate_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
-    """Validate with fhir.resources and return the library's own serialisation."""
-    import json
-
-    from fhir.resources.R4B.bundle import Bundle
-    from pydantic import ValidationError
-
-    try:
-        model = Bundle.model_validate(bundle)
-    except ValidationError as exc:
-        raise FhirValidationError(str(exc)) from exc
-    return dict(json.loads(model.model_dump_json(exclude_none=True)))
