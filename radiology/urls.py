@@ -27,6 +27,7 @@ urlpatterns = [
     path("radiographs/<int:pk>/retry/", views.radiograph_retry, name="radiograph_retry"),
     path("predictions/<int:pk>/heatmap/", views.heatmap_image, name="heatmap_image"),
     path("audit/", views.audit_dashboard, name="audit_dashboard"),
+    path("audit/settings/", reading_views.site_settings, name="site_settings"),
     path("audit/predictions.csv", views.prediction_export, name="prediction_export"),
     path("audit/models/", governance_views.governance, name="governance"),
     path("audit/models/promote/", governance_views.governance_promote, name="governance_promote"),

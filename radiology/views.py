@@ -26,7 +26,12 @@ from radiology.forms import DateRangeForm, QueueFilterForm, StudyUploadForm
 from radiology.ingest import IngestError, IngestLimits, ingest_file
 from radiology.models import Label, Prediction, Radiograph, Study
 from radiology.roles import is_clinician
-from radiology.selectors.reading import audit_reading, in_acquisition_order, study_reading_marker
+from radiology.selectors.reading import (
+    audit_reading,
+    in_acquisition_order,
+    readers_with_own_blinded_choice,
+    study_reading_marker,
+)
 
 
 def _get_radiograph_for_user(request: HttpRequest, pk: int) -> Radiograph:
@@ -359,6 +364,8 @@ def audit_dashboard(request: HttpRequest) -> HttpResponse:
             "series": series,
             "recent_reviews": selectors.review_recent(user=request.user, limit=25),
             "reading": audit_reading(user=request.user, **window),
+            "site": services.site_settings_get(),
+            "own_choices": readers_with_own_blinded_choice(),
             "labels": Label.choices,
             "export_query": urlencode({k: v.isoformat() for k, v in export_query.items()}),
             "nav": "audit",

@@ -12,7 +12,7 @@ from typing import Any
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
-from radiology.models import Adjudication, Label, Radiograph, Review, Study, UnaidedRead
+from radiology.models import Adjudication, Label, Radiograph, ReaderProfile, Review, Study, UnaidedRead
 from radiology.selectors.audit import Proportion
 from radiology.selectors.scoping import require_admin, require_clinical
 
@@ -63,6 +63,11 @@ def not_analysed_reasons(*, radiograph_ids: Sequence[int]) -> dict[int, str]:
     for radiograph_id, reason in rows.values_list("radiograph_id", "reason"):
         reasons[radiograph_id] = reason
     return reasons
+
+
+def readers_with_own_blinded_choice() -> int:
+    """How many readers chose blinded reading on or off themselves (the site default does not reach them)."""
+    return ReaderProfile.objects.filter(blinded__isnull=False).count()
 
 
 def study_reading_marker(*, study: Study, user: Any, now: dt.datetime | None = None) -> str | None:

@@ -59,16 +59,18 @@ def site_blinded_default_update(*, actor: Any, blinded: bool, client_ip: str | N
     return site
 
 
-def reader_blinded_choice(user: Any) -> bool | None:
-    """The reader's own choice, or None when they follow the site default."""
+def reader_blinding(user: Any) -> tuple[bool, str]:
+    """Whether the reader reads blinded, and whose choice that is: "reader" (their own) or "site" (the
+    default an administrator chose, SiteSettings)."""
     choice = ReaderProfile.objects.filter(user=user).values_list("blinded", flat=True).first()
-    return None if choice is None else bool(choice)
+    if choice is None:
+        return site_settings_get().blinded_read_default, "site"
+    return bool(choice), "reader"
 
 
 def reader_is_blinded(user: Any) -> bool:
-    """The reader's own choice, else the site default an administrator chose (SiteSettings)."""
-    choice = reader_blinded_choice(user)
-    return site_settings_get().blinded_read_default if choice is None else choice
+    """The reader's own choice, else the site default an administrator chose."""
+    return reader_blinding(user)[0]
 
 
 def reader_setting_update(*, user: Any, blinded: bool | None, client_ip: str | None = None) -> ReaderProfile:

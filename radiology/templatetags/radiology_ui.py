@@ -1,4 +1,9 @@
-"""Small presentation helpers: verdict badges, compact ages, percentages and interval text."""
+"""Small presentation helpers: the words of a verdict and of a study's outcome, verdict badges, compact ages,
+percentages and interval text.
+
+The selectors return data (a band, a probability, counts); the words a clinician reads are made here, for
+the templates and, through the review page's presenter (radiology.presenters.review), for its script.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,60 @@ from typing import Any
 from django import template
 from django.utils import timezone
 
-from radiology.selectors import Proportion, Verdict
+from radiology.models import Band, Label
+from radiology.selectors import Proportion, StudyOutcome, StudyVerdict, Verdict
 
 register = template.Library()
+
+
+@register.filter
+def band_name(band: str) -> str:
+    """ "Fracture", "Doubt", "No fracture" """
+    return str(Band(band).label) if band in Band.values else ""
+
+
+@register.filter
+def probability_percent(probability: float | None) -> str:
+    """The calibrated probability as a reader says it: "93 %", "<1 %", ">99 %"."""
+    if probability is None:
+        return "—"
+    value = probability * 100
+    if 0 < value < 1:
+        return "<1 %"
+    if 99 < value < 100:
+        return ">99 %"
+    return f"{value:.0f} %"
+
+
+@register.filter
+def verdict_text(verdict: Verdict | StudyVerdict | None) -> str:
+    """ "Fracture · 93 %", "Doubt · 28 %": the band and the number, never "likely" below 50 %."""
+    if verdict is None:
+        return ""
+    return f"{band_name(verdict.band)} · {probability_percent(verdict.probability)}"
+
+
+@register.filter
+def band_breakdown(verdict: Verdict | StudyVerdict | None) -> str:
+    """A study's images per band: "1 Fracture · 1 Doubt · 3 No fracture" ("" for one image's verdict)."""
+    counts = getattr(verdict, "counts", ())
+    return " · ".join(f"{count} {band_name(band)}" for band, count in counts)
+
+
+@register.filter
+def outcome_text(outcome: StudyOutcome | None) -> str:
+    """ "Fractured: 2 of 5 images fractured · 1 override", "Not fractured: 0 of 5 … · all confirmed" """
+    if outcome is None:
+        return ""
+    plural = "s" if outcome.reviewed_images != 1 else ""
+    images = f"{outcome.fractured_images} of {outcome.reviewed_images} image{plural} fractured"
+    if outcome.reviewed_images < outcome.total_images:
+        images += f" ({outcome.total_images - outcome.reviewed_images} not reviewed yet)"
+    if outcome.overrides:
+        changes = f"{outcome.overrides} override{'s' if outcome.overrides != 1 else ''}"
+    else:
+        changes = "all confirmed"
+    return f"{Label(outcome.final_label).label}: {images} · {changes}"
 
 
 @register.inclusion_tag("radiology/includes/verdict_badge.html")

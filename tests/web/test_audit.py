@@ -88,8 +88,9 @@ def test_dashboard_queries_are_bounded(
     admin_client_: Client, reviewed: None, django_assert_max_num_queries: Any
 ) -> None:
     # session, user, groups; versions, override reasons, agreement by day, latest reviews; the reader /
-    # model / final figures (standing reviews, adjudications); session save
-    with django_assert_max_num_queries(12):
+    # model / final figures (standing reviews, adjudications); the site setting and how many readers chose
+    # for themselves; session save
+    with django_assert_max_num_queries(14):
         assert admin_client_.get(DASHBOARD).status_code == 200
 
 

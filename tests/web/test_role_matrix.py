@@ -49,6 +49,7 @@ ROLES: dict[str, str] = {
     "radiology:heatmap_image": CLINICIAN,
     "radiology:radiograph_retry": ADMIN,
     "radiology:audit_dashboard": ADMIN,
+    "radiology:site_settings": ADMIN,
     "radiology:prediction_export": ADMIN,
     "radiology:governance": ADMIN,
     "radiology:governance_promote": ADMIN,
@@ -68,6 +69,7 @@ POST_ONLY = {
     "radiology:study_confirm",
     "radiology:study_unaided",
     "radiology:reader_settings",
+    "radiology:site_settings",
     "radiology:adjudication_decide",
 }
 GET_AND_POST = {"radiology:radiograph_review", "radiology:study_upload", "login"}
