@@ -3,7 +3,8 @@
 Each part goes through the same inbox service as a C-STORE (the same checks, the same idempotency by
 SOPInstanceUID, the same quiet period before the study is filed). The answer is the standard store
 response: ReferencedSOPSequence for what was stored, FailedSOPSequence with a FailureReason for the rest;
-HTTP 200 when all were stored, 202 when some failed, 409 when none could be.
+HTTP 200 when all were stored, 202 when some failed, 409 when none could be. Each failure's reason is also
+given as text in a `Warning: 299 <service>: "<text>"` header, for a sender that logs only headers.
 """
 
 from __future__ import annotations
@@ -124,12 +125,14 @@ class StowStudiesApi(ApiView):
             raise Problem("bad_request", "The request holds no DICOM instance.", status_code=400)
         stored: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for headers, content in parts:
+        reasons: list[str] = []
+        for number, (headers, content) in enumerate(parts, start=1):
             part_type = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
             if part_type != "application/dicom":
                 failed.append(
                     _sop_item("", "", **{"00081197": {"vr": "US", "Value": [STATUS_CANNOT_UNDERSTAND]}})
                 )
+                reasons.append(f"Part {number} is {part_type}, not application/dicom.")
                 continue
             outcome = inbox.dicom_instance_receive(
                 data=content, source=DicomInstance.Source.STOW_RS, received_by=request.user
@@ -145,10 +148,35 @@ class StowStudiesApi(ApiView):
                         **{"00081197": {"vr": "US", "Value": [reason]}},
                     )
                 )
+                who = f"Instance {outcome.sop_instance_uid}" if outcome.sop_instance_uid else f"Part {number}"
+                reasons.append(f"{who} (failure reason 0x{reason:04X}): {outcome.message}")
         body: dict[str, Any] = {}
         if stored:
             body["00081199"] = {"vr": "SQ", "Value": stored}
         if failed:
             body["00081198"] = {"vr": "SQ", "Value": failed}
         status = 200 if not failed else 202 if stored else 409
-        return HttpResponse(json.dumps(body), status=status, content_type=DICOM_JSON)
+        response = HttpResponse(json.dumps(body), status=status, content_type=DICOM_JSON)
+        if reasons:
+            response["Warning"] = warning_header(request.get_host(), reasons)
+        return response
+
+
+def warning_header(service: str, reasons: list[str], limit: int = 20) -> str:
+    """The Warning header field PS3.18 lets an origin server add to a response (RFC 7234 5.5 syntax):
+    `299 <service>: "<text>"` per failed part, comma-separated, at most `limit` of them, so a sender can log
+    why without decoding the DICOM JSON. The text is printable ASCII, quotes and backslashes escaped."""
+    shown = reasons[:limit]
+    if len(reasons) > limit:
+        shown.append(f"{len(reasons) - limit} more parts failed; see the FailedSOPSequence.")
+    return ", ".join(f'299 {_ascii(service)}: "{_quoted(reason)}"' for reason in shown)
+
+
+def _ascii(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+
+
+def _quoted(text: str) -> str:
+    replacements = {"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'", "\u2013": "-", "\u2014": "-"}
+    plain = "".join(replacements.get(c, c) for c in text)
+    return _ascii(plain).replace("\\", "\\\\").replace('"', '\\"')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.core.cache import cache
 from pydicom.uid import CTImageStorage, generate_uid
 
 from radiology.dicomnet.models import DicomArrival, DicomInstance
+from radiology.dicomnet.stow import warning_header
 from radiology.models import Study
 from tests.api.conftest import token_client
 from tests.dicomnet import factory
@@ -91,6 +93,63 @@ def test_nothing_stored_is_409(clinician: Any) -> None:
     assert response.status_code == 409
     assert json.loads(response.content)["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
     assert DicomArrival.objects.count() == 0
+    assert response["Warning"] == (
+        '299 testserver: "Part 1 (failure reason 0xC000): The DICOM header is damaged and cannot be read."'
+    )
+
+
+WARN_VALUE = re.compile(r'299 (?P<agent>[^ ]+): "(?P<text>(?:[^"\\]|\\.)*)"')
+
+
+def warnings(response: Any) -> list[str]:
+    """The texts of the Warning header's warn-values (RFC 7234 5.5: code, agent, quoted text)."""
+    header = response["Warning"]
+    values = list(WARN_VALUE.finditer(header))
+    assert ", ".join(m.group(0) for m in values) == header, header  # nothing but well-formed values
+    assert {m.group("agent") for m in values} == {"testserver"}
+    return [re.sub(r"\\(.)", r"\1", m.group("text")) for m in values]
+
+
+def test_each_failure_has_a_text_reason_a_sender_can_read(clinician: Any) -> None:
+    good = factory.radiograph()
+    ct = factory.radiograph(sop_class=CTImageStorage, modality="CT")
+    mr = factory.radiograph(modality="MR")
+    body, content_type = multipart(good, ct, mr)
+    boundary = content_type.rsplit("=", 1)[1]
+    # A fourth part that is not DICOM at all.
+    body = body.replace(
+        f"--{boundary}--".encode(),
+        f'--{boundary}\r\nContent-Type: text/plain\r\n\r\nsay "hello"\r\n--{boundary}--'.encode(),
+    )
+    response = token_client(clinician).generic(
+        "POST", URL, body, content_type=content_type, HTTP_ACCEPT="application/dicom+json"
+    )
+    assert response.status_code == 202
+    texts = warnings(response)
+    ct_uid = json.loads(response.content)["00081198"]["Value"][0]["00081155"]["Value"][0]
+    assert texts[0] == (
+        f"Instance {ct_uid} (failure reason 0x0122): SOP class {CTImageStorage} is not accepted: "
+        "only CR and DX radiographs are."
+    )
+    assert texts[1].endswith("(failure reason 0xA900): Modality MR is not a plain radiograph (CR, DX, DR).")
+    assert texts[2] == "Part 4 is text/plain, not application/dicom."
+    # The standard codes stay in the FailedSOPSequence, one per failure, in the same order.
+    failures = json.loads(response.content)["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failures] == [0x0122, 0xA900, 0xC000]
+
+
+def test_a_fully_stored_request_has_no_warning(clinician: Any) -> None:
+    response = stow(token_client(clinician), factory.radiograph())
+    assert response.status_code == 200
+    assert "Warning" not in response
+
+
+def test_the_warning_text_is_safe_ascii_and_bounded() -> None:
+    header = warning_header("pacs.example:8000", ["a \u201cquoted\u201d \\ path \u00e9\r\nX: y"] * 25)
+    assert header.isascii() and "\r" not in header and "\n" not in header
+    assert header.count("299 pacs.example:8000: ") == 21
+    assert header.startswith('299 pacs.example:8000: "a \\"quoted\\" \\\\ path ???X: y"')
+    assert header.endswith('"5 more parts failed; see the FailedSOPSequence."')
 
 
 def test_it_refuses_another_media_type(clinician: Any) -> None:
