@@ -11,7 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+
+# Field types whose Python values the database driver takes as they are.
+PLAIN_TYPES = {
+    "AutoField",
+    "BigAutoField",
+    "BigIntegerField",
+    "BooleanField",
+    "CharField",
+    "DateField",
+    "FloatField",
+    "ForeignKey",
+    "IntegerField",
+    "OneToOneField",
+    "PositiveBigIntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "SmallIntegerField",
+    "TextField",
+}
 
 
 class BulkWriter:
@@ -37,15 +56,23 @@ class BulkWriter:
             return int(cursor.fetchone()[0]) + 1  # one writer at a time: SQLite locks the database
 
     def write(self, model: type[models.Model], rows: Iterable[models.Model]) -> None:
+        db = connections[DEFAULT_DB_ALIAS]  # the connection itself: the proxy costs a lookup per attribute
         fields = list(model._meta.concrete_fields)
+        # Plain values go as they are (the driver adapts them); others (JSON, files) as Django prepares them.
+        plain_types = PLAIN_TYPES | ({"DateTimeField"} if self.postgres else set())  # aware datetimes
+        plain = [f.get_internal_type() in plain_types for f in fields]
         table = model._meta.db_table
-        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        columns = ", ".join(db.ops.quote_name(f.column) for f in fields)
+        prepared = list(zip(fields, plain, strict=True))
         values = (
-            [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+            [
+                getattr(row, f.attname) if is_plain else f.get_db_prep_save(getattr(row, f.attname), db)
+                for f, is_plain in prepared
+            ]
             for row in rows
         )
         count = 0
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             if self.postgres:
                 raw = cursor.cursor  # the psycopg cursor under Django's wrapper
                 with raw.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import models
 
 from radiology import services
 from radiology.models import Patient, Prediction, Radiograph, Review, Study
@@ -20,6 +21,13 @@ def test_it_creates_consistent_studies_in_every_state() -> None:
     assert Patient.objects.filter(name__startswith="Synthetic").count() == 40
     assert Prediction.objects.values("model_version").distinct().count() > 1
     assert Review.objects.filter(decision=Review.Decision.OVERRIDE).exclude(reason_code="").exists()
+    # Each radiograph points at its newest prediction, as the storing service would have left it.
+    current = dict(Radiograph.objects.values_list("pk", "current_prediction_id"))
+    assert (
+        sum(1 for value in current.values() if value) == Radiograph.objects.filter(status="predicted").count()
+    )
+    services.radiographs_set_current_prediction(radiograph_ids=list(current))
+    assert dict(Radiograph.objects.values_list("pk", "current_prediction_id")) == current
     # Every study's triage summary is what the service computes from its radiographs.
     generated = {s.pk: (s.state, s.max_probability, s.failed_count, s.reviewed_at is None) for s in studies}
     services.studies_refresh_triage(study_ids=list(generated))
@@ -30,6 +38,17 @@ def test_it_creates_consistent_studies_in_every_state() -> None:
             study.failed_count,
             study.reviewed_at is None,
         ) == generated[study.pk]
+
+
+def test_it_adds_to_existing_rows_without_id_clashes() -> None:
+    call_command("generate_scale_data", studies=5, prefix="A", verbosity=0)
+    call_command("generate_scale_data", studies=5, prefix="B", verbosity=0)
+    assert Study.objects.count() == 10
+    assert Radiograph.objects.count() == 30
+    assert (
+        Review.objects.filter(prediction__radiograph_id=models.F("radiograph_id")).count()
+        == Review.objects.count()
+    )
 
 
 def test_it_refuses_to_add_the_same_prefix_twice() -> None:

@@ -48,7 +48,13 @@ from radiology.models import (
 from radiology.roles import CLINICIAN_GROUP, ensure_role_groups
 
 CHUNK = 5000  # studies (or patients) written per COPY round
-GENERATED = ("Patient", "Study", "Radiograph", "Prediction", "Review")
+GENERATED = {
+    "Patient": "patients",
+    "Study": "studies",
+    "Radiograph": "radiographs",
+    "Prediction": "predictions",
+    "Review": "reviews",
+}
 THRESHOLD = 0.5
 # The two operating points that draw the bands (Fracture / Doubt / No fracture).
 SENSITIVE, SPECIFIC = 0.3, 0.7
@@ -235,7 +241,7 @@ class _Generator:
                 images=images,
                 heatmap=heatmap,
             )
-        return {name.lower() + "s": writer.written.get(name, 0) for name in GENERATED}
+        return {plural: writer.written.get(name, 0) for name, plural in GENERATED.items()}
 
     def _chunk(
         self,
