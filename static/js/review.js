@@ -472,9 +472,11 @@
 
   document.querySelectorAll(".thumb[data-image]").forEach(function (thumb) {
     thumb.addEventListener("click", function (event) {
-      if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      if (event.ctrlKey || event.metaKey || event.button !== 0) return;
       event.preventDefault();
-      select(Number(thumb.dataset.image));
+      // Shift+click (or Shift+Enter on a focused thumbnail): that image goes in the second pane, in 2-up.
+      if (event.shiftKey || event.altKey) FR.viewer.compareWith(Number(thumb.dataset.image));
+      else select(Number(thumb.dataset.image));
     });
   });
 

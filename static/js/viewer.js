@@ -42,6 +42,7 @@
   // What is kept across images of the study.
   const view = {
     layout: 1,
+    compare: null, // the image the reader chose for the second pane in 2-up (null: the next one)
     invert: false,
     boxes: null, // null: the model card's default for the image's model
     heatmap: false,
@@ -247,6 +248,7 @@
   const panes = Array.prototype.map.call(root.querySelectorAll(".viewer"), function (node) { return new Pane(node); });
   const readout = document.getElementById("wl-readout");
   const legend = document.getElementById("heatmap-legend");
+  const compareSelect = document.getElementById("compare-select");
   let active = panes[0];
   let images = [];
   let current = null;
@@ -271,6 +273,8 @@
     });
     pressed("invert", view.invert);
     pressed("layout", view.layout === 2);
+    compareSelect.closest("[data-compare-control]").hidden = view.layout !== 2;
+    compareSelect.value = view.compare === null ? "" : String(view.compare);
     pressed("boxes", active.boxesOn());
     const prediction = current && current.prediction;
     const boxesButton = document.querySelector('[data-action="boxes"]');
@@ -323,15 +327,35 @@
     return images[index + 1] || images[index - 1] || null;
   }
 
-  // Show an image in the active pane (the second pane, in 2-up, shows the next image of the study).
+  // The second pane's image in 2-up: the one the reader chose (kept across image switches), else, and while
+  // the chosen one is the image on screen, the next image of the study.
+  function partnerOf(image) {
+    if (view.compare !== null && view.compare !== image.id) {
+      const chosen = images.find(function (i) { return i.id === view.compare; });
+      if (chosen) return chosen;
+    }
+    return neighbourOf(image);
+  }
+
+  function markCompared(other) {
+    document.querySelectorAll(".thumb[data-image]").forEach(function (thumb) {
+      const on = !!other && view.layout === 2 && Number(thumb.dataset.image) === other.id;
+      thumb.classList.toggle("compared", on);
+      if (on) thumb.setAttribute("data-compared", "yes"); else thumb.removeAttribute("data-compared");
+    });
+  }
+
+  // Show an image in the first pane (the second pane, in 2-up, shows the image chosen for it).
   function show(image) {
     current = image;
     panes[0].show(image);
+    let other = null;
     if (view.layout === 2) {
-      const other = neighbourOf(image);
+      other = partnerOf(image);
       panes[1].root.hidden = !other;
       if (other) panes[1].show(other);
     }
+    markCompared(other);
     active = panes[0];
     const next = neighbourOf(image);
     if (next) loadPixels(next.pixels_url); // the next switch draws from memory
@@ -351,6 +375,43 @@
     });
     refreshControls();
   }
+
+  // The reader chooses the second pane's image: a thumbnail (Shift+click, Shift+Enter), { / }, or the
+  // toolbar's list. Choosing one opens 2-up.
+  function compareWith(id) {
+    view.compare = id === null || id === undefined || Number.isNaN(id) ? null : id;
+    if (view.layout !== 2) setLayout(2);
+    else if (current) show(current);
+    refreshControls();
+  }
+
+  function compareStep(offset) {
+    if (!current || images.length < 2) return;
+    const shown = view.layout === 2 && panes[1].image ? panes[1].image : current;
+    let index = images.indexOf(images.find(function (i) { return i.id === shown.id; }));
+    do { index += offset; } while (images[index] && images[index].id === current.id);
+    const next = images[index];
+    if (next) compareWith(next.id);
+  }
+
+  let compareOptions = "";
+  function fillCompareSelect() {
+    const key = images.map(function (i) { return i.id + ":" + i.number + ":" + i.view + ":" + i.laterality; }).join(",");
+    if (key === compareOptions) return;
+    compareOptions = key;
+    const chosen = compareSelect.value;
+    while (compareSelect.options.length > 1) compareSelect.remove(1);
+    images.forEach(function (image) {
+      const label = "Image " + image.number + (image.view ? " · " + image.view : "") +
+        (image.laterality ? " " + image.laterality : "");
+      compareSelect.add(new Option(label, String(image.id)));
+    });
+    compareSelect.value = chosen;
+  }
+
+  compareSelect.addEventListener("change", function () {
+    compareWith(compareSelect.value === "" ? null : Number(compareSelect.value));
+  });
 
   function fit() {
     view.fitted = true;
@@ -493,6 +554,8 @@
       case "L": setWindow(active.window.center - range / 50, active.window.width); break;
       case "1": if (overrideOpen) handled = false; else actions.actual(); break;
       case "2": if (overrideOpen) handled = false; else actions.layout(); break;
+      case "}": compareStep(1); break;
+      case "{": compareStep(-1); break;
       case "ArrowLeft": case "ArrowRight": case "ArrowUp": case "ArrowDown":
         if (FR.inFormControl(event)) { handled = false; break; }
         active.pan(event.key === "ArrowLeft" ? step : event.key === "ArrowRight" ? -step : 0,
@@ -513,11 +576,16 @@
   });
 
   FR.viewer = {
-    setImages: function (list) { images = list; },
+    setImages: function (list) {
+      images = list;
+      fillCompareSelect();
+    },
     show: show,
+    compareWith: compareWith,
     // The current image's record changed (a prediction arrived, a review): redraw overlays, keep the view.
     refresh: function (list, image) {
       images = list;
+      fillCompareSelect();
       current = image;
       panes.forEach(function (pane) {
         if (!pane.image) return;
