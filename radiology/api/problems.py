@@ -164,6 +164,9 @@ CATALOGUE: dict[str, ProblemType] = {
         422, "Not a radiograph", "The DICOM modality is not a plain radiograph (CT or MR, for example)."
     ),
     "duplicate_file": ProblemType(422, "Duplicate file", "The same image was already in this upload."),
+    "already_received": ProblemType(
+        409, "Already received", "The DICOM SOPInstanceUID arrived before (upload, C-STORE or STOW-RS)."
+    ),
     # Load and faults
     "throttled": ProblemType(
         429, "Too many requests", "The per-user rate limit was reached; see Retry-After."

@@ -55,11 +55,14 @@ class DicomArrival(models.Model):
 
 
 class DicomInstance(models.Model):
-    """One received SOP instance: its file waits in the inbox until it is filed as a radiograph."""
+    """One received SOP instance: its file waits in the inbox until it is filed as a radiograph. A DICOM
+    file uploaded through the form or the API is recorded too (source "upload", filed at once, no inbox
+    file), so every arrival path shares one SOPInstanceUID uniqueness."""
 
     class Source(models.TextChoices):
         C_STORE = "c-store", "DICOM C-STORE"
         STOW_RS = "stow-rs", "DICOMweb STOW-RS"
+        UPLOAD = "upload", "Upload (form or API)"
 
     class State(models.TextChoices):
         RECEIVED = "received", "Received"
