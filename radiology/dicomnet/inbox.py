@@ -148,13 +148,6 @@ def dicom_instance_receive(
         return _refused(Refusal.MISSING_ATTRIBUTE, "A UID is longer than 64 characters.", uid, sop_class)
     if DicomInstance.objects.filter(sop_instance_uid=uid).exists():
         return ReceiveOutcome("duplicate", uid, sop_class)
-    if not _frames_end_where_they_should(data, header.transfer_syntax_uid):
-        return _refused(
-            Refusal.UNREADABLE,
-            "The compressed image data stops before its end marker (truncated).",
-            uid,
-            sop_class,
-        )
     try:
         image = ingest_file(f"{uid}.dcm", data, limits or _limits())
     except IngestError as error:
@@ -196,36 +189,6 @@ def dicom_instance_receive(
     except services.ServiceError as error:
         return _refused(Refusal.STORAGE, error.message, uid, sop_class)
     return ReceiveOutcome("stored", uid, sop_class)
-
-
-# JPEG (baseline, extended, lossless), JPEG-LS and JPEG 2000 codestreams all end with FF D9 (EOI / EOC).
-_MARKER_ENDED_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-}
-
-
-def _frames_end_where_they_should(data: bytes, transfer_syntax_uid: str) -> bool:
-    """False when a compressed frame lacks its end marker: some decoders return half an image from a
-    codestream cut short instead of failing (libjpeg does, for JPEG-LS), so the file is checked here."""
-    if transfer_syntax_uid not in _MARKER_ENDED_SYNTAXES:
-        return True
-    import pydicom
-    from pydicom.encaps import generate_frames
-
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
-        frames = list(generate_frames(dataset.PixelData, number_of_frames=1))
-    except Exception:  # ingest's decode names what is wrong with a damaged file
-        return True
-    # An odd-length frame is padded with one 0x00 byte to an even length (PS3.5 A.4).
-    return all(frame.rstrip(b"\x00").endswith(b"\xff\xd9") for frame in frames)
 
 
 def _limits() -> IngestLimits:
@@ -366,13 +329,15 @@ def _study_create(
     user = dicom_system_user()
     try:
         with transaction.atomic():
-            result = services.study_create(uploaded_by=user, details=details, files=files)
+            result = services.study_create(
+                uploaded_by=user, details=details, files=files, record_instances=False
+            )
     except services.ServiceError as error:
         if error.field != "body_region":
             raise
         # BodyPartExamined is missing or names no region the queue knows: file the study under "other".
         details = services.StudyDetails(**{**details.__dict__, "body_region": BodyRegion.OTHER})
-        result = services.study_create(uploaded_by=user, details=details, files=files)
+        result = services.study_create(uploaded_by=user, details=details, files=files, record_instances=False)
     if result.study is None:
         raise services.ServiceError("no_images", "No instance of the study could be read.")
     written.extend(str(r.image.name) for r in result.accepted)

@@ -25,6 +25,7 @@ from radiology.models import (
     Study,
     band_rank,
 )
+from radiology.services import instances
 from radiology.services.audit import audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.storage import cleanup_files_on_error, save_file
@@ -83,12 +84,14 @@ def study_create(
     client_ip: str | None = None,
     limits: IngestLimits | None = None,
     classify: bool = True,
+    record_instances: bool = True,  # False only for the DICOM inbox: its instances have their rows
 ) -> StudyUploadResult:
     """Create a study from uploaded radiographs.
 
     Every file is checked on its own: a valid file is kept even when a sibling is refused, and each
     refusal names the file and the reason. When no file is valid, nothing is created.
     Classification is requested after commit, with radiograph ids only.
+    DICOM files share the network paths' idempotency by SOPInstanceUID (services.instances).
     """
     if not files:
         raise ServiceError("no_files", "Choose at least one radiograph to upload.", field="files")
@@ -101,6 +104,7 @@ def study_create(
         )
     limits = limits or IngestLimits.from_settings()
     accepted_images, rejected = _ingest_all(files, limits)
+    accepted_images, rejected = instances.refuse_known(accepted_images, rejected, enabled=record_instances)
     for error in rejected:
         audit_record(
             action=AuditEvent.Action.FILE_REJECTED,
@@ -142,6 +146,7 @@ def study_create(
                     save_file(radiograph.image, "upload", image.content, written)
                     radiograph.save()
                     radiographs.append(radiograph)
+                instances.record_uploaded(radiographs, accepted_images, uploaded_by, enabled=record_instances)
                 audit_record(
                     action=AuditEvent.Action.STUDY_UPLOADED,
                     actor=uploaded_by,
