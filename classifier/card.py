@@ -7,16 +7,19 @@ metrics with intervals). No Keras import: the web process may read cards.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from classifier.preprocessing import InputSpec
+from classifier.preprocessing import InputSpec, sniff_format
 
 SCHEMA_VERSION = 1
 CLASS_NAMES = ("not_fractured", "fractured")
@@ -67,6 +70,43 @@ def ood_distances(embeddings: np.ndarray, ood: Mapping[str, Any]) -> np.ndarray:
     if ood.get("method", "mahalanobis_diag") == "mahalanobis_diag" and ood.get("scale") is not None:
         diff = diff / np.maximum(np.asarray(ood["scale"], dtype=np.float64), 1e-6)
     return np.sqrt(np.mean(diff * diff, axis=1))
+
+
+# The colour check beside the embedding distance: radiographs are grey (a few coloured marks at most), a
+# photograph or a screenshot is not, and the grayscale conversion before the model hides that from the
+# embedding. Measured on the original RGB, on a thumbnail of at most COLOUR_THUMBNAIL px a side.
+COLOUR_CHROMA_LEVEL = 32  # of 255: max(R, G, B) - min(R, G, B) above this is "clearly coloured"
+COLOUR_THUMBNAIL = 256
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def colour_share(data: bytes) -> float:
+    """The share of an image's pixels that are clearly coloured (chroma > COLOUR_CHROMA_LEVEL), 0..1.
+
+    0.0 for grey-mode files, DICOM (its modality has its own check) and anything Pillow cannot open
+    (the decoder then says why the file is unreadable). JPEGs are decoded at reduced scale (draft mode),
+    so the check costs a few milliseconds.
+    """
+    kind = sniff_format(bytes(data))
+    if kind is None or kind == "DICOM":
+        return 0.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[kind])
+            if image.mode in _GREY_MODES:
+                return 0.0
+            if kind == "JPEG":
+                image.draft("RGB", (COLOUR_THUMBNAIL, COLOUR_THUMBNAIL))
+            image = image.convert("RGB")
+            image.thumbnail((COLOUR_THUMBNAIL, COLOUR_THUMBNAIL))
+            pixels = np.asarray(image, dtype=np.int16)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError, ValueError):
+        return 0.0
+    if pixels.ndim != 3 or pixels.size == 0:
+        return 0.0
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    return float(np.mean(chroma > COLOUR_CHROMA_LEVEL))
 
 
 def new_card(

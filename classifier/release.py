@@ -33,7 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from classifier.card import CARD_FILE, MODEL_FILE, calibrate, ood_distances, read_card, write_card
+from classifier.card import (
+    CARD_FILE,
+    COLOUR_CHROMA_LEVEL,
+    COLOUR_THUMBNAIL,
+    MODEL_FILE,
+    calibrate,
+    colour_share,
+    ood_distances,
+    read_card,
+    write_card,
+)
 from classifier.data import ImageSet, Record, load_images, load_sources, select
 from classifier.detector import (
     Box,
@@ -65,6 +75,15 @@ FP_PER_IMAGE_TARGET = 0.5
 LOCALISATION_VALIDATED = 0.5
 OOD_QUANTILE = 0.99
 OOD_COMPONENTS = 64
+# The colour check's threshold: at least a tenth of the picture clearly coloured, and at least twice the
+# most coloured val radiograph (grey content with a coloured marker or ruler stays well under it).
+COLOUR_MIN_THRESHOLD = 0.10
+# None of the three sources records the patients' ages (their READMEs and manifests have no age column), so
+# no minimum age can be stated and the age guardrail stays off for models trained on them.
+AGES_UNKNOWN = (
+    "unknown: none of the training sources (bone-fracture-xray, FracAtlas, bone-fracture-boxes) records "
+    "patient age, so no minimum age is stated and the age guardrail is off for this model"
+)
 LATENCY_BUDGET_MS = 150.0
 BOX_THRESHOLDS = (*np.round(np.arange(0.05, 0.96, 0.05), 2), 0.97, 0.98, 0.99)
 # Where the model was trained (FracAtlas: hand, leg, hip, shoulder; the Kaggle set: upper and lower limbs,
@@ -376,6 +395,35 @@ def ood_reference(train: Scored, val: Scored, *, components: int = OOD_COMPONENT
     }
 
 
+def colour_reference(val: Sequence[Record], test: Sequence[Record]) -> dict[str, Any]:
+    """The colour check (card["ood"]["colour"]): the share of clearly coloured pixels on the original image
+    (classifier.card.colour_share), measured on every val and test radiograph of every source.
+
+    Radiographs are grey, so the threshold is not a quantile of val (that would flag 1 % of grey images for
+    JPEG colour noise): it is max(COLOUR_MIN_THRESHOLD, twice the val maximum), and the val and test flag
+    rates, which must stay at or under 1 %, are recorded beside it.
+    """
+
+    def shares(records: Sequence[Record]) -> np.ndarray:
+        return np.array([colour_share(r.path.read_bytes()) for r in records], np.float64)
+
+    val_shares, test_shares = shares(val), shares(test)
+    val_sources = np.array([r.source for r in val])
+    threshold = max(COLOUR_MIN_THRESHOLD, 2.0 * float(val_shares.max(initial=0.0)))
+    return {
+        "statistic": f"share of pixels with max(R,G,B) - min(R,G,B) > {COLOUR_CHROMA_LEVEL} on the original "
+        f"image, at most {COLOUR_THUMBNAIL} px a side",
+        "threshold": threshold,
+        "val_max": float(val_shares.max(initial=0.0)),
+        "val_max_per_source": {
+            str(s): float(val_shares[val_sources == s].max()) for s in sorted(set(val_sources.tolist()))
+        },
+        "in_distribution_flag_rate": float(np.mean(val_shares > threshold)) if len(val) else 0.0,
+        "test_flag_rate": float(np.mean(test_shares > threshold)) if len(test) else 0.0,
+        "fitted_on": f"{len(val)} val images: max({COLOUR_MIN_THRESHOLD}, twice the val maximum)",
+    }
+
+
 def histogram(values: np.ndarray, edges: Sequence[float]) -> dict[str, list[float]]:
     counts, _ = np.histogram(values, bins=np.asarray(edges, dtype=np.float64))
     total = max(int(counts.sum()), 1)
@@ -639,7 +687,7 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     # one source with normal radiographs (the boxes source has no normal images to be wrong on).
     chosen = sensitivity_at(box_choice[box_sources[0]], FP_PER_IMAGE_TARGET)
     box_threshold = float(chosen["threshold"]) if np.isfinite(chosen["threshold"]) else 0.5
-    ood = ood_reference(train, val)
+    ood = ood_reference(train, val) | {"colour": colour_reference(val.records, test.records)}
     reference = drift_reference([val.records[i] for i in val_cls], val_probs[val_cls])
 
     # 3. Test.
@@ -731,6 +779,7 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
             "modalities": ["DX", "CR", "DR"],
             "body_regions": list(TRAINED_REGIONS),
             "min_age_years": None,
+            "ages": AGES_UNKNOWN,
         },
         reference=reference,
         outputs={
@@ -973,7 +1022,8 @@ def write_report(card: dict[str, Any], out: Path, *, old_card: dict[str, Any] | 
         f"- **Out-of-distribution check**: Mahalanobis distance of the pooled backbone features in the top "
         f"{len(card['ood'].get('variances', []))} principal components of the training images', threshold "
         f"{card['ood']['threshold']:.3f} = the 99th percentile "
-        f"on val; it flags {card['ood']['test_flag_rate']:.1%} of the test radiographs.",
+        f"on val; it flags {card['ood']['test_flag_rate']:.1%} of the test radiographs."
+        + colour_sentence(card["ood"].get("colour")),
         "",
         "## Per source",
         "",
@@ -1033,6 +1083,16 @@ def write_report(card: dict[str, Any], out: Path, *, old_card: dict[str, Any] | 
     return path
 
 
+def colour_sentence(colour: dict[str, Any] | None) -> str:
+    if not colour:
+        return ""
+    return (
+        f" A colour check comes first: an image with more than {colour['threshold']:.0%} of its pixels "
+        f"clearly coloured is not analysed (the most coloured val radiograph: {colour['val_max']:.1%}; "
+        f"flagged: {colour['in_distribution_flag_rate']:.1%} of val, {colour['test_flag_rate']:.1%} of test)."
+    )
+
+
 def refit_ood(args: argparse.Namespace) -> dict[str, Any]:
     """Refit only the out-of-distribution reference of a released model (its card and report), from the same
     training and val images through the released serving graph; nothing else of the card changes."""
@@ -1050,7 +1110,24 @@ def refit_ood(args: argparse.Namespace) -> dict[str, Any]:
     val, test, train = scored("val"), scored("test"), scored("train", every=args.train_every)
     ood = ood_reference(train, val)
     card["ood"] = ood | {
-        "test_flag_rate": float(np.mean(ood_distances(test.embeddings, ood) > ood["threshold"]))
+        "test_flag_rate": float(np.mean(ood_distances(test.embeddings, ood) > ood["threshold"])),
+        "colour": colour_reference(val.records, test.records),
+    }
+    card = finite_json(card)
+    write_card(card, args.out / CARD_FILE)
+    old_card = read_card(args.compare / CARD_FILE) if args.compare else None
+    notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
+    write_report(card, args.out, old_card=old_card, notes=notes)
+    return card
+
+
+def refit_colour(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit only the colour check of a released model from its val images (no forward pass; the rest of
+    the card is unchanged), and rewrite its report."""
+    card = read_card(args.out / CARD_FILE)
+    records = load_sources(args.data)
+    card["ood"] = dict(card["ood"]) | {
+        "colour": colour_reference(select(records, splits=["val"]), select(records, splits=["test"]))
     }
     card = finite_json(card)
     write_card(card, args.out / CARD_FILE)
@@ -1069,6 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-every", type=int, default=3, help="every n-th training image for the OOD centre")
     p.add_argument("--n-boot", type=int, default=N_BOOT)
     p.add_argument("--refit-ood", action="store_true", help="refit only the OOD reference of --out's release")
+    p.add_argument("--refit-colour", action="store_true", help="fit only the colour check of --out's release")
     p.add_argument("--tta", default=None, help="test-time augmentation of the release (default: the run's)")
     p.add_argument(
         "--tta-candidates", nargs="*", default=[], help="choose the TTA among these on val (see choose_tta)"
@@ -1082,6 +1160,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.refit_ood:
         refit_ood(args)
+    elif args.refit_colour:
+        refit_colour(args)
     else:
         release(args)
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError
 
-from classifier.card import ood_distances
+from classifier.card import colour_share, ood_distances
 from classifier.predict import Predictor
 from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import dispatch, services
@@ -103,6 +103,14 @@ def metadata_refusal(radiograph: Radiograph, card: dict[str, Any]) -> Refusal | 
         on=study.study_date or radiograph.created_at.date(),
         card=card,
     )
+
+
+def colour_refusal(data: bytes, card: dict[str, Any]) -> Refusal | None:
+    """A refusal when the original image is a colour picture (the card's colour check; a few ms)."""
+    colour = guardrails.colour_reference(card)
+    if colour is None:
+        return None
+    return guardrails.check_colour(colour_share(data), colour)
 
 
 def embedding_request(predictor: Any) -> dict[str, bool]:
@@ -204,6 +212,10 @@ def shadow_predict_batch(version: str, predictor: Any, radiograph_ids: Sequence[
             continue
         try:
             data = services.radiograph_read_image(radiograph=radiograph)
+            refusal = colour_refusal(data, card)
+            if refusal is not None:
+                refusals.append((radiograph.pk, refusal))
+                continue
             images.append((radiograph.pk, decode_grayscale(data, max_pixels=settings.UPLOAD_MAX_PIXELS)))
         except (FileNotFoundError, UnreadableImageError):
             continue  # the active path records why; a shadow has nothing to add

@@ -228,6 +228,13 @@ def _classify(task: ClassifierTask, radiograph_ids: list[int], clock: _PhaseCloc
                 radiograph_id=radiograph.pk, message="The stored image file is missing; upload it again."
             )
             continue
+        with clock("guardrails"):  # a colour picture is not a radiograph, however its grey version looks
+            refusal = governance_tasks.colour_refusal(data, card)
+        if refusal is not None:
+            governance_services.radiograph_mark_not_analysed(
+                radiograph_id=radiograph.pk, model_version=predictor.version, refusal=refusal
+            )
+            continue
         try:
             with clock("decode"):
                 pixels = decode_grayscale(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
