@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the data a previous run left in DATABASE_URL's database"
+    )
     args = parser.parse_args()
 
     var = Path(tempfile.mkdtemp(prefix="fr-bench-governance-"))
@@ -44,23 +47,30 @@ def main() -> int:
     import django
 
     django.setup()
-    import numpy as np
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
-    from django.utils import timezone
 
-    from radiology.governance.audit_chain import verify_chain
-    from radiology.governance.models import ModelVersion, ShadowPrediction
-    from radiology.governance.monitoring import monitoring_refresh
-    from radiology.models import AuditEvent, Prediction, Radiograph
-    from tests.factories import AdminFactory
+    from radiology.governance.models import ModelVersion
 
     print(f"database: {connection.vendor} ({connection.settings_dict['NAME']})")
     call_command("migrate", verbosity=0)
+    if not (args.reuse and ModelVersion.objects.filter(version="shadow-bench").exists()):
+        fill(args.studies)
+    measure(args)
+    return 0
+
+
+def fill(studies: int) -> None:
+    import numpy as np
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from radiology.governance.models import ModelVersion, ShadowPrediction
+    from radiology.models import Prediction, Radiograph
+
     started = time.perf_counter()
-    call_command("generate_scale_data", studies=args.studies, model_versions=2, verbosity=0)
-    print(f"generate_scale_data: {args.studies} studies in {time.perf_counter() - started:.0f} s")
+    call_command("generate_scale_data", studies=studies, model_versions=2, verbosity=0)
+    print(f"generate_scale_data: {studies} studies in {time.perf_counter() - started:.0f} s")
 
     # Two registered versions: the newest visible one active, a shadow reading every predicted radiograph.
     active_version = (
@@ -109,12 +119,23 @@ def main() -> int:
         f"{ShadowPrediction.objects.count()} shadow predictions"
     )
 
+
+def measure(args: argparse.Namespace) -> None:
+    from django.db import connection
+    from django.test import Client
+
+    from radiology.governance.audit_chain import verify_chain
+    from radiology.governance.monitoring import monitoring_refresh
+    from radiology.models import AuditEvent, Radiograph
+    from tests.factories import AdminFactory
+
+    print(f"{Radiograph.objects.count()} radiographs")
     started = time.perf_counter()
     cells = monitoring_refresh()
     print(f"nightly monitoring summary: {cells} cells in {time.perf_counter() - started:.1f} s")
 
     client = Client()
-    client.force_login(AdminFactory(username="bench.admin"))
+    client.force_login(AdminFactory(username=f"bench.admin.{secrets.token_hex(3)}"))
     pages = [("models: comparison + gate", "/audit/models/")]
     pages += [
         (f"monitoring by {by}", f"/audit/monitoring/?by={by}")
@@ -164,7 +185,6 @@ def main() -> int:
         f"verify_audit: {report.checked} events, ok={report.ok}, {seconds:.1f} s "
         f"({report.checked / seconds:,.0f} events/s)"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from radiology.governance.comparison import reference_labels
@@ -252,6 +252,13 @@ def monitoring_reliability(*, filters: dict[str, Any] | None = None) -> dict[str
     return {
         version: reliability_from_sums(*zip(*bins, strict=True)) for version, bins in sorted(sums.items())
     }
+
+
+def monitoring_stamp() -> str:
+    """The summary's watermark: each rebuild replaces every cell, so its newest id and its size change
+    (two index lookups). The page keeps its rendered table per watermark and view."""
+    summary = MonitoringCell.objects.aggregate(newest=Max("id"), cells=Count("id"))
+    return f"{summary['newest']}-{summary['cells']}"
 
 
 def monitoring_choices() -> dict[str, list[Any]]:

@@ -3,6 +3,7 @@ gate, monitoring per subgroup and site, drift alerts. Thin: selectors read, regi
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import messages
@@ -24,8 +25,12 @@ def _client_ip(request: HttpRequest) -> str | None:
 @admin_required
 @require_GET
 def governance(request: HttpRequest) -> HttpResponse:
+    # Not the cards: a released model's card holds its OOD reference (megabytes of JSON) and the page
+    # shows none of it.
     versions = list(
-        ModelVersion.objects.select_related("status_changed_by").order_by("status", "-registered_at")
+        ModelVersion.objects.select_related("status_changed_by")
+        .defer("card")
+        .order_by("status", "-registered_at")
     )
     active = next((v for v in versions if v.status == ModelVersion.Status.ACTIVE), None)
     comparisons = []
@@ -115,8 +120,11 @@ def governance_monitoring(request: HttpRequest) -> HttpResponse:
             "dimensions": list(monitoring.DIMENSIONS),
             "filters": filters,
             "choices": choices,
-            "rows": monitoring.monitoring_table(by=by, filters=filters),
-            "reliability": monitoring.monitoring_reliability(filters=filters),
+            # Called by the template only when its rendering for this summary watermark and view is not
+            # kept already (a template calls a callable it is given).
+            "stamp": monitoring.monitoring_stamp(),
+            "rows": partial(monitoring.monitoring_table, by=by, filters=filters),
+            "reliability": partial(monitoring.monitoring_reliability, filters=filters),
             "nav": "governance",
         },
     )

@@ -3,6 +3,7 @@ monitoring per subgroup and site. Admins only (the role matrix covers the other 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,37 @@ def test_monitoring_groups_by_site_with_intervals(two_versions: None, admin_clie
         assert response.status_code == 200
     body = response.content.decode()
     assert "tiny-test" in body and "tiny-shadow" in body and "Reliability diagram" in body
+
+
+def test_the_kept_comparison_rendering_follows_new_evidence(
+    two_versions: None, admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("radiology.governance.comparison.CACHE_SECONDS", 0)  # recompute on any new evidence
+    _reviewed_cases(30, active_good=True, shadow_good=True)
+    body = admin_client_.get(reverse("radiology:governance")).content.decode()
+    assert '30</div><div class="label">reviewed cases read by both' in body
+    _reviewed_cases(12, active_good=True, shadow_good=True, seed=5)
+    body = admin_client_.get(reverse("radiology:governance")).content.decode()
+    assert '42</div><div class="label">reviewed cases read by both' in body
+
+
+def _shadow_predictions_shown(body: str) -> int:
+    """The sum of the Predictions column over the shadow version's rows of the monitoring table."""
+    return sum(int(n) for n in re.findall(r"<tr><td>tiny-shadow</td><td>[^<]*</td><td>(\d+)</td>", body))
+
+
+def test_the_kept_monitoring_rendering_follows_each_rebuild_and_view(
+    two_versions: None, admin_client_: Client
+) -> None:
+    url = reverse("radiology:governance_monitoring")
+    _reviewed_cases(20, active_good=True, shadow_good=True)
+    monitoring_refresh()
+    by_sex = admin_client_.get(url, {"by": "sex"}).content.decode()
+    by_month = admin_client_.get(url, {"by": "month"}).content.decode()
+    assert '<th scope="col">sex</th>' in by_sex and '<th scope="col">month</th>' in by_month
+    assert _shadow_predictions_shown(by_sex) == _shadow_predictions_shown(by_month) == 20
+    _reviewed_cases(16, active_good=True, shadow_good=True, seed=6)
+    # The page shows the summary, which changes when it is rebuilt (nightly), not before.
+    assert _shadow_predictions_shown(admin_client_.get(url, {"by": "sex"}).content.decode()) == 20
+    monitoring_refresh()
+    assert _shadow_predictions_shown(admin_client_.get(url, {"by": "sex"}).content.decode()) == 36
