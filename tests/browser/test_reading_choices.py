@@ -116,7 +116,7 @@ def test_the_reader_chooses_the_second_image_in_2up_and_it_stays(live_server: An
     page.focus("#viewer-0")
     page.keyboard.press("?")
     help_text = page.inner_text("#help")
-    assert "second pane" in help_text and "{" in help_text and "Shift" in help_text
+    assert "second pane" in help_text and "{ / }" in help_text and "Shift+click" in help_text
     shots = screenshot_dir()
     if shots:
         page.keyboard.press("Escape")
