@@ -1,12 +1,14 @@
-"""Every export, in one place: the rows (each kind declared once, as a dataclass whose fields are the
+"""Every export, in one place: the one row definition (`ExportRow`, a dataclass whose fields are the
 columns), the CSV and JSON writers, and the CSV-injection guard. Used by the API, the admin and the
 audit dashboard. Every export writes an AuditEvent (who took which rows, with which filters) before the
 first byte leaves.
 
-Two kinds of row, because the two questions differ:
-- ResultRow: one radiograph, its current prediction and its standing review (the API's results export);
-- PredictionRow: one prediction of any model version and its standing review (the audit export: how a
-  version did against the clinicians, in the admin and on the audit dashboard).
+The row is the same everywhere; two sources fill it, because two questions are asked of it:
+- `radiograph_rows`: a row per radiograph with its current prediction (the API's results export: what
+  stands for each image);
+- `prediction_rows`: a row per prediction of any model version (the audit export, in the admin and on the
+  audit dashboard: how each version did against the clinicians). A radiograph predicted by two versions
+  gives two rows, each with the review of that prediction.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
@@ -36,10 +38,13 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell: blank for None, timestamps as the JSON export writes them, and text that a
-    spreadsheet would run as a formula (= + - @, tab, CR) quoted with a leading apostrophe."""
+    """A value as a CSV cell: blank for None, yes / no for a boolean, timestamps as the JSON export writes
+    them, and text that a spreadsheet would run as a formula (= + - @, tab, CR) quoted with a leading
+    apostrophe."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, dt.datetime):
         return _JSON.default(value)
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
@@ -47,9 +52,21 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+class _StandingReview(NamedTuple):
+    """What a row says of the review that stands (the latest)."""
+
+    decision: str
+    final_label: str
+    reason_code: str
+    reason_text: str
+    reviewer: str
+    created_at: dt.datetime
+
+
 @dataclass(frozen=True)
-class ResultRow:
-    """One radiograph: its current prediction joined with its standing review (None where there is none)."""
+class ExportRow:
+    """One radiograph with one of its predictions (None while it has none) and the review that stands,
+    with how many reviews there are (None where there is none)."""
 
     radiograph_id: int
     study_id: int
@@ -64,17 +81,23 @@ class ResultRow:
     model_label: str | None
     threshold: float | None
     predicted_at: dt.datetime | None
+    review_count: int
     review_decision: str | None
     review_final_label: str | None
+    agrees_with_model: bool | None
     review_reason_code: str | None
+    review_reason_text: str | None
     reviewer: str | None
     reviewed_at: dt.datetime | None
 
     @classmethod
-    def of(cls, radiograph: Radiograph) -> ResultRow:
-        """From a radiograph selected with its current prediction and prefetched reviews."""
-        prediction = radiograph.current_prediction
-        review = Review.latest(radiograph.reviews.all())
+    def of(
+        cls,
+        radiograph: Radiograph,
+        prediction: Prediction | None,
+        review: _StandingReview | None,
+        review_count: int,
+    ) -> ExportRow:
         return cls(
             radiograph_id=radiograph.pk,
             study_id=radiograph.study_id,
@@ -89,91 +112,68 @@ class ResultRow:
             model_label=prediction.label if prediction else None,
             threshold=prediction.threshold if prediction else None,
             predicted_at=prediction.created_at if prediction else None,
+            review_count=review_count,
             review_decision=review.decision if review else None,
             review_final_label=review.final_label if review else None,
+            agrees_with_model=(review.final_label == prediction.label) if review and prediction else None,
             review_reason_code=(review.reason_code or None) if review else None,
-            reviewer=review.reviewer.get_username() if review else None,
+            review_reason_text=(review.reason_text or None) if review else None,
+            reviewer=review.reviewer if review else None,
             reviewed_at=review.created_at if review else None,
         )
 
 
-@dataclass(frozen=True)
-class PredictionRow:
-    """One prediction joined with its standing review (blank where there is none)."""
+COLUMNS = tuple(f.name for f in dataclasses.fields(ExportRow))
 
-    prediction_id: int
-    predicted_at: str
-    model_version: str
-    probability: str
-    threshold: str
-    model_label: str
-    radiograph_id: int
-    study_id: int
-    accession_number: str
-    body_region: str
-    review_count: int
-    review_decision: str | None
-    review_final_label: str | None
-    agrees_with_model: str
-    review_reason_code: str | None
-    review_reason_text: str | None
-    reviewer: str | None
-    reviewed_at: str
 
-    @classmethod
-    def of(cls, prediction: Any) -> PredictionRow:
-        """From a prediction annotated by selectors.prediction_export_rows (`review_*`)."""
-        reviewed = bool(prediction.review_decision)
-        study = prediction.radiograph.study
-        agrees = "yes" if prediction.review_final_label == prediction.label else "no"
-        return cls(
-            prediction_id=prediction.pk,
-            predicted_at=prediction.created_at.isoformat(),
-            model_version=prediction.model_version,
-            probability=f"{prediction.probability:.4f}",
-            threshold=f"{prediction.threshold:.4f}",
-            model_label=prediction.label,
-            radiograph_id=prediction.radiograph_id,
-            study_id=study.pk,
-            accession_number=study.accession_number,
-            body_region=study.body_region,
-            review_count=prediction.review_count or 0,
-            review_decision=prediction.review_decision,
-            review_final_label=prediction.review_final_label,
-            agrees_with_model=agrees if reviewed else "",
-            review_reason_code=prediction.review_reason_code,
-            review_reason_text=prediction.review_reason_text,
-            reviewer=prediction.review_reviewer,
-            reviewed_at=prediction.review_created_at.isoformat() if prediction.review_created_at else "",
+def radiograph_rows(radiographs: QuerySet[Radiograph]) -> Iterator[ExportRow]:
+    """A row per radiograph with its current prediction and the radiograph's standing review (the API's
+    results export). From export_radiographs: chunks keep memory flat, each prefetching its reviews."""
+    for radiograph in radiographs.iterator(chunk_size=1000):
+        reviews = list(radiograph.reviews.all())
+        review = Review.latest(reviews)
+        standing = (
+            _StandingReview(
+                review.decision,
+                review.final_label,
+                review.reason_code,
+                review.reason_text,
+                review.reviewer.get_username(),
+                review.created_at,
+            )
+            if review
+            else None
         )
+        yield ExportRow.of(radiograph, radiograph.current_prediction, standing, len(reviews))
 
 
-def columns(row_type: type[Any]) -> tuple[str, ...]:
-    """A row kind's columns, in order: the dataclass's fields."""
-    return tuple(f.name for f in dataclasses.fields(row_type))
+def prediction_rows(predictions: QuerySet[Prediction]) -> Iterator[ExportRow]:
+    """A row per prediction, of any model version, with that prediction's standing review (the audit
+    export). From selectors.prediction_export_rows, which annotates the review (`review_*`)."""
+    for prediction in predictions.iterator(chunk_size=2000):
+        p: Any = prediction
+        standing = (
+            _StandingReview(
+                p.review_decision,
+                p.review_final_label,
+                p.review_reason_code,
+                p.review_reason_text,
+                p.review_reviewer,
+                p.review_created_at,
+            )
+            if p.review_decision
+            else None
+        )
+        yield ExportRow.of(prediction.radiograph, prediction, standing, p.review_count or 0)
 
 
-RESULT_COLUMNS = columns(ResultRow)
-PREDICTION_COLUMNS = columns(PredictionRow)
-
-
-def result_rows(radiographs: QuerySet[Radiograph]) -> Iterator[ResultRow]:
-    """Chunks keep memory flat for large exports; each chunk prefetches its reviews."""
-    return (ResultRow.of(r) for r in radiographs.iterator(chunk_size=1000))
-
-
-def prediction_rows(predictions: QuerySet[Prediction]) -> Iterator[PredictionRow]:
-    return (PredictionRow.of(p) for p in predictions.iterator(chunk_size=2000))
-
-
-def csv_lines(row_type: type[Any], rows: Iterable[Any]) -> Iterator[str]:
+def csv_lines(rows: Iterable[ExportRow]) -> Iterator[str]:
     """The header, then the rows, in chunks of about 64 KiB."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    names = columns(row_type)
-    writer.writerow(names)
+    writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([csv_cell(getattr(row, name)) for name in names])
+        writer.writerow([csv_cell(getattr(row, name)) for name in COLUMNS])
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -181,7 +181,7 @@ def csv_lines(row_type: type[Any], rows: Iterable[Any]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def json_chunks(count: int, rows: Iterable[Any]) -> Iterator[str]:
+def json_chunks(count: int, rows: Iterable[ExportRow]) -> Iterator[str]:
     """{"generated_at", "count", "results": [row, ...]}, streamed one row at a time."""
     head = {"generated_at": timezone.now(), "count": count}
     yield json.dumps(head, cls=DjangoJSONEncoder)[:-1] + ', "results": ['
@@ -210,7 +210,7 @@ def prediction_csv_response(
     )
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
     return download(
-        csv_lines(PredictionRow, prediction_rows(rows)),
+        csv_lines(prediction_rows(rows)),
         content_type="text/csv; charset=utf-8",
         filename=f"predictions-{stamp}.csv",
     )

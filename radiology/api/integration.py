@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_field,
-)
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from radiology import fhir
-from radiology.api.problems import Problem
-from radiology.api.views import ApiView
+from radiology.api import schema
+from radiology.api.views import ApiView, study_for
 from radiology.dicomnet import selectors as dicom_selectors
 from radiology.dicomnet.models import ResultDelivery
-from radiology.models import Study
-from radiology.selectors import study_get
 
 FHIR_JSON = "application/fhir+json"
 _FHIR_EXAMPLE = {
@@ -89,29 +82,25 @@ _DELIVERY_EXAMPLE = {
     "created_at": "2026-12-02T15:40:03Z",
     "sent_at": "2026-12-02T15:40:05Z",
 }
-_PK = OpenApiParameter(name="id", location=OpenApiParameter.PATH, type=int, description="Study identifier.")
-
-
-def _study_for(request: Request, pk: int) -> Study:
-    try:
-        return study_get(user=request.user, pk=pk)
-    except Study.DoesNotExist:
-        raise Problem("not_found", "No such study.", status_code=404) from None
 
 
 class StudyFhirApi(ApiView):
-    @extend_schema(
+    @schema.operation(
         operation_id="studies_fhir",
-        tags=["studies"],
+        tag="studies",
         summary="The study's result as a FHIR R4 Bundle (DiagnosticReport, Observations, ImagingStudy)",
-        parameters=[_PK],
-        responses={(200, FHIR_JSON): OpenApiResponse(OpenApiTypes.OBJECT, description="A FHIR R4 Bundle.")},
-        examples=[OpenApiExample("bundle", value=_FHIR_EXAMPLE, response_only=True, media_type=FHIR_JSON)],
+        parameters=[schema.PK],
+        responses={
+            (200, FHIR_JSON): OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="A FHIR R4 Bundle.",
+                examples=[OpenApiExample("bundle", value=_FHIR_EXAMPLE)],
+            )
+        },
+        problems=schema.FOUND,
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
-        import json
-
-        study = _study_for(request, pk)
+        study = study_for(request, pk)
         bundle = fhir.study_fhir_bundle(study=study)
         return HttpResponse(json.dumps(bundle), content_type=FHIR_JSON)
 
@@ -161,16 +150,17 @@ class ResultDeliveryOut(serializers.ModelSerializer[ResultDelivery]):
 
 
 class StudyDeliveriesApi(ApiView):
-    @extend_schema(
+    @schema.operation(
         operation_id="studies_deliveries",
-        tags=["studies"],
+        tag="studies",
         summary="DICOM results sent to the PACS for this study (SR, Secondary Capture) and their status",
-        parameters=[_PK],
-        responses={200: ResultDeliveryOut(many=True)},
-        examples=[OpenApiExample("deliveries", value=_DELIVERY_EXAMPLE, response_only=True)],
+        parameters=[schema.PK],
+        response=ResultDeliveryOut(many=True),
+        response_example=_DELIVERY_EXAMPLE,
+        problems=schema.FOUND,
     )
     def get(self, request: Request, pk: int) -> Response:
-        study = _study_for(request, pk)
+        study = study_for(request, pk)
         deliveries = dicom_selectors.study_result_deliveries(study=study)
         data: Any = ResultDeliveryOut(deliveries, many=True).data
         return Response(data)

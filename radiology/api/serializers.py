@@ -1,4 +1,6 @@
-"""Explicit input and output shapes for the API. Inputs validate syntax only; services decide meaning.
+"""Explicit input and output shapes the API's operations share (studies, radiographs, predictions,
+reviews, the reading workflow). The batch and export shapes live with their views (api/batches.py,
+api/exports.py). Inputs validate syntax only; services decide meaning.
 
 Output serializers read prefetched relations (see radiology.selectors), so serializing a page of rows
 costs no query per row. URLs are absolute, built from the request in the serializer context.
@@ -6,13 +8,9 @@ costs no query per row. URLs are absolute, built from the request in the seriali
 
 from __future__ import annotations
 
-import json
-import unicodedata
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
-from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -31,10 +29,8 @@ from radiology.models import (
     Study,
 )
 
-MANIFEST_MAX_BYTES = 1024 * 1024
 
-
-def _absolute(context: Mapping[str, Any], name: str, *args: Any) -> str:
+def absolute_url(context: Mapping[str, Any], name: str, *args: Any) -> str:
     path = reverse(name, args=args)
     request = context.get("request")
     return request.build_absolute_uri(path) if request is not None else path
@@ -49,13 +45,6 @@ class FileErrorOut(serializers.Serializer):
     file = serializers.CharField()
     code = serializers.CharField()
     message = serializers.CharField()
-
-
-class ItemErrorOut(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    field = serializers.CharField(required=False, help_text="The manifest field concerned, if any.")
-    file = serializers.CharField(required=False, help_text="The file concerned, if any.")
 
 
 # --- Results -----------------------------------------------------------------------------------------
@@ -100,7 +89,7 @@ class PredictionOut(serializers.Serializer):
     def get_heatmap_url(self, prediction: Prediction) -> str | None:
         if not prediction.heatmap:
             return None
-        return _absolute(self.context, "api:prediction_heatmap", prediction.pk)
+        return absolute_url(self.context, "api:prediction_heatmap", prediction.pk)
 
 
 class ReviewOut(serializers.Serializer):
@@ -138,11 +127,11 @@ class RadiographOut(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, radiograph: Radiograph) -> str:
-        return _absolute(self.context, "api:radiograph_detail", radiograph.pk)
+        return absolute_url(self.context, "api:radiograph_detail", radiograph.pk)
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_image_url(self, radiograph: Radiograph) -> str:
-        return _absolute(self.context, "api:radiograph_image", radiograph.pk)
+        return absolute_url(self.context, "api:radiograph_image", radiograph.pk)
 
     @extend_schema_field(PredictionOut(allow_null=True, help_text="The current prediction, if any."))
     def get_prediction(self, radiograph: Radiograph) -> dict[str, Any] | None:
@@ -206,7 +195,7 @@ class StudyOut(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, study: Study) -> str:
-        return _absolute(self.context, "api:study_detail", study.pk)
+        return absolute_url(self.context, "api:study_detail", study.pk)
 
 
 class StudyDetailOut(StudyOut):
@@ -219,90 +208,10 @@ class StudyCreateOut(serializers.Serializer):
     rejected = FileErrorOut(many=True, help_text="Files refused at ingest (the others were kept).")
 
 
-# --- Batches -----------------------------------------------------------------------------------------
-
-
-class BatchItemOut(serializers.Serializer):
-    index = serializers.IntegerField(help_text="Position in the manifest's studies, from 0.")
-    accession_number = serializers.CharField()
-    outcome = serializers.ChoiceField(choices=["created", "failed"])
-    study = serializers.IntegerField(source="study_id", allow_null=True)
-    study_url = serializers.SerializerMethodField()
-    # Declared fields leave the class body, so this does not shadow Serializer.errors at run time.
-    errors = ItemErrorOut(  # type: ignore[assignment]
-        many=True, help_text="Why nothing was created, or which files were refused."
-    )
-    radiographs = serializers.SerializerMethodField()
-
-    @extend_schema_field(serializers.URLField(allow_null=True))
-    def get_study_url(self, item: Any) -> str | None:
-        return _absolute(self.context, "api:study_detail", item.study_id) if item.study_id else None
-
-    @extend_schema_field(RadiographOut(many=True))
-    def get_radiographs(self, item: Any) -> list[dict[str, Any]]:
-        if item.study is None:
-            return []
-        return cast(
-            list[dict[str, Any]],
-            RadiographOut(item.study.radiographs.all(), many=True, context=self.context).data,
-        )
-
-
-class BatchItemCountsOut(serializers.Serializer):
-    total = serializers.IntegerField()
-    created = serializers.IntegerField()
-    failed = serializers.IntegerField()
-
-
-class BatchRadiographCountsOut(serializers.Serializer):
-    total = serializers.IntegerField()
-    queued = serializers.IntegerField()
-    running = serializers.IntegerField()
-    predicted = serializers.IntegerField()
-    failed = serializers.IntegerField()
-
-
-class BatchOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    status_url = serializers.SerializerMethodField()
-    reference = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    state = serializers.SerializerMethodField()
-    items = serializers.SerializerMethodField()
-    radiographs = serializers.SerializerMethodField()
-    results = BatchItemOut(many=True, source="items.all")
-
-    @extend_schema_field(OpenApiTypes.URI)
-    def get_status_url(self, batch: Any) -> str:
-        return _absolute(self.context, "api:batch_detail", batch.pk)
-
-    @extend_schema_field(
-        serializers.ChoiceField(
-            choices=["processing", "complete"],
-            help_text="complete: no radiograph is queued or running any more.",
-        )
-    )
-    def get_state(self, batch: Any) -> str:
-        counts = selectors.batch_progress(batch=batch)
-        in_flight = counts[Radiograph.Status.QUEUED] + counts[Radiograph.Status.RUNNING]
-        return "processing" if in_flight else "complete"
-
-    @extend_schema_field(BatchItemCountsOut)
-    def get_items(self, batch: Any) -> dict[str, int]:
-        items = list(batch.items.all())
-        created = sum(1 for item in items if item.study_id)
-        return {"total": len(items), "created": created, "failed": len(items) - created}
-
-    @extend_schema_field(BatchRadiographCountsOut)
-    def get_radiographs(self, batch: Any) -> dict[str, int]:
-        counts = selectors.batch_progress(batch=batch)
-        return {"total": sum(counts.values()), **counts}
-
-
 # --- Inputs ------------------------------------------------------------------------------------------
 
 
-class _StudyFieldsIn(serializers.Serializer):
+class StudyFieldsIn(serializers.Serializer):
     """What a clinician types about a study. Blank fields are filled from DICOM attributes where present."""
 
     mrn = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
@@ -323,127 +232,12 @@ class _StudyFieldsIn(serializers.Serializer):
     )
 
 
-class StudyCreateIn(_StudyFieldsIn):
+class StudyCreateIn(StudyFieldsIn):
     files = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True),  # ingest names an empty file itself
         min_length=1,
         help_text="The radiographs: PNG, JPEG or DICOM, checked by content.",
     )
-
-
-def sanitize_file_name(name: str) -> str:
-    """The name as Django's multipart parser stores it: the last path segment, printable characters only."""
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(ch for ch in unicodedata.normalize("NFC", name) if ch.isprintable())
-
-
-class BatchStudyIn(_StudyFieldsIn):
-    files = serializers.ListField(
-        child=serializers.CharField(max_length=255),
-        min_length=1,
-        help_text="Names of this study's files among the uploaded `files` parts.",
-    )
-
-
-class BatchManifestIn(serializers.Serializer):
-    reference = serializers.CharField(
-        max_length=200, required=False, allow_blank=True, default="", help_text="Your own label."
-    )
-    studies = BatchStudyIn(many=True, allow_empty=False)
-
-
-@extend_schema_field(BatchManifestIn)
-class ManifestField(serializers.Field):
-    """The batch manifest: JSON text in a form field, or an uploaded .json file part."""
-
-    default_error_messages = {
-        "invalid": "The manifest must be a JSON document.",
-        "too_large": "The manifest must be smaller than 1 MiB.",
-    }
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, UploadedFile):
-            if data.size is not None and data.size > MANIFEST_MAX_BYTES:
-                self.fail("too_large")
-            data = data.read(MANIFEST_MAX_BYTES + 1)
-        if isinstance(data, bytes):
-            try:
-                data = data.decode("utf-8")
-            except UnicodeDecodeError:
-                self.fail("invalid")
-        if isinstance(data, str):
-            if len(data) > MANIFEST_MAX_BYTES:
-                self.fail("too_large")
-            try:
-                data = json.loads(data)
-            except ValueError:
-                self.fail("invalid")
-        if not isinstance(data, dict):
-            self.fail("invalid")
-        manifest = BatchManifestIn(data=data)
-        manifest.is_valid(raise_exception=True)
-        return manifest.validated_data
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-class BatchSubmitIn(serializers.Serializer):
-    manifest = ManifestField(
-        help_text="JSON: {reference?, studies: [{accession_number, ..., files: [name]}]}."
-    )
-    files = serializers.ListField(
-        child=serializers.FileField(allow_empty_file=True),
-        min_length=1,
-        help_text="Every file the manifest names, one part each, matched by file name.",
-    )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        """Match manifest names to uploaded parts: every reference resolves, every part is used once."""
-        uploads: dict[str, UploadedFile] = {}
-        errors: dict[str, Any] = {}
-        for upload in attrs["files"]:
-            name = sanitize_file_name(upload.name or "")
-            if name in uploads:
-                errors.setdefault("files", []).append(f"Two uploaded files are named {name!r}.")
-            uploads[name] = upload
-        if len(attrs["files"]) > settings.API_BATCH_MAX_FILES:
-            errors.setdefault("files", []).append(
-                f"A batch holds at most {settings.API_BATCH_MAX_FILES} files; "
-                f"{len(attrs['files'])} were sent."
-            )
-        studies = attrs["manifest"]["studies"]
-        if len(studies) > settings.API_BATCH_MAX_STUDIES:
-            errors["manifest"] = {
-                "studies": [
-                    f"A batch holds at most {settings.API_BATCH_MAX_STUDIES} studies; "
-                    f"{len(studies)} were sent."
-                ]
-            }
-        used: set[str] = set()
-        study_errors: dict[str, Any] = {}
-        for index, study in enumerate(studies):
-            missing = {}
-            for position, reference in enumerate(study["files"]):
-                name = sanitize_file_name(reference)
-                if name not in uploads:
-                    missing[str(position)] = [f"No uploaded file is named {name!r}."]
-                elif name in used:
-                    missing[str(position)] = [f"{name!r} is already used by another study or position."]
-                used.add(name)
-            if missing:
-                study_errors[str(index)] = {"files": missing}
-        if study_errors:
-            errors.setdefault("manifest", {}).setdefault("studies", study_errors)
-        unused = sorted(set(uploads) - used)
-        if unused:
-            errors.setdefault("files", []).append(
-                f"Uploaded but not named in the manifest: {', '.join(unused)}."
-            )
-        if errors:
-            raise serializers.ValidationError(errors)
-        attrs["uploads"] = uploads
-        return attrs
 
 
 class ReviewCreateIn(serializers.Serializer):
@@ -508,36 +302,7 @@ class AdjudicationDecideIn(serializers.Serializer):
     notes = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
-# --- Exports and problem types ---------------------------------------------------------------------------
-
-
-class ExportRowOut(serializers.Serializer):
-    """One radiograph: its current prediction joined with its latest review (null where there is none)."""
-
-    radiograph_id = serializers.IntegerField()
-    study_id = serializers.IntegerField()
-    accession_number = serializers.CharField()
-    body_region = serializers.ChoiceField(choices=BodyRegion.choices)
-    radiograph_status = serializers.ChoiceField(choices=Radiograph.Status.choices)
-    original_filename = serializers.CharField()
-    uploaded_at = serializers.DateTimeField()
-    prediction_id = serializers.IntegerField(allow_null=True)
-    model_version = serializers.CharField(allow_null=True)
-    probability = serializers.FloatField(allow_null=True)
-    model_label = serializers.ChoiceField(choices=Label.choices, allow_null=True)
-    threshold = serializers.FloatField(allow_null=True)
-    predicted_at = serializers.DateTimeField(allow_null=True)
-    review_decision = serializers.ChoiceField(choices=Review.Decision.choices, allow_null=True)
-    review_final_label = serializers.ChoiceField(choices=Label.choices, allow_null=True)
-    review_reason_code = serializers.ChoiceField(choices=Review.Reason.choices, allow_null=True)
-    reviewer = serializers.CharField(allow_null=True)
-    reviewed_at = serializers.DateTimeField(allow_null=True)
-
-
-class ExportOut(serializers.Serializer):
-    generated_at = serializers.DateTimeField()
-    count = serializers.IntegerField()
-    results = ExportRowOut(many=True)
+# --- Problem types ------------------------------------------------------------------------------------
 
 
 class ProblemTypeOut(serializers.Serializer):

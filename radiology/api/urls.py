@@ -7,43 +7,51 @@ than the web UI's HTML page (and is never redirected by APPEND_SLASH).
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from radiology.api import integration, views
+from radiology.api import batches, exports, integration, radiographs, reading, studies, views
 from radiology.api.docs import SwaggerDocsView
 from radiology.api.errors import not_found_view
 
 app_name = "api"
 
 urlpatterns = [
-    path("v1/studies", views.StudyCollectionApi.as_view(), name="studies"),
-    path("v1/studies/<int:pk>", views.StudyDetailApi.as_view(), name="study_detail"),
+    path("v1/studies", studies.StudyCollectionApi.as_view(), name="studies"),
+    path("v1/studies/<int:pk>", studies.StudyDetailApi.as_view(), name="study_detail"),
     path("v1/studies/<int:pk>/fhir", integration.StudyFhirApi.as_view(), name="study_fhir"),
     path("v1/studies/<int:pk>/deliveries", integration.StudyDeliveriesApi.as_view(), name="study_deliveries"),
-    path("v1/radiographs", views.RadiographListApi.as_view(), name="radiographs"),
-    path("v1/radiographs/<int:pk>", views.RadiographDetailApi.as_view(), name="radiograph_detail"),
-    path("v1/radiographs/<int:pk>/image", views.RadiographImageApi.as_view(), name="radiograph_image"),
+    path("v1/radiographs", radiographs.RadiographListApi.as_view(), name="radiographs"),
+    path("v1/radiographs/<int:pk>", radiographs.RadiographDetailApi.as_view(), name="radiograph_detail"),
+    path("v1/radiographs/<int:pk>/image", radiographs.RadiographImageApi.as_view(), name="radiograph_image"),
     path(
         "v1/radiographs/<int:pk>/prediction",
-        views.RadiographPredictionApi.as_view(),
+        radiographs.RadiographPredictionApi.as_view(),
         name="radiograph_prediction",
     ),
-    path("v1/radiographs/<int:pk>/reviews", views.ReviewCollectionApi.as_view(), name="radiograph_reviews"),
+    path(
+        "v1/radiographs/<int:pk>/reviews",
+        radiographs.ReviewCollectionApi.as_view(),
+        name="radiograph_reviews",
+    ),
     path(
         "v1/radiographs/<int:pk>/unaided-read",
-        views.UnaidedReadCreateApi.as_view(),
+        reading.UnaidedReadCreateApi.as_view(),
         name="radiograph_unaided_read",
     ),
-    path("v1/studies/<int:pk>/confirm", views.StudyConfirmApi.as_view(), name="study_confirm"),
-    path("v1/adjudications", views.AdjudicationListApi.as_view(), name="adjudications"),
+    path("v1/studies/<int:pk>/confirm", reading.StudyConfirmApi.as_view(), name="study_confirm"),
+    path("v1/adjudications", reading.AdjudicationListApi.as_view(), name="adjudications"),
     path(
         "v1/adjudications/<int:pk>/decision",
-        views.AdjudicationDecideApi.as_view(),
+        reading.AdjudicationDecideApi.as_view(),
         name="adjudication_decide",
     ),
-    path("v1/predictions/<int:pk>/heatmap", views.PredictionHeatmapApi.as_view(), name="prediction_heatmap"),
-    path("v1/batches", views.BatchSubmitApi.as_view(), name="batches"),
-    path("v1/batches/<uuid:pk>", views.BatchDetailApi.as_view(), name="batch_detail"),
-    path("v1/exports/results.csv", views.ResultExportCsvApi.as_view(), name="export_csv"),
-    path("v1/exports/results.json", views.ResultExportJsonApi.as_view(), name="export_json"),
+    path(
+        "v1/predictions/<int:pk>/heatmap",
+        radiographs.PredictionHeatmapApi.as_view(),
+        name="prediction_heatmap",
+    ),
+    path("v1/batches", batches.BatchSubmitApi.as_view(), name="batches"),
+    path("v1/batches/<uuid:pk>", batches.BatchDetailApi.as_view(), name="batch_detail"),
+    path("v1/exports/results.csv", exports.ResultExportCsvApi.as_view(), name="export_csv"),
+    path("v1/exports/results.json", exports.ResultExportJsonApi.as_view(), name="export_json"),
     path("problems/<str:code>", views.ProblemTypeApi.as_view(), name="problem_type"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SwaggerDocsView.as_view(), name="docs"),
