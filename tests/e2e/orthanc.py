@@ -58,6 +58,49 @@ class Orthanc:
             for item in self.get(f"/studies/{studies[0]}/instances")
         ]
 
+    def describe(self, study_instance_uid: str) -> str:
+        """What Orthanc holds for the study, for a reader: one line per instance, and each SR's content
+        tree (concept: value), as the test run's record."""
+        lines = []
+        for tags in sorted(self.instances_of_study(study_instance_uid), key=lambda t: t.get("Modality", "")):
+            lines.append(
+                f"{tags.get('Modality')} {tags.get('SOPClassUID')} {tags.get('SOPInstanceUID')} "
+                f"series {tags.get('SeriesDescription', '')!r}"
+            )
+            if tags.get("Modality") == "SR":
+                lines.append(
+                    f"  {tags.get('CompletionFlag')} {tags.get('VerificationFlag')}, template "
+                    f"{tags.get('ContentTemplateSequence', [{}])[0].get('TemplateIdentifier')}"
+                )
+                lines += _sr_content(tags.get("ContentSequence", []), depth=1)
+        return "\n".join(lines)
+
+
+def _sr_content(items: list[dict[str, Any]], depth: int) -> list[str]:
+    lines = []
+    for item in items:
+        name = (item.get("ConceptNameCodeSequence") or [{}])[0].get("CodeMeaning", item.get("ValueType"))
+        value: Any = ""
+        if "TextValue" in item:
+            value = item["TextValue"]
+        elif "ConceptCodeSequence" in item:
+            value = item["ConceptCodeSequence"][0].get("CodeMeaning")
+        elif "MeasuredValueSequence" in item:
+            measured = item["MeasuredValueSequence"][0]
+            unit = (measured.get("MeasurementUnitsCodeSequence") or [{}])[0].get("CodeValue", "")
+            value = f"{measured.get('NumericValue')} {unit}"
+        elif "PersonName" in item:
+            value = item["PersonName"]
+        elif "UID" in item:
+            value = item["UID"]
+        elif "GraphicType" in item:
+            value = f"{item['GraphicType']} {item.get('GraphicData')}"
+        elif "ReferencedSOPSequence" in item:
+            value = item["ReferencedSOPSequence"][0].get("ReferencedSOPInstanceUID")
+        lines.append(f"{'  ' * depth}{name}: {value}")
+        lines += _sr_content(item.get("ContentSequence", []), depth + 1)
+    return lines
+
 
 @contextmanager
 def running_orthanc(folder: Path) -> Iterator[Orthanc]:

@@ -203,6 +203,7 @@ def test_modality_to_listener_to_model_to_orthanc(
             == delivered.sr_sop_instance_uid
         )
         assert len(held) == 5  # 1 + 1 SR, 3 Secondary Captures: nothing twice despite the re-send
+        print(f"\nOrthanc holds for study {study_uid}:\n{orthanc.describe(study_uid)}")  # the run's record
     finally:
         _stop(listener)
         worker.stop()
