@@ -27,12 +27,15 @@ def _uid(image: IngestedImage, keyword: str) -> str:
     return value if len(value) <= _UID_MAX else ""
 
 
+_HOW: dict[str, str] = {
+    DicomInstance.Source.C_STORE: "over DICOM (C-STORE)",
+    DicomInstance.Source.STOW_RS: "over DICOMweb (STOW-RS)",
+    DicomInstance.Source.UPLOAD: "in an earlier upload",
+}
+
+
 def _how(instance: DicomInstance) -> str:
-    return {
-        DicomInstance.Source.C_STORE: "over DICOM (C-STORE)",
-        DicomInstance.Source.STOW_RS: "over DICOMweb (STOW-RS)",
-        DicomInstance.Source.UPLOAD: "in an earlier upload",
-    }.get(instance.source, "before")
+    return _HOW.get(instance.source, "before")
 
 
 def already_received_message(instance: DicomInstance) -> str:
