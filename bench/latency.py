@@ -30,14 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stack import percentile, running_stack, table
 from bench.workload import ROOT, epoch_seconds, load_average, model_path, query, sample_images
 
-STATUS_JS = ROOT / "static" / "js" / "study-status.js"
+STATUS_JS = ROOT / "static" / "js" / "review.js"  # the study page's script, which polls its status
 
 
 def poll_schedule() -> tuple[float, float]:
     """(first poll, interval) in seconds, read from the page's script so the figure follows it."""
     source = STATUS_JS.read_text()
-    first = re.search(r"window\.setTimeout\(poll, (\d+)\);\s*\}\)\(\);", source)
-    interval = re.search(r"const INTERVAL = (\d+);", source) or re.search(r"let delay = (\d+);", source)
+    # The first poll while a radiograph is processing, then every POLL_BUSY.
+    first = re.search(r"window\.setTimeout\(poll, processing\(\) \? (\d+) : POLL_IDLE\);", source)
+    interval = re.search(r"const POLL_BUSY = (\d+);", source)
     if not first or not interval:
         raise RuntimeError(f"cannot read the polling schedule from {STATUS_JS}")
     return int(first.group(1)) / 1000, int(interval.group(1)) / 1000

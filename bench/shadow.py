@@ -1,0 +1,195 @@
+"""Shadow mode's cost to the active version: upload -> visible latency and the worker's active throughput,
+with and without a shadow version reading 100 % of new radiographs.
+
+One PostgreSQL + Redis stack (bench/stack.py: gunicorn, one celery worker on the inference queue with the
+active model, beat) plus the shadow worker (its own process on the shadow queue, as ``manage.py runapp``
+starts it). The shadow version is registered once; each round switches it on (status shadow) or off
+(status retired) and waits for the workers to see the change. Rounds alternate off, on, off, on, ...
+so that whatever else loads the machine falls on both conditions alike. Per round:
+
+- throughput: N queued radiographs sent at once; active predictions stored per second (first message sent
+  -> last prediction stored);
+- latency: K uploads through the web form, one at a time with a random pause, timed as bench/latency.py
+  does (upload start -> the study page shows the prediction);
+- then the shadow backlog is drained before the next round starts, so no round inherits another's work.
+
+    python bench/shadow.py                             # 4 rounds, 60 radiographs and 15 uploads each
+    BENCH_REDIS_URL=redis://127.0.0.1:6379/5 python bench/shadow.py --database fr_h15_shadow --rounds 4
+
+Prints tables; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.latency import poll_schedule, upload_once, visible_after
+from bench.stack import _spawn, _wait, percentile, running_stack, table
+from bench.workload import (
+    ROOT,
+    _in,
+    load_average,
+    model_path,
+    query,
+    sample_images,
+    seed_radiographs,
+    send,
+    wait_for_predictions,
+)
+from worker.commands import shadow_worker_command
+
+SHADOW_MODEL = ROOT / "models" / "lite0-cam-v1"
+# worker.governance_tasks.ACTIVE_RECHECK_SECONDS (importing it would need Django set up in this process).
+ACTIVE_RECHECK_SECONDS = 10.0
+
+
+def set_shadow(stack: Any, version: str, on: bool) -> None:
+    """Switch the shadow version on or off straight in the registry, then wait until every worker's
+    cached view of the registry has expired (they re-read it at most every ACTIVE_RECHECK_SECONDS)."""
+    query(
+        stack,
+        "UPDATE radiology_modelversion SET status = %s WHERE version = %s",
+        ("shadow" if on else "retired", version),
+    )
+    time.sleep(ACTIVE_RECHECK_SECONDS + 1)
+
+
+def drain_shadow(stack: Any, version: str, ids: list[int], timeout: float = 900) -> float:
+    """Wait until the shadow version has answered (a prediction or a refusal) for every radiograph."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        done = query(
+            stack,
+            f"SELECT (SELECT count(*) FROM radiology_shadowprediction WHERE model_version = %s "
+            f"AND radiograph_id IN ({_in(ids)})) + (SELECT count(*) FROM radiology_guardrailrefusal "
+            f"WHERE model_version = %s AND radiograph_id IN ({_in(ids)}))",
+            (version, version),
+        )[0][0]
+        if done >= len(ids):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise RuntimeError(f"the shadow version did not finish {len(ids)} radiographs in {timeout} s")
+
+
+def uploaded_ids(stack: Any, prefix: str) -> list[int]:
+    rows = query(
+        stack,
+        "SELECT r.id FROM radiology_radiograph r JOIN radiology_study s ON s.id = r.study_id "
+        "WHERE s.accession_number LIKE %s",
+        (f"{prefix}%",),
+    )
+    return [int(r[0]) for r in rows]
+
+
+def one_round(stack: Any, args: argparse.Namespace, index: int, on: bool, version: str) -> dict[str, Any]:
+    set_shadow(stack, version, on)
+    load_before = os.getloadavg()[0]
+    # Throughput: N radiographs at once.
+    images = sample_images(args.radiographs, seed=100 + index)
+    ids = seed_radiographs(stack, images, prefix=f"R{index}")
+    sent_at = send(stack, ids)
+    result = wait_for_predictions(stack, ids)
+    stored = result["stored"]
+    last = max(created for _, created, _ in stored) if stored else float("nan")
+    throughput = len(stored) / (last - sent_at) if stored else 0.0
+    # Latency: K uploads, one at a time, the page's polling schedule applied.
+    first, interval = poll_schedule()
+    session = stack.session()
+    rng = random.Random(index)
+    visible = []
+    for k, image in enumerate(sample_images(args.uploads, seed=200 + index)):
+        time.sleep(args.pause * rng.uniform(0.5, 1.5))
+        sample = upload_once(stack, session, image, index * 1000 + k)
+        visible.append(visible_after(sample["upload"], sample["stored"], first, interval))
+    load_after = os.getloadavg()[0]
+    drained = 0.0
+    if on:
+        drained = drain_shadow(stack, version, ids + uploaded_ids(stack, f"LAT-ACC-{index:02d}"))
+    return {
+        "round": index + 1,
+        "shadow": "on" if on else "off",
+        "active /s": throughput,
+        "failed": result["failed"],
+        "visible p50 s": percentile(visible, 50),
+        "visible p95 s": percentile(visible, 95),
+        "uploads": len(visible),
+        "load 1 min (start, end)": f"{load_before:.1f}, {load_after:.1f}",
+        "shadow drained after s": drained,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="alternating off / on, starting off")
+    parser.add_argument("--radiographs", type=int, default=60, help="sent at once per round (throughput)")
+    parser.add_argument("--uploads", type=int, default=15, help="sequential uploads per round (latency)")
+    parser.add_argument("--pause", type=float, default=1.0, help="mean seconds idle before each upload")
+    parser.add_argument("--model", default="", help="active model (default: the shipped one)")
+    parser.add_argument("--shadow-model", default=str(SHADOW_MODEL))
+    parser.add_argument("--database", default=None, help="PostgreSQL database name (default fr_bench_<pid>)")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    path, description = model_path(args.model or None)
+    cores = os.cpu_count() or 2
+    print(
+        f"active: {description}; shadow: {args.shadow_model}; {cores} cores; load {load_average()}",
+        flush=True,
+    )
+    extra_env = {"CLASSIFIER_MODEL": str(path), "CLASSIFIER_CPU_THREADS": str(cores)}
+    rows = []
+    with running_stack(backend="services", workers=1, extra_env=extra_env, database=args.database) as stack:
+        registered = stack.manage("register_model", args.shadow_model, "--status", "shadow")
+        version = str(
+            query(stack, "SELECT version FROM radiology_modelversion WHERE status = 'shadow'")[0][0]
+        )
+        print(registered.strip().splitlines()[-1], flush=True)
+        shadow, ready = _spawn(
+            "shadow", shadow_worker_command(node_name=f"shadow-{os.getpid()}@%h"), stack.env, marker=" ready."
+        )
+        stack.processes.append(shadow)
+        _wait(ready, shadow, 300)
+        # Warm-up, not counted: the shadow worker loads its model on its first message.
+        set_shadow(stack, version, True)
+        warm = seed_radiographs(stack, sample_images(2, seed=99), prefix="W")
+        send(stack, warm)
+        wait_for_predictions(stack, warm)
+        print(f"shadow warmed up in {drain_shadow(stack, version, warm):.0f} s", flush=True)
+        for index in range(args.rounds):
+            row = one_round(stack, args, index, index % 2 == 1, version)
+            print(table([row]), flush=True)
+            rows.append(row)
+    print("\nAll rounds:")
+    print(table(rows))
+    summary = []
+    for state in ("off", "on"):
+        chosen = [r for r in rows if r["shadow"] == state]
+        if chosen:
+            summary.append(
+                {
+                    "shadow": state,
+                    "rounds": len(chosen),
+                    "active /s (mean)": statistics.mean(r["active /s"] for r in chosen),
+                    "visible p95 s (worst round)": max(r["visible p95 s"] for r in chosen),
+                    "visible p50 s (median of rounds)": statistics.median(r["visible p50 s"] for r in chosen),
+                }
+            )
+    print(table(summary))
+    if len(summary) == 2:
+        ratio = summary[1]["active /s (mean)"] / summary[0]["active /s (mean)"]
+        print(f"active throughput with the shadow on / off: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
