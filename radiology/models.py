@@ -142,6 +142,8 @@ class Study(models.Model):
             models.Index(Upper("accession_number"), name="study_accession_upper_idx"),
             models.Index(fields=["created_at"], name="study_created_idx"),
             models.Index(fields=["body_region", "created_at"], name="study_region_idx"),
+            # The queue's tab counts (COUNT(*) GROUP BY state) from the index alone, at 333,000 studies.
+            models.Index(fields=["state"], name="study_state_idx"),
         ]
 
     def __str__(self) -> str:
@@ -344,6 +346,8 @@ class Review(models.Model):
         ]
         indexes: ClassVar[list[models.Index]] = [
             models.Index(fields=["radiograph", "-created_at"], name="review_latest_idx"),
+            # A prediction's standing (latest) review, looked up for every prediction by the audit dashboard.
+            models.Index(fields=["prediction", "-created_at", "-id"], name="review_prediction_latest_idx"),
         ]
 
     def __str__(self) -> str:

@@ -135,7 +135,8 @@ def study_queue_counts(
         user=user, body_region=body_region, date_from=date_from, date_to=date_to, search=search, band=band
     )
     counts = dict.fromkeys(Study.State.values, 0)
-    for row in studies.order_by().values("state").annotate(n=Count("pk")):
+    # COUNT(*), not COUNT(id): counted from the state index alone, without reading the table.
+    for row in studies.order_by().values("state").annotate(n=Count("*")):
         counts[row["state"]] = row["n"]
     return counts
 
