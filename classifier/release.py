@@ -385,13 +385,26 @@ def ood_reference(train: Scored, val: Scored, *, components: int = OOD_COMPONENT
         "components": [[round(float(v), 6) for v in row] for row in vt[:k]],
         "variances": [float(v) for v in variances],
     }
-    distances = ood_distances(val.embeddings, ood)
-    threshold = float(np.quantile(distances, OOD_QUANTILE))
-    return ood | {
-        "threshold": threshold,
-        "in_distribution_flag_rate": float(np.mean(distances > threshold)),
+    return ood | ood_threshold(ood_distances(val.embeddings, ood), val.sources) | {
         "fitted_on": f"centre and {k} principal components: {len(train.records)} training images; threshold: "
-        f"the {OOD_QUANTILE:.0%} quantile of {len(val.records)} val images' distances",
+        f"the {OOD_QUANTILE:.0%} quantile (the next higher distance) of {len(val.records)} val images' "
+        "distances",
+    }
+
+
+def ood_threshold(distances: np.ndarray, sources: np.ndarray) -> dict[str, Any]:
+    """The OOD threshold on val distances: the 99 % quantile taken as the next higher observed distance, so
+    that at most 1 % of val is flagged (linear interpolation flagged 11 of 1,007, 1.09 %), with the flag rate
+    overall and per source."""
+    distances = np.asarray(distances, np.float64)
+    threshold = float(np.quantile(distances, OOD_QUANTILE, method="higher"))
+    flagged = distances > threshold
+    return {
+        "threshold": threshold,
+        "in_distribution_flag_rate": float(np.mean(flagged)),
+        "in_distribution_flag_rate_per_source": {
+            str(s): float(np.mean(flagged[sources == s])) for s in sorted(set(np.asarray(sources).tolist()))
+        },
     }
 
 
