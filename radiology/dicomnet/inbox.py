@@ -373,17 +373,7 @@ def _study_extend(study: Study, pending: list[tuple[DicomInstance, bytes]], writ
                 IngestError(image.original_filename, "duplicate_file", "The study already holds it.")
             )
             continue
-        radiograph = Radiograph(
-            study=study,
-            position=position,
-            original_filename=image.original_filename,
-            format=image.format,
-            sha256=image.sha256,
-            byte_size=len(image.content),
-            width=image.width,
-            height=image.height,
-            dicom_attributes=image.dicom_attributes,
-        )
+        radiograph = services.radiograph_from_image(study=study, position=position, image=image)
         services.save_file(radiograph.image, "upload", image.content, written)
         radiograph.save()
         added.append(radiograph)

@@ -19,6 +19,8 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DA, TM
 
+from classifier.detector import Box
+
 MANUFACTURER = "Fracture Review"
 # Codes with no standard equivalent live in this private coding scheme (declared in each SR's
 # CodingSchemeIdentificationSequence by highdicom when used).
@@ -52,15 +54,6 @@ REVIEW_REASON = Code("FR-REVIEW-REASON", SCHEME, "Reason for the override")
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 FINAL_SERIES_NUMBER = 9903
-
-
-@dataclass(frozen=True)
-class Box:
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    score: float
 
 
 @dataclass(frozen=True)
