@@ -3,6 +3,9 @@
 With no environment at all this is the embedded default: SQLite, a Celery broker kept in files under
 var/, images under var/media. Production sets DATABASE_URL (PostgreSQL), CELERY_BROKER_URL (Redis),
 SECRET_KEY and ALLOWED_HOSTS; see README.md for the full list.
+
+Longer than 400 lines on purpose: Django reads one settings module, and an operator reads every choice
+the environment can make in one list, section by section; split, the list would be scattered.
 """
 
 from __future__ import annotations
