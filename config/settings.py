@@ -290,6 +290,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-radiographs": {
         "task": "worker.tasks.sweep_stale_radiographs",
         "schedule": float(SWEEP_INTERVAL_SECONDS),
+        # A sweep not started by the next one is dropped: while the worker is down or busy (a restart
+        # loading the model) they piled up (186 in 6 minutes in bench/chaos.py), and each one re-sent its
+        # QUEUED rows again once the worker came back: a flood of duplicate messages delaying recovery.
+        "options": {"expires": float(SWEEP_INTERVAL_SECONDS)},
     },
     "purge-expired-idempotency-records": {
         "task": "worker.tasks.purge_expired_idempotency_records",
