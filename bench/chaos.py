@@ -203,6 +203,29 @@ def _orphans(app: RunApp) -> int:
     return len(stored - referenced)
 
 
+def _diagnosis(app: RunApp, ids: list[int]) -> str:
+    """What a try that does not settle leaves behind: its rows' claim state, the broker's queues and the
+    messages a worker took and never acknowledged (Redis keeps those until the visibility timeout)."""
+    rows = query(
+        app,
+        "SELECT status, attempts, dispatched_at IS NULL, claimed_at IS NULL, count(*) "
+        f"FROM radiology_radiograph WHERE id IN ({_ids(ids)}) GROUP BY 1, 2, 3, 4",
+    )
+    lines = [f"rows (status, attempts, never sent, unclaimed, count): {rows}"]
+    if app.backend == "services":
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        queues = {name: client.llen(name) for name in ("inference", "maintenance")}
+        lines.append(f"redis queues: {queues}; unacknowledged messages: {client.hlen('unacked')}")
+    worker = app.worker_main()
+    lines.append(f"worker main: {worker}; pool children: {app.pool_children()}")
+    if worker:
+        os.kill(worker, signal.SIGUSR1)  # Celery's main process logs every thread's stack on SIGUSR1
+        time.sleep(2)
+    return "\n".join(lines)
+
+
 def _queue(app: RunApp, images: list[Path], prefix: str) -> list[int]:
     ids = seed_radiographs(app, images, prefix=prefix)
     send(app, ids)
@@ -244,7 +267,8 @@ def run_try(app: RunApp, scenario: str, index: int) -> dict[str, Any]:
             f"{app.backend} {scenario} try {index}: not settled after {DEADLINE:.0f} s: {states}",
             file=sys.stderr,
         )
-        print("\n".join(app.lines[-60:]), file=sys.stderr, flush=True)
+        print(_diagnosis(app, ids), file=sys.stderr)
+        print("\n".join(app.lines[-150:]), file=sys.stderr, flush=True)
     statuses = dict(
         query(
             app,
