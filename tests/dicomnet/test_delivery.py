@@ -190,6 +190,14 @@ def test_the_final_call_follows_the_review_and_names_the_first_sr(
     assert report.VerificationFlag == "VERIFIED"
     predecessor = report.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == first.sr_sop_instance_uid
+    # The reviewer is named as the verifying observer and as the person observer of the content.
+    assert "dr.ada" in str(report.VerifyingObserverSequence[0].VerifyingObserverName)
+    observer = next(
+        item
+        for item in report.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeMeaning == "Person Observer Name"
+    )
+    assert str(observer.PersonName) == str(report.VerifyingObserverSequence[0].VerifyingObserverName)
 
 
 def _last_bytes(pacs: Pacs) -> bytes:
