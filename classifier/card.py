@@ -93,14 +93,14 @@ def colour_share(data: bytes) -> float:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            if image.mode in _GREY_MODES:
+            opened = Image.open(io.BytesIO(data), formats=[kind])
+            if opened.mode in _GREY_MODES:
                 return 0.0
             if kind == "JPEG":
-                image.draft("RGB", (COLOUR_THUMBNAIL, COLOUR_THUMBNAIL))
-            image = image.convert("RGB")
-            image.thumbnail((COLOUR_THUMBNAIL, COLOUR_THUMBNAIL))
-            pixels = np.asarray(image, dtype=np.int16)
+                opened.draft("RGB", (COLOUR_THUMBNAIL, COLOUR_THUMBNAIL))
+            rgb = opened.convert("RGB")
+            rgb.thumbnail((COLOUR_THUMBNAIL, COLOUR_THUMBNAIL))
+            pixels = np.asarray(rgb, dtype=np.int16)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError, ValueError):
         return 0.0
     if pixels.ndim != 3 or pixels.size == 0:
