@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -242,6 +243,7 @@ def main() -> int:
     parser.add_argument("--database", default=DATABASE, help="benchmark database (made on first use)")
     parser.add_argument("--requests", type=int, default=60, help="timed requests per page")
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--skip", default="", help="leave out the pages whose name matches this regex")
     parser.add_argument("--queries", action="store_true", help="also count each page's SQL and CPU time")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each page's slowest query")
     parser.add_argument("--goal-ms", type=float, default=150.0)
@@ -262,7 +264,7 @@ def main() -> int:
             f"| machine: {os.cpu_count()} cores, load {load_average()}",
             flush=True,
         )
-        measured = pages(stack)
+        measured = [(n, p) for n, p in pages(stack) if not (args.skip and re.search(args.skip, n))]
         queries = count_queries(stack, measured) if args.queries else {}
         loads = [os.getloadavg()[0]]
         timings = time_pages(stack, measured, args.requests)

@@ -253,6 +253,12 @@ def queue(request: HttpRequest) -> HttpResponse:
     form.is_valid()
     state = form.current_state()
     paginator = Paginator(_queue_studies(request, form), QUEUE_PAGE_SIZE)
+    # The tab counts use the same filters: the page count needs no COUNT of its own (at 333,000 studies
+    # that second count cost 30-100 ms a page).
+    counts = selectors.study_queue_counts(user=request.user, **form.filters())
+    paginator.count = (  # type: ignore[misc]  # a cached_property: set once, here
+        counts[state] if state in counts else sum(counts[value] for value in Study.State.values)
+    )
     problems = []
     try:
         page = paginator.page(request.GET.get("page") or 1)
@@ -271,7 +277,6 @@ def queue(request: HttpRequest) -> HttpResponse:
             f"The dates were the wrong way round: showing uploads from {dates['date_from']:%Y-%m-%d} "
             f"to {dates['date_to']:%Y-%m-%d}."
         )
-    counts = selectors.study_queue_counts(user=request.user, **form.filters())
     tabs = [
         (value, label, counts.get(value))
         for value, label in [
