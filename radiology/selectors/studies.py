@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from radiology.models import Patient, Prediction, Radiograph, Review, Study, queue_order
@@ -151,9 +152,14 @@ def study_queue_neighbours(*, user: Any, study: Study) -> tuple[Study | None, St
     p, created, pk = study.max_probability, study.created_at, study.pk
     if p is None:
         return None, queue.first()
-    after = Q(max_probability__lt=p) | Q(max_probability=p, created_at__gt=created)
-    after |= Q(max_probability=p, created_at=created, pk__gt=pk)
-    before = Q(max_probability__gt=p) | Q(max_probability=p, created_at__lt=created)
-    before |= Q(max_probability=p, created_at=created, pk__lt=pk)
-    previous = queue.filter(before).order_by("max_probability", "-created_at", "-pk").first()
-    return previous, queue.filter(after).first()
+    # Compared on the queue index's own expression, so that each side starts reading the index at the
+    # study's place (on the bare column, it read every awaiting study up to it: 70 ms at 333,000 studies).
+    queue = queue.alias(queue_p=Coalesce("max_probability", Value(-1.0)))
+    after = Q(queue_p__lt=p) | Q(queue_p=p, created_at__gt=created)
+    after |= Q(queue_p=p, created_at=created, pk__gt=pk)
+    before = Q(queue_p__gt=p) | Q(queue_p=p, created_at__lt=created)
+    before |= Q(queue_p=p, created_at=created, pk__lt=pk)
+    # The queue's order reversed (the index read backwards).
+    backwards = Coalesce("max_probability", Value(-1.0)).asc()
+    previous = queue.filter(Q(queue_p__gte=p) & before).order_by(backwards, "-created_at", "-pk").first()
+    return previous, queue.filter(Q(queue_p__lte=p) & after).first()
