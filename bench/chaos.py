@@ -39,7 +39,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import REDIS_URL, _create_database, _drop_database, _purge_redis, free_port, table
+from bench.stack import (
+    REDIS_URL,
+    _create_database,
+    _drop_database,
+    _purge_redis,
+    free_port,
+    manage,
+    pump_lines,
+    table,
+)
 from bench.workload import ROOT, query, sample_images, seed_radiographs, send
 
 PER_TRY = 4  # radiographs queued per try; enough for several batches when a busy process is killed
@@ -96,26 +105,10 @@ class RunApp:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
+        threading.Thread(target=pump_lines, args=(self.process.stdout, self.lines), daemon=True).start()
 
     def manage(self, *args: str, timeout: float = 600) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+        return manage(self.env, *args, timeout=timeout)
 
     def worker_main(self) -> int | None:
         for pid in _children(self.process.pid):

@@ -36,6 +36,28 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CLINICIAN = "clinician"  # a demo account; its password is read from create_demo_users' output
 
 
+def manage(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    """Run one manage.py command in the given environment; its output, or RuntimeError with it."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def pump_lines(stream: Any, lines: Any) -> None:
+    """Copy a child's output into `lines` (a list or deque), line by line, until it closes: in a thread."""
+    for line in stream:
+        lines.append(line.rstrip())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,18 +86,7 @@ class Stack:
         return [p for p in self.processes if p.name.startswith("worker")]
 
     def manage(self, *args: str, timeout: float = 600) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+        return manage(self.env, *args, timeout=timeout)
 
     def session(self, username: str = CLINICIAN, password: str | None = None) -> requests.Session:
         """A signed-in browser-like session (CSRF token kept on it as .csrf)."""
