@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,8 @@ class Comparison:
 
 def _points(y: np.ndarray, scores: list[Score]) -> list[OperatingPoint]:
     p = np.array([s.probability for s in scores])
-    out = []
+    out: list[OperatingPoint] = []
+    seen: dict[bytes, int] = {}  # thresholds already shown -> their row
     for name, getter in (
         ("operating threshold", lambda s: s.threshold),
         ("sensitive point", lambda s: s.threshold_sensitive),
@@ -148,6 +149,11 @@ def _points(y: np.ndarray, scores: list[Score]) -> list[OperatingPoint]:
         if not scores or any(t is None for t in thresholds):
             continue
         t = np.array(thresholds, dtype=np.float64)
+        if t.tobytes() in seen:  # the same thresholds under another name: one row, both names
+            row = seen[t.tobytes()]
+            out[row] = replace(out[row], name=f"{out[row].name} = {name}")
+            continue
+        seen[t.tobytes()] = len(out)
         called = p >= t
         tp, fn = int(np.sum(called & (y == 1))), int(np.sum(~called & (y == 1)))
         tn, fp = int(np.sum(~called & (y == 0))), int(np.sum(called & (y == 0)))

@@ -38,6 +38,14 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "month": ("month",),
 }
 
+DIMENSION_LABELS = {
+    "body_region": "Body region",
+    "age_band": "Age band",
+    "sex": "Sex",
+    "site": "Site / device",
+    "month": "Month",
+}
+
 
 def age_band(born: dt.date | None, on: dt.date) -> str:
     if born is None:

@@ -3,12 +3,15 @@ gate, monitoring per subgroup and site, drift alerts. Thin: selectors read, regi
 
 from __future__ import annotations
 
-from functools import partial
+import hashlib
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import get_template
 from django.views.decorators.http import require_GET, require_POST
 
 from radiology.access import admin_required
@@ -16,6 +19,14 @@ from radiology.governance import monitoring, registry
 from radiology.governance.comparison import compare_versions
 from radiology.governance.models import DriftAlert, ModelVersion
 from radiology.governance.services import drift_alert_acknowledge
+
+
+@cache
+def template_stamp(name: str) -> str:
+    """A digest of a template's source: part of its kept renderings' keys, so a new release of the page
+    never serves a rendering made by the old one."""
+    origin = get_template(name).origin.name
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:12]
 
 
 def _client_ip(request: HttpRequest) -> str | None:
@@ -50,6 +61,7 @@ def governance(request: HttpRequest) -> HttpResponse:
                 status=ModelVersion.Status.RETIRED, deactivated_at__isnull=False
             ).exists(),
             "nav": "governance",
+            "template_stamp": template_stamp("radiology/governance.html"),
         },
     )
 
@@ -117,12 +129,14 @@ def governance_monitoring(request: HttpRequest) -> HttpResponse:
         "radiology/monitoring.html",
         {
             "by": by,
-            "dimensions": list(monitoring.DIMENSIONS),
+            "by_label": monitoring.DIMENSION_LABELS[by],
+            "dimensions": list(monitoring.DIMENSION_LABELS.items()),
             "filters": filters,
             "choices": choices,
             # Called by the template only when its rendering for this summary watermark and view is not
             # kept already (a template calls a callable it is given).
             "stamp": monitoring.monitoring_stamp(),
+            "template_stamp": template_stamp("radiology/monitoring.html"),
             "rows": partial(monitoring.monitoring_table, by=by, filters=filters),
             "reliability": partial(monitoring.monitoring_reliability, filters=filters),
             "nav": "governance",

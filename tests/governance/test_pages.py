@@ -104,10 +104,24 @@ def test_the_kept_monitoring_rendering_follows_each_rebuild_and_view(
     monitoring_refresh()
     by_sex = admin_client_.get(url, {"by": "sex"}).content.decode()
     by_month = admin_client_.get(url, {"by": "month"}).content.decode()
-    assert '<th scope="col">sex</th>' in by_sex and '<th scope="col">month</th>' in by_month
+    assert '<th scope="col">Sex</th>' in by_sex and '<th scope="col">Month</th>' in by_month
     assert _shadow_predictions_shown(by_sex) == _shadow_predictions_shown(by_month) == 20
     _reviewed_cases(16, active_good=True, shadow_good=True, seed=6)
     # The page shows the summary, which changes when it is rebuilt (nightly), not before.
     assert _shadow_predictions_shown(admin_client_.get(url, {"by": "sex"}).content.decode()) == 20
     monitoring_refresh()
     assert _shadow_predictions_shown(admin_client_.get(url, {"by": "sex"}).content.decode()) == 36
+
+
+def test_operating_points_with_the_same_thresholds_are_one_row_with_both_names() -> None:
+    import numpy as np
+
+    from radiology.governance.comparison import Score, _points
+
+    y = np.array([1, 0, 1, 0])
+    one_threshold = [Score(p, "", "", 0.3, 0.3, 0.3) for p in (0.9, 0.2, 0.4, 0.5)]
+    (row,) = _points(y, one_threshold)
+    assert row.name == "operating threshold = sensitive point = specific point"
+    assert (row.tp, row.fn, row.tn, row.fp) == (2, 0, 1, 1)
+    two = [Score(p, "", "", 0.3, 0.3, 0.7) for p in (0.9, 0.2, 0.4, 0.5)]
+    assert [r.name for r in _points(y, two)] == ["operating threshold = sensitive point", "specific point"]
