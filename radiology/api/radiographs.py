@@ -95,9 +95,7 @@ class RadiographListApi(ApiView):
         problems=schema.LISTED,
     )
     def get(self, request: Request) -> Response:
-        radiographs = selectors.radiograph_list(user=request.user)
-        radiographs = DjangoFilterBackend().filter_queryset(request, radiographs, self)
-        return paginated(self, request, radiographs, s.RadiographOut)
+        return paginated(self, request, selectors.radiograph_list(user=request.user), s.RadiographOut)
 
 
 class RadiographDetailApi(ApiView):

@@ -61,9 +61,7 @@ class StudyListApi(ApiView):
         problems=schema.LISTED,
     )
     def get(self, request: Request) -> Response:
-        studies = selectors.study_queue(user=request.user)
-        studies = DjangoFilterBackend().filter_queryset(request, studies, self)
-        return paginated(self, request, studies, s.StudyOut)
+        return paginated(self, request, selectors.study_queue(user=request.user), s.StudyOut)
 
 
 class StudyCreateApi(ApiView):

@@ -66,6 +66,9 @@ def problem_from_service(error: ServiceError) -> Problem:
 
 
 def paginated(view: APIView, request: Request, queryset: QuerySet[Any], out: type[Any]) -> Response:
+    """One page of the queryset, filtered first by the view's filter backends (its `filterset_class`)."""
+    for backend in getattr(view, "filter_backends", ()):
+        queryset = backend().filter_queryset(request, queryset, view)
     paginator = ApiPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(out(page, many=True, context={"request": request}).data)
