@@ -64,7 +64,12 @@ def set_shadow(stack: Any, version: str, on: bool) -> None:
 
 
 def drain_shadow(stack: Any, version: str, ids: list[int], timeout: float = 900) -> float:
-    """Wait until the shadow version has answered (a prediction or a refusal) for every radiograph."""
+    """Wait until the shadow version has answered (a prediction or a refusal) for every radiograph the
+    active version predicted (one it did not analyse is never sent to the shadow queue)."""
+    predicted = query(
+        stack, f"SELECT DISTINCT radiograph_id FROM radiology_prediction WHERE radiograph_id IN ({_in(ids)})"
+    )
+    ids = [int(row[0]) for row in predicted]
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         done = query(
