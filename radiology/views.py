@@ -256,7 +256,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     # The tab counts use the same filters: the page count needs no COUNT of its own (at 333,000 studies
     # that second count cost 30-100 ms a page).
     counts = selectors.study_queue_counts(user=request.user, **form.filters())
-    paginator.count = (  # type: ignore[misc]  # a cached_property: set once, here
+    paginator.count = (  # a cached_property: set once, here
         counts[state] if state in counts else sum(counts[value] for value in Study.State.values)
     )
     problems = []

@@ -62,7 +62,7 @@ class BulkWriter:
         plain_types = PLAIN_TYPES | ({"DateTimeField"} if self.postgres else set())  # aware datetimes
         plain = [f.get_internal_type() in plain_types for f in fields]
         table = model._meta.db_table
-        columns = ", ".join(db.ops.quote_name(f.column) for f in fields)
+        columns = ", ".join(db.ops.quote_name(str(f.column)) for f in fields)
         prepared = list(zip(fields, plain, strict=True))
         values = (
             [
