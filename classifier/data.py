@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from classifier.preprocessing import (
+    PIXEL_SCALE,
     InputSpec,
     Letterbox,
     UnreadableImageError,
@@ -450,7 +451,7 @@ def augment_batch(
     same geometric transform (intensity changes apply to the images only).
     """
     n = tf.shape(images)[0]
-    x = tf.cast(images, tf.float32)[..., None] * (1.0 / 255.0)
+    x = tf.cast(images, tf.float32)[..., None] * PIXEL_SCALE
     rows = tf.range(size)[None, :, None]
     cols = tf.range(size)[None, None, :]
     top, left, height, width = (boxes[:, i][:, None, None] for i in range(4))

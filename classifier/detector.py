@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from classifier.data import AugmentSpec, ImageSet, augment_batch, sample_weights
-from classifier.preprocessing import Letterbox
+from classifier.preprocessing import Letterbox, model_input_batches
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,7 @@ def predict_detector(
     model = detector_serving_model(core, tta=tta)
     logits = np.zeros(len(images), np.float32)
     cells: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size].astype(np.float32)[..., None] / 255.0
+    for start, chunk in model_input_batches(images, batch_size):
         out = model.predict_on_batch(chunk)
         logits[start : start + len(chunk)] = np.asarray(out["logit"]).reshape(-1)
         cells.append(1.0 / (1.0 + np.exp(-np.asarray(out["cells"], np.float32))))
@@ -372,10 +371,11 @@ def fit_detector(
     max_steps: int | None = None,
     on_epoch: Callable[[int, Any, dict[str, Any]], None] | None = None,
 ) -> DetectorFit:
-    """Train both heads with AdamW (one-cycle cosine schedule); keep the epoch ``evaluate_epoch`` scores best.
-    """
+    """Train both heads with AdamW, one-cycle cosine; keep the epoch that `evaluate_epoch` rates best."""
     import keras
     import tensorflow as tf
+
+    from classifier.epochs import BestEpoch, EpochRecord, SaveEachEpoch
 
     keras.utils.set_random_seed(seed)
     core = lite0_detector_core(size, backbone_weights=backbone_weights)
@@ -406,40 +406,30 @@ def fit_detector(
         return image_loss, cell_loss
 
     history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_weights = -np.inf, -1, None
+    best = BestEpoch(core, select_best=select_best and evaluate_epoch is not None)
+    record = EpochRecord(
+        (lambda: evaluate_epoch(core)) if evaluate_epoch is not None else None,
+        history=history,
+        loss_keys=("image_loss", "cell_loss"),
+    )
+    extra = [SaveEachEpoch(core, on_epoch)] if on_epoch is not None else []
+    # A hand-written loop (two losses, per-cell targets) driving the same callbacks as Keras's fit.
+    callbacks = keras.callbacks.CallbackList([record, best, *extra], model=core)
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    callbacks.on_train_begin()
+    for epoch in range(epochs):
+        callbacks.on_epoch_begin(epoch)
         t0 = time.perf_counter()
         sums = np.zeros(2)
         for k in range(steps):
             image_loss, cell_loss = step(*next(dataset))
             sums += (float(image_loss), float(cell_loss))
             if (k + 1) % 25 == 0:
-                log.info("epoch %d step %d/%d: %.1f s", epoch, k + 1, steps, time.perf_counter() - t0)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "image_loss": float(sums[0] / steps),
-            "cell_loss": float(sums[1] / steps),
-            "train_seconds": round(time.perf_counter() - t0, 1),
-        }
-        if evaluate_epoch is not None:
-            row.update(evaluate_epoch(core))
-        history.append(row)
-        log.info(
-            "epoch %d: %s",
-            epoch,
-            " ".join(
-                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"
-            ),
-        )
-        score = float(row.get("score", epoch)) if select_best else float(epoch)
-        if score > best_score:
-            best_score, best_epoch, best_weights = score, epoch, core.get_weights()
-        if on_epoch is not None:
-            on_epoch(epoch, core, row)
-    if best_weights is not None:
-        core.set_weights(best_weights)
-    return DetectorFit(core, history, best_epoch, time.perf_counter() - started)
+                log.info("epoch %d step %d/%d: %.1f s", epoch + 1, k + 1, steps, time.perf_counter() - t0)
+        callbacks.on_epoch_end(epoch, {"image_loss": sums[0] / steps, "cell_loss": sums[1] / steps})
+    callbacks.on_train_end()
+    best.restore()
+    return DetectorFit(core, history, best.epoch, time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------ localisation

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -44,6 +43,7 @@ from classifier.metrics import (
     roc_auc,
     threshold_for_sensitivity,
 )
+from classifier.scoring import Scored, write_predictions
 
 log = logging.getLogger("classifier.evaluate")
 
@@ -53,21 +53,6 @@ N_BOOT = 2000
 
 
 # --------------------------------------------------------------------------------------- prediction
-
-
-def predict_set(
-    predictor: Any, data: ImageSet, *, batch_size: int = 32, cams: bool = False
-) -> dict[str, Any]:
-    """Raw logits (and CAMs) for a cached image set through the predictor's serving model."""
-    logits = np.zeros(len(data.records), np.float32)
-    maps: list[np.ndarray] = []
-    for start in range(0, len(data.records), batch_size):
-        batch = data.images[start : start + batch_size].astype(np.float32)[..., None] / np.float32(255.0)
-        forward = predictor.forward(batch)
-        logits[start : start + batch_size] = forward.logits
-        if cams and forward.cams is not None:
-            maps.extend(forward.cams)
-    return {"logits": logits, "cams": maps if cams and maps else None}
 
 
 # -------------------------------------------------------------------------------------- calibration
@@ -394,7 +379,7 @@ def evaluate(
             raise SystemExit("refusing to fit calibration and threshold on the evaluation split")
         cal_records = select(records, splits=[calibrate_on], sources=calibrate_sources or sources)
         cal = load_images(cal_records, spec, cache_dir=cache_dir)
-        cal_logits = predict_set(predictor, cal)["logits"]
+        cal_logits = Scored(predictor, cal).logits
         cal_labels = cal.labels
         calibration = fit_calibration(cal_logits, cal_labels, calibration_method)
         cal_probs = calibrate(cal_logits, calibration)
@@ -413,7 +398,11 @@ def evaluate(
             ),
             "ece_after": expected_calibration_error(cal_labels, cal_probs),
         }
-        write_prediction_rows(out / f"predictions-{calibrate_on}.csv", cal.records, cal_logits, cal_probs)
+        write_predictions(
+            out / f"predictions-{calibrate_on}.csv",
+            cal.records,
+            {"logit": cal_logits, "probability": cal_probs},
+        )
     result["calibration"] = calibration
     result["threshold"] = float(threshold)
     result["threshold_rule"] = rule
@@ -421,11 +410,12 @@ def evaluate(
     # 2. The evaluation split.
     eval_records = select(records, splits=[split], sources=sources)
     data = load_images(eval_records, spec, cache_dir=cache_dir)
-    want_cams = predictor.has_cam and any(r.boxes for r in data.records)
-    predicted = predict_set(predictor, data, cams=want_cams)
-    logits = predicted["logits"]
+    predicted = Scored(predictor, data)
+    logits = predicted.logits
     probabilities = calibrate(logits, calibration)
-    write_prediction_rows(out / f"predictions-{split}.csv", data.records, logits, probabilities)
+    write_predictions(
+        out / f"predictions-{split}.csv", data.records, {"logit": logits, "probability": probabilities}
+    )
 
     per_source: dict[str, Any] = {}
     roc_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -464,8 +454,8 @@ def evaluate(
                     "fractured": int(lab.sum()),
                     "auc": roc_auc(lab, probs[m]) if 0 < lab.sum() < len(lab) else float("nan"),
                 }
-        if predicted["cams"] is not None and any(r.boxes for r in recs):
-            cams = [predicted["cams"][i] for i in idx]
+        if predicted.cams is not None and any(r.boxes for r in recs):
+            cams = [predicted.cams[i] for i in idx]
             sub = data.subset(idx)
             report["pointing_game"] = pointing_game(recs, sub, cams, tolerances=(0.0, 0.05))
             plot_pointing_examples(recs, sub, cams, out / f"pointing-{source}.png")
@@ -485,18 +475,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(type(value).__name__)
-
-
-def write_prediction_rows(
-    path: Path, records: Sequence[Record], logits: np.ndarray, probabilities: np.ndarray
-) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "source", "split", "cluster", "label", "hardware", "logit", "probability"])
-        for r, z, p in zip(records, logits, probabilities, strict=True):
-            writer.writerow(
-                [str(r.path), r.source, r.split, r.cluster, r.label, r.hardware, f"{z:.6f}", f"{p:.6f}"]
-            )
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:

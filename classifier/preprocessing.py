@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -483,11 +483,26 @@ def letterbox_uint8(gray: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Lett
     return canvas, geometry
 
 
+# The one scaling from a letterboxed uint8 canvas to the model's [0, 1] input; the training pipeline
+# (classifier.data, in TensorFlow) multiplies by the same constant.
+PIXEL_SCALE = np.float32(1.0 / 255.0)
+
+
+def to_model_input(canvases: np.ndarray) -> np.ndarray:
+    """Letterboxed uint8 canvases, (S, S) or (N, S, S) -> the model's float32 input (..., 1) in [0, 1]."""
+    return (np.asarray(canvases).astype(np.float32) * PIXEL_SCALE)[..., None]
+
+
+def model_input_batches(canvases: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, model input) for consecutive batches of letterboxed uint8 canvases (N, S, S)."""
+    for start in range(0, len(canvases), batch_size):
+        yield start, to_model_input(canvases[start : start + batch_size])
+
+
 def prepare(gray: np.ndarray, spec: InputSpec) -> PreparedImage:
     """A decoded grayscale image -> the model's input tensor, float32 (S, S, 1) in [0, 1]."""
     canvas, geometry = letterbox_uint8(gray, spec)
-    tensor = (canvas.astype(np.float32) * np.float32(1.0 / 255.0))[..., None]
-    return PreparedImage(tensor=tensor, letterbox=geometry)
+    return PreparedImage(tensor=to_model_input(canvas), letterbox=geometry)
 
 
 def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, list[Letterbox]]:
@@ -496,7 +511,8 @@ def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.nda
     geometries = []
     for i, gray in enumerate(images):
         canvas, geometry = letterbox_uint8(gray, spec)
-        np.multiply(canvas, np.float32(1.0 / 255.0), out=batch[i, :, :, 0], casting="unsafe")
+        # Written in place: no second (N, S, S, 1) float copy of the batch.
+        np.multiply(canvas, PIXEL_SCALE, out=batch[i, :, :, 0], casting="unsafe")
         geometries.append(geometry)
     return batch, geometries
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from classifier.data import ImageSet, grouped_folds, load_images, load_sources, sample_weights, select
+from classifier.preprocessing import model_input_batches
 from classifier.train import DEFAULT_CACHE, Recipe, source_metrics
 
 log = logging.getLogger("classifier.probe")
@@ -37,8 +38,7 @@ def extract_features(core: Any, data: ImageSet, *, batch_size: int = 32) -> np.n
     backbone = next(layer for layer in core.layers if isinstance(layer, keras.Model))
     pooled = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()])
     out = []
-    for start in range(0, len(data.records), batch_size):
-        x = data.images[start : start + batch_size].astype(np.float32)[..., None] / 255.0
+    for _, x in model_input_batches(data.images, batch_size):
         both = np.concatenate([x, x[:, :, ::-1]], axis=0)
         f = np.asarray(pooled.predict_on_batch(both))
         out.append((f[: len(x)] + f[len(x) :]) / 2)

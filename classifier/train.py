@@ -18,14 +18,13 @@ by source and label): recipes are chosen on these out-of-fold figures, never on 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,8 @@ from classifier.data import (
     training_dataset,
 )
 from classifier.metrics import cluster_consistency, cluster_means, roc_auc
-from classifier.preprocessing import InputSpec
+from classifier.preprocessing import InputSpec, model_input_batches
+from classifier.scoring import write_predictions
 
 log = logging.getLogger("classifier.train")
 
@@ -53,31 +53,40 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / "classifier_runs" / "cache"
 
 
+def _option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+    """A recipe field that is also a command-line option (``--name-with-dashes``)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class Recipe:
-    """Everything that defines a training run; stored in the model card."""
+    """Everything that defines a training run, declared once: stored in the model card, and each field is
+    the command-line option of the same name (``recipe_arguments`` builds the parser from these fields)."""
 
-    arch: str = "lite0"
-    size: int = 224
-    clahe: bool = False
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.02
-    warmup: float = 0.15
-    dropout: float = 0.2
-    drop_connect: float = 0.2
-    bn_momentum: float = 0.9
-    label_smoothing: float = 0.0
-    freeze_epochs: int = 0
-    balance_sources: bool = False
-    cluster_power: float = 0.0
-    class_balance: str = "source"
-    optimizer: str = "adamw"
-    tta: str = "flip"
-    pooling: str = "mean"
-    patience: int = 0
-    cell_loss_weight: float = 1.0
+    arch: str = _option("lite0det", "the network", ("lite0det", "lite0", "seed", "tiny"))
+    size: int = _option(224, "input side in pixels (the letterboxed square)")
+    clahe: bool = _option(False, "contrast-limited histogram equalisation before the network")
+    epochs: int = _option(6, "training epochs")
+    batch_size: int = _option(32, "images per step")
+    lr: float = _option(1e-3, "peak learning rate (one-cycle cosine schedule)")
+    weight_decay: float = _option(0.02, "AdamW weight decay")
+    warmup: float = _option(0.15, "share of the steps warming the learning rate up")
+    dropout: float = _option(0.2, "dropout before the head")
+    drop_connect: float = _option(0.2, "stochastic depth in the backbone")
+    bn_momentum: float = _option(0.9, "batch-normalisation momentum")
+    label_smoothing: float = _option(0.0, "label smoothing of the image loss")
+    freeze_epochs: int = _option(0, "epochs with the backbone frozen first (lite0)")
+    balance_sources: bool = _option(False, "draw every source equally often")
+    cluster_power: float = _option(0.0, "weigh images by 1 / cluster_size^p")
+    class_balance: str = _option("source", "balance the classes per source or overall", ("source", "global"))
+    optimizer: str = _option("adamw", "the optimiser", ("adamw", "adam"))
+    tta: str = _option(
+        "flip", "test-time augmentation in the serving graph", ("none", "flip", "rot4", "dihedral")
+    )
+    pooling: str = _option("mean", "logit map -> image logit (lse: log-sum-exp)", ("mean", "lse"))
+    patience: int = _option(0, "early stopping patience in epochs (0: off)")
+    cell_loss_weight: float = _option(1.0, "lite0det: weight of the per-cell localisation loss")
+    # Not an option of its own: --augment names a preset, --rotation / --zoom adjust it.
     augment: AugmentSpec = field(default_factory=AugmentSpec)
 
     def input_spec(self) -> InputSpec:
@@ -93,6 +102,28 @@ class Recipe:
         values = dict(values)
         augment = AugmentSpec.from_dict(values.pop("augment", {}))
         return cls(augment=augment, **values)
+
+
+def recipe_options() -> list[Any]:
+    """The recipe's fields that are command-line options, in declaration order."""
+    return [f for f in fields(Recipe) if f.name != "augment"]
+
+
+def recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per recipe field; its default and help come from the field."""
+    for option in recipe_options():
+        flag = "--" + option.name.replace("_", "-")
+        help_text = f"{option.metadata['help']} (default: {option.default})"
+        if isinstance(option.default, bool):
+            parser.add_argument(flag, action="store_true", help=option.metadata["help"])
+        else:
+            parser.add_argument(
+                flag,
+                type=type(option.default),
+                default=option.default,
+                choices=option.metadata["choices"],
+                help=help_text,
+            )
 
 
 AUGMENT_PRESETS = {
@@ -198,8 +229,7 @@ def predict_logits(
 
     model = serving_model(core, tta=tta, pooling=pooling)
     out = np.zeros(len(images), np.float32)
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size].astype(np.float32)[..., None] / 255.0
+    for start, chunk in model_input_batches(images, batch_size):
         out[start : start + batch_size] = np.asarray(model.predict_on_batch(chunk)["logit"]).reshape(-1)
     return out
 
@@ -235,7 +265,6 @@ class FitResult:
     history: list[dict[str, Any]]
     best_epoch: int
     seconds: float
-    val_logits: np.ndarray | None
 
 
 def fit(
@@ -248,13 +277,13 @@ def fit(
     max_steps: int | None = None,
     select_best: bool = True,
     verbose: int = 1,
-    on_epoch: Callable[[int, Any, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``recipe`` on ``train``; evaluate ``val`` after each epoch; keep the best (or last) epoch."""
     import warnings
 
     import keras
 
+    from classifier.epochs import BestEpoch, EpochRecord, early_stopping
     from classifier.models import training_model
 
     # Keras warns that fit's shuffle flag does not apply to a tf.data pipeline; ours shuffles itself.
@@ -276,39 +305,21 @@ def fit(
         class_balance=recipe.class_balance,
     )
     loss = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
+
+    def evaluate() -> dict[str, Any]:
+        if val is None or not len(val.records):
+            return {}
+        return source_metrics(
+            val.records, predict_logits(core, val.images, tta="none", pooling=recipe.pooling)
+        )
+
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"score": -np.inf, "epoch": -1, "weights": None, "logits": None}
+    best = BestEpoch(core, select_best=select_best and val is not None)
     started = time.perf_counter()
 
-    class EpochEnd(keras.callbacks.Callback):
-        def __init__(self, offset: int) -> None:
-            super().__init__()
-            self.offset = offset
-            self.t0 = time.perf_counter()
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            epoch_number = self.offset + epoch + 1
-            row: dict[str, Any] = {"epoch": epoch_number, "loss": float((logs or {}).get("loss", np.nan))}
-            row["train_seconds"] = round(time.perf_counter() - self.t0, 1)
-            logits = None
-            if val is not None and len(val.records):
-                logits = predict_logits(core, val.images, tta="none", pooling=recipe.pooling)
-                row.update(source_metrics(val.records, logits))
-            history.append(row)
-            log.info("epoch %d: %s", epoch_number, _fmt(row))
-            score = row.get("score", -epoch_number)
-            if not select_best or val is None:
-                score = epoch_number  # keep the last epoch
-            if score > best["score"]:
-                best.update(score=score, epoch=epoch_number, weights=core.get_weights(), logits=logits)
-            if on_epoch is not None:
-                on_epoch(epoch_number, core, row)
-            if recipe.patience and val is not None and epoch_number - best["epoch"] >= recipe.patience:
-                log.info("early stopping: no better validation score for %d epochs", recipe.patience)
-                self.model.stop_training = True
+    def callbacks(first_epoch: int) -> list[Any]:
+        record = EpochRecord(evaluate, history=history, first_epoch=first_epoch)
+        return [record, best, *early_stopping(recipe.patience if val is not None else 0)]
 
     total_steps = steps * epochs
     done = 0
@@ -322,7 +333,7 @@ def fit(
             epochs=recipe.freeze_epochs,
             steps_per_epoch=steps,
             verbose=verbose,
-            callbacks=[EpochEnd(0)],
+            callbacks=callbacks(1),
         )
         _set_backbone_trainable(core, True)
         done = recipe.freeze_epochs
@@ -330,33 +341,17 @@ def fit(
     if epochs - done > 0 and not getattr(model, "stop_training", False):
         model.compile(optimizer=_optimizer(recipe, total_steps), loss=loss)
         model.fit(
-            dataset, epochs=epochs - done, steps_per_epoch=steps, verbose=verbose, callbacks=[EpochEnd(done)]
+            dataset,
+            epochs=epochs - done,
+            steps_per_epoch=steps,
+            verbose=verbose,
+            callbacks=callbacks(done + 1),
         )
-    if best["weights"] is not None:
-        core.set_weights(best["weights"])
-    seconds = time.perf_counter() - started
-    return FitResult(core, history, int(best["epoch"]), seconds, best["logits"])
-
-
-def _fmt(row: dict[str, Any]) -> str:
-    return " ".join(
-        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"
-    )
+    best.restore()
+    return FitResult(core, history, best.epoch, time.perf_counter() - started)
 
 
 # -------------------------------------------------------------------------------------------- output
-
-
-def write_predictions(path: Path, records: Sequence[Record], columns: dict[str, np.ndarray]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        names = list(columns)
-        writer.writerow(["path", "source", "split", "cluster", "label", "hardware", *names])
-        for i, r in enumerate(records):
-            writer.writerow(
-                [str(r.path), r.source, r.split, r.cluster, r.label, r.hardware]
-                + [f"{float(columns[n][i]):.6f}" for n in names]
-            )
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> None:
@@ -452,30 +447,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         augment = augment.with_(rotation=args.rotation)
     if args.zoom is not None:
         augment = augment.with_(zoom=args.zoom)
-    return Recipe(
-        arch=args.arch,
-        size=args.size,
-        clahe=args.clahe,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        dropout=args.dropout,
-        drop_connect=args.drop_connect,
-        bn_momentum=args.bn_momentum,
-        label_smoothing=args.label_smoothing,
-        freeze_epochs=args.freeze_epochs,
-        balance_sources=args.balance_sources,
-        cluster_power=args.cluster_power,
-        class_balance=args.class_balance,
-        optimizer=args.optimizer,
-        tta=args.tta,
-        pooling=args.pooling,
-        patience=args.patience,
-        cell_loss_weight=args.cell_loss_weight,
-        augment=augment,
-    )
+    return Recipe(**{option.name: getattr(args, option.name) for option in recipe_options()}, augment=augment)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -489,34 +461,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--version", default=None, help="model version for the card (default: the out folder name)"
     )
-    p.add_argument("--arch", choices=["lite0det", "lite0", "seed", "tiny"], default="lite0det")
-    p.add_argument("--cell-loss-weight", type=float, default=1.0, help="lite0det: weight of the cell loss")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--clahe", action="store_true")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.02)
-    p.add_argument("--warmup", type=float, default=0.15)
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--drop-connect", type=float, default=0.2)
-    p.add_argument("--bn-momentum", type=float, default=0.9)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--freeze-epochs", type=int, default=0)
-    p.add_argument("--balance-sources", action="store_true")
-    p.add_argument("--cluster-power", type=float, default=0.0, help="weigh images by 1/cluster_size^p")
-    p.add_argument(
-        "--class-balance", choices=["source", "global"], default="source", help="per source or overall"
-    )
-    p.add_argument("--optimizer", choices=["adamw", "adam"], default="adamw")
+    recipe_arguments(p)
     p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default="standard")
-    p.add_argument("--rotation", type=float, default=None)
-    p.add_argument("--zoom", type=float, default=None)
-    p.add_argument("--tta", choices=["none", "flip", "rot4", "dihedral"], default="flip")
-    p.add_argument(
-        "--pooling", choices=["mean", "lse"], default="mean", help="logit map -> image logit (log-sum-exp)"
-    )
-    p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--rotation", type=float, default=None, help="the preset's rotation, in degrees")
+    p.add_argument("--zoom", type=float, default=None, help="the preset's zoom")
     p.add_argument("--last-epoch", action="store_true", help="keep the last epoch, not the best on val")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cv", type=int, default=0, help="cross-validate with this many grouped folds")

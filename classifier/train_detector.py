@@ -70,7 +70,8 @@ def run_detector(
 ) -> int:
     from classifier.card import CARD_FILE, MODEL_FILE, new_card, write_card
     from classifier.models import count_params
-    from classifier.train import plot_curves, source_metrics, write_predictions
+    from classifier.scoring import write_predictions
+    from classifier.train import plot_curves, source_metrics
 
     train_records = select(records, splits=["train"])
     val_records = select(records, splits=["val"])

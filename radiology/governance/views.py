@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.template.loader import get_template
+from django.template import Engine
 from django.views.decorators.http import require_GET, require_POST
 
 from radiology.access import admin_required
@@ -25,7 +25,7 @@ from radiology.governance.services import drift_alert_acknowledge
 def template_stamp(name: str) -> str:
     """A digest of a template's source: part of its kept renderings' keys, so a new release of the page
     never serves a rendering made by the old one."""
-    origin = get_template(name).origin.name
+    origin = Engine.get_default().get_template(name).origin.name
     return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:12]
 
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +53,6 @@ def test_it_refuses_a_card_for_another_input_size(tiny_artifact: Path, tmp_path:
     write_card(card, tmp_path / "card.json")
     with pytest.raises(CardError, match="input"):
         Predictor.load(tmp_path)
-
-
-def test_the_tiny_artifact_loads_and_predicts_in_well_under_a_second(
-    tiny_artifact: Path, grays: list[np.ndarray]
-) -> None:
-    started = time.perf_counter()
-    Predictor.load(tiny_artifact).predict(grays[:2])
-    assert time.perf_counter() - started < 1.5  # generous for a loaded CI machine
 
 
 def test_it_predicts_one_result_per_image_in_order(predictor: Predictor, grays: list[np.ndarray]) -> None:
