@@ -159,7 +159,8 @@ def validate_card(card: Mapping[str, Any]) -> None:
     calibrate(np.zeros(1), card["calibration"])
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s default for the numpy values a card or a metrics file holds (NaN as None)."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -171,9 +172,22 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def finite_json(value: Any) -> Any:
+    """A figure tree with NaN and infinities as None (JSON has no NaN; "not measurable" is what they mean)."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def write_card(card: Mapping[str, Any], path: Path) -> Path:
     validate_card(card)
-    path.write_text(json.dumps(card, indent=2, default=_json_default, allow_nan=False) + "\n")
+    path.write_text(json.dumps(card, indent=2, default=json_default, allow_nan=False) + "\n")
     return path
 
 

@@ -36,6 +36,9 @@ from classifier.preprocessing import (
 
 log = logging.getLogger(__name__)
 
+# Where the command lines keep decoded-image caches (classifier_runs/ is not in git).
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "classifier_runs" / "cache"
+
 # Bumped whenever decoding changes what an image file becomes (2: EXIF orientation applied).
 DECODE_VERSION = 2
 

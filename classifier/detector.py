@@ -14,7 +14,8 @@ not teach the first model where a fracture is (its heatmap peak hit a box on 1 o
 
 Cell ``(i, j)`` stands for model-input pixels ``[16 i, 16 i + 16) x [16 j, 16 j + 16)``: the targets are
 made by averaging the box mask over exactly those pixels, so that mapping is what the head learns, whatever
-the receptive field's own centre (with "SAME" padding it sits at 16 i + 15). ``cells_to_boxes`` inverts it.
+the receptive field's own centre (with "SAME" padding it sits at 16 i + 15). ``classifier.cells`` holds that
+geometry (boxes to cell targets, cells back to boxes).
 
 Keras 3 for the model (saved ``.keras`` files stay backend-agnostic); the training loop uses TensorFlow.
 """
@@ -29,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from classifier.cells import CELL_STRIDE, box_mask
 from classifier.data import AugmentSpec, ImageSet, augment_batch, sample_weights
-from classifier.preprocessing import Letterbox, model_input_batches
+from classifier.preprocessing import model_input_batches
 
 log = logging.getLogger(__name__)
 
-CELL_STRIDE = 16
 POSITIVE_COVERAGE = 0.3
 # Negative cells of an image with boxes weigh less than those of a normal radiograph: a frame can hold
 # several views with only some of their fractures boxed.
@@ -125,104 +126,6 @@ def detector_serving_model(core: Any, *, tta: str = "flip") -> Any:
         },
         name="lite0_det_serving",
     )
-
-
-# --------------------------------------------------------------------------------- boxes <-> cells
-
-
-@dataclass(frozen=True)
-class Box:
-    """A fracture box in original-image pixels (x0, y0 inclusive; x1, y1 exclusive) with its score."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    score: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "x0": round(self.x0, 1),
-            "y0": round(self.y0, 1),
-            "x1": round(self.x1, 1),
-            "y1": round(self.y1, 1),
-            "score": round(self.score, 4),
-        }
-
-
-def box_mask(geometry: Letterbox, boxes: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
-    """uint8 (S, S): 1 on the model-input pixels inside any box (boxes as cx, cy, w, h fractions)."""
-    mask = np.zeros((geometry.size, geometry.size), np.uint8)
-    for cx, cy, w, h in boxes:
-        x0, y0, x1, y1 = geometry.box_to_model(cx, cy, w, h)
-        c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-        c1, r1 = min(geometry.size, int(np.ceil(x1))), min(geometry.size, int(np.ceil(y1)))
-        if c1 > c0 and r1 > r0:
-            mask[r0:r1, c0:c1] = 1
-    return mask
-
-
-def cell_coverage(mask: np.ndarray, stride: int = CELL_STRIDE) -> np.ndarray:
-    """(S, S) mask -> (S/stride, S/stride) share of each cell's pixels inside a box."""
-    size = mask.shape[0]
-    n = size // stride
-    return mask[: n * stride, : n * stride].reshape(n, stride, n, stride).mean(axis=(1, 3))
-
-
-def _model_to_original(geometry: Letterbox, x: float, y: float) -> tuple[float, float]:
-    sx = geometry.original_width / geometry.content_width
-    sy = geometry.original_height / geometry.content_height
-    return (x - geometry.left) * sx, (y - geometry.top) * sy
-
-
-def cells_to_boxes(
-    cell_probabilities: np.ndarray,
-    geometry: Letterbox,
-    *,
-    threshold: float,
-    max_boxes: int = 5,
-    always_top: bool = False,
-) -> list[Box]:
-    """Cell probabilities (h, w) -> boxes in original pixels, best first.
-
-    Cells at or above ``threshold`` are grouped into 8-connected regions; each region becomes the box around
-    its cells, scored by its highest cell. ``always_top`` returns the best cell's region even below the
-    threshold (for the pointing game). Boxes are clipped to the image (the padding is not the image).
-    """
-    import cv2
-
-    probabilities = np.asarray(cell_probabilities, np.float32)
-    stride = geometry.size / probabilities.shape[0]
-    above = (probabilities >= threshold).astype(np.uint8)
-    if always_top and not above.any():
-        above[np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)] = 1
-    count, labels = cv2.connectedComponents(above, connectivity=8)
-    boxes = []
-    for k in range(1, count):
-        rows, cols = np.nonzero(labels == k)
-        x0, y0 = _model_to_original(geometry, cols.min() * stride, rows.min() * stride)
-        x1, y1 = _model_to_original(geometry, (cols.max() + 1) * stride, (rows.max() + 1) * stride)
-        x0, x1 = max(0.0, x0), min(float(geometry.original_width), x1)
-        y0, y1 = max(0.0, y0), min(float(geometry.original_height), y1)
-        if x1 <= x0 or y1 <= y0:
-            continue  # a region on the padding only
-        boxes.append(Box(x0, y0, x1, y1, float(probabilities[rows, cols].max())))
-    boxes.sort(key=lambda b: -b.score)
-    return boxes[:max_boxes]
-
-
-def cell_peak(cell_probabilities: np.ndarray, geometry: Letterbox) -> tuple[float, float]:
-    """The centre of the highest cell inside the image content, in original pixels (x, y)."""
-    probabilities = np.array(cell_probabilities, np.float32)
-    n = probabilities.shape[0]
-    stride = geometry.size / n
-    centres = (np.arange(n) + 0.5) * stride
-    inside_rows = (centres >= geometry.top) & (centres < geometry.top + geometry.content_height)
-    inside_cols = (centres >= geometry.left) & (centres < geometry.left + geometry.content_width)
-    probabilities[~inside_rows, :] = -np.inf
-    probabilities[:, ~inside_cols] = -np.inf
-    row, col = np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)
-    return _model_to_original(geometry, centres[col], centres[row])
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -430,46 +333,3 @@ def fit_detector(
     callbacks.on_train_end()
     best.restore()
     return DetectorFit(core, history, best.epoch, time.perf_counter() - started)
-
-
-# ------------------------------------------------------------------------------------ localisation
-
-
-def fraction_boxes_to_pixels(
-    boxes: Sequence[tuple[float, float, float, float]], width: int, height: int
-) -> list[tuple[float, float, float, float]]:
-    """(cx, cy, w, h) fractions (the data sets' YOLO convention) -> (x0, y0, x1, y1) pixels."""
-    return [
-        ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
-        for cx, cy, w, h in boxes
-    ]
-
-
-def point_in_box(x: float, y: float, box: tuple[float, float, float, float]) -> bool:
-    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
-
-
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def box_hits(predicted: Box, truth: tuple[float, float, float, float], *, min_iou: float = 0.1) -> bool:
-    """A predicted box finds a true fracture when they overlap by ``min_iou`` or its centre lies inside.
-
-    A box made of 16-pixel cells is coarse next to a 5-10 %-of-the-side fracture box, so IoU alone would
-    miss boxes that a reader sees on the fracture; the centre rule keeps the hit honest for big boxes.
-    """
-    cx, cy = (predicted.x0 + predicted.x1) / 2, (predicted.y0 + predicted.y1) / 2
-    box = (predicted.x0, predicted.y0, predicted.x1, predicted.y1)
-    return iou(box, truth) >= min_iou or point_in_box(cx, cy, truth)
-
-
-def pointing_hits(peaks: Sequence[tuple[float, float]], truths: Sequence[Sequence[tuple]]) -> np.ndarray:
-    """Per image: does its peak (x, y) fall inside one of its true boxes (pixels)?"""
-    return np.array(
-        [any(point_in_box(x, y, t) for t in boxes) for (x, y), boxes in zip(peaks, truths, strict=True)], bool
-    )

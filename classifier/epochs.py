@@ -17,7 +17,7 @@ import keras
 
 log = logging.getLogger("classifier.train")
 
-# The validation figure epochs are chosen and stopped on (train.source_metrics' mean of the AUCs).
+# The validation figure epochs are chosen and stopped on (metrics.source_metrics' mean of the AUCs).
 MONITOR = "score"
 
 

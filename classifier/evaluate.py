@@ -28,12 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from classifier.card import CARD_FILE, calibrate, read_card, write_card
-from classifier.data import ImageSet, Record, load_images, load_kaggle_original_split, load_sources, select
+from classifier.card import CARD_FILE, calibrate, json_default, read_card, write_card
+from classifier.data import (
+    DEFAULT_CACHE,
+    ImageSet,
+    Record,
+    load_images,
+    load_kaggle_original_split,
+    load_sources,
+    select,
+)
 from classifier.explain import cam_to_heatmap, pointing_hit
+from classifier.figures import plot_pointing_examples, plot_reliability, plot_roc
 from classifier.metrics import (
+    N_BOOT,
     binary_metrics,
-    cluster_bootstrap,
+    bootstrap_interval,
     cluster_consistency,
     cluster_means,
     expected_calibration_error,
@@ -42,17 +52,13 @@ from classifier.metrics import (
     reliability_bins,
     roc_auc,
     threshold_for_sensitivity,
+    weighted_rates,
+    wilson_interval,
 )
 from classifier.scoring import Scored, write_predictions
 
 log = logging.getLogger("classifier.evaluate")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO_ROOT / "classifier_runs" / "cache"
-N_BOOT = 2000
-
-
-# --------------------------------------------------------------------------------------- prediction
 
 
 # -------------------------------------------------------------------------------------- calibration
@@ -91,18 +97,6 @@ def fit_threshold(
 # ------------------------------------------------------------------------------------------ metrics
 
 
-def _weighted_rates(labels: np.ndarray, predicted: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    pos, neg = labels == 1, labels == 0
-    sens = float(np.sum(w[pos] * predicted[pos]) / np.sum(w[pos])) if np.sum(w[pos]) else float("nan")
-    spec = float(np.sum(w[neg] * ~predicted[neg]) / np.sum(w[neg])) if np.sum(w[neg]) else float("nan")
-    return sens, spec
-
-
-def _ci(value: tuple[float, float, float]) -> dict[str, float]:
-    estimate, low, high = value
-    return {"value": estimate, "low": low, "high": high}
-
-
 def level_metrics(
     labels: np.ndarray,
     probabilities: np.ndarray,
@@ -117,21 +111,13 @@ def level_metrics(
     predicted = probabilities >= threshold
     out: dict[str, Any] = {**base}
     if len(set(labels.tolist())) == 2:
-        out["auc_ci"] = _ci(
-            cluster_bootstrap(
-                lambda w: roc_auc(labels, probabilities, w), clusters, labels, n_boot=n_boot, seed=seed
-            )
-        )
-        out["sensitivity_ci"] = _ci(
-            cluster_bootstrap(
-                lambda w: _weighted_rates(labels, predicted, w)[0], clusters, labels, n_boot=n_boot, seed=seed
-            )
-        )
-        out["specificity_ci"] = _ci(
-            cluster_bootstrap(
-                lambda w: _weighted_rates(labels, predicted, w)[1], clusters, labels, n_boot=n_boot, seed=seed
-            )
-        )
+
+        def interval(statistic: Any) -> dict[str, float]:
+            return bootstrap_interval(statistic, clusters, labels, n_boot=n_boot, seed=seed)
+
+        out["auc_ci"] = interval(lambda w: roc_auc(labels, probabilities, w))
+        out["sensitivity_ci"] = interval(lambda w: weighted_rates(labels, predicted, w)[0])
+        out["specificity_ci"] = interval(lambda w: weighted_rates(labels, predicted, w)[1])
     out["ece"] = expected_calibration_error(labels, probabilities)
     out["reliability"] = reliability_bins(labels, probabilities)
     return out
@@ -185,103 +171,8 @@ def pointing_game(
         out["share_no_hardware"] = float(np.mean(no_hw_hits))
     strict = hits.get(0.0, [])
     if strict:
-        out["ci"] = _wilson(int(np.sum(strict)), len(strict))
+        out["ci"] = wilson_interval(int(np.sum(strict)), len(strict))
     return out
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> dict[str, float]:
-    if n == 0:
-        return {"low": float("nan"), "high": float("nan")}
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return {"low": float(centre - half), "high": float(centre + half)}
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, (labels, scores) in curves.items():
-        if len(set(labels.tolist())) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(labels, scores):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect calibration")
-    for name, (labels, probabilities) in curves.items():
-        bins = reliability_bins(labels, probabilities)
-        ece = expected_calibration_error(labels, probabilities)
-        xs, ys, ns = zip(*bins, strict=True) if bins else ((), (), ())
-        ax.plot(xs, ys, marker="o", label=f"{name} (ECE {ece:.3f})")
-        for x, y, n in zip(xs, ys, ns, strict=True):
-            ax.annotate(str(n), (x, y), fontsize=6, alpha=0.6)
-    ax.set(xlabel="predicted probability", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_pointing_examples(
-    records: Sequence[Record], data: ImageSet, cams: Sequence[np.ndarray], path: Path, *, count: int = 12
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from classifier.explain import overlay, peak
-    from classifier.preprocessing import decode_grayscale
-
-    chosen = [i for i, r in enumerate(records) if r.label == 1 and r.boxes][:count]
-    if not chosen:
-        return
-    cols = 6
-    rows = (len(chosen) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.8 * rows))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, i in zip(np.atleast_1d(axes).ravel(), chosen, strict=False):
-        gray = decode_grayscale(records[i].path.read_bytes())
-        heatmap = cam_to_heatmap(cams[i], data.geometries[i])
-        ax.imshow(overlay(gray, heatmap, opacity=0.55))
-        h, w = gray.shape
-        for cx, cy, bw, bh in records[i].boxes:
-            ax.add_patch(
-                plt.Rectangle(
-                    ((cx - bw / 2) * w, (cy - bh / 2) * h), bw * w, bh * h, fill=False, color="lime", lw=1
-                )
-            )
-        px, py = peak(heatmap)
-        hit = pointing_hit(heatmap, records[i].boxes)
-        ax.plot(px * w, py * h, marker="x", color="white" if hit else "red", ms=8, mew=2)
-        ax.set_title(f"{records[i].path.stem} {'hit' if hit else 'miss'}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -463,18 +354,8 @@ def evaluate(
     result["sources"] = per_source
     plot_roc(roc_curves, out / "roc.png", f"{predictor.version}: ROC on {split}")
     plot_reliability(reliability, out / "reliability.png", f"{predictor.version}: reliability on {split}")
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=json_default))
     return result
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value).__name__)
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:

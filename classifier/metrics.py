@@ -10,13 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:  # a type only: this module stays numpy + scikit-learn (classifier.data loads the decoders)
+    from classifier.data import Record
+
+# Cluster-bootstrap resamples behind every interval of the evaluation and release reports.
+N_BOOT = 2000
+
 __all__ = [
+    "N_BOOT",
     "BinaryMetrics",
     "binary_metrics",
+    "bootstrap_interval",
     "cluster_bootstrap",
     "cluster_consistency",
     "cluster_means",
@@ -25,7 +33,10 @@ __all__ = [
     "fit_temperature",
     "reliability_bins",
     "roc_auc",
+    "source_metrics",
     "threshold_for_sensitivity",
+    "weighted_rates",
+    "wilson_interval",
 ]
 
 
@@ -113,7 +124,7 @@ def cluster_bootstrap(
     clusters: Sequence[str] | np.ndarray,
     labels: np.ndarray,
     *,
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> tuple[float, float, float]:
@@ -143,6 +154,38 @@ def cluster_bootstrap(
         return estimate, float("nan"), float("nan")
     low, high = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(estimate), float(low), float(high)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    clusters: Sequence[str] | np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``cluster_bootstrap`` as the reports store it: ``{"value", "low", "high"}``."""
+    estimate, low, high = cluster_bootstrap(statistic, clusters, labels, n_boot=n_boot, seed=seed)
+    return {"value": estimate, "low": low, "high": high}
+
+
+def weighted_rates(labels: np.ndarray, predicted: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(sensitivity, specificity) of boolean calls with per-image weights (NaN where a class weighs 0)."""
+    pos, neg = labels == 1, labels == 0
+    sens = float(np.sum(w[pos] * predicted[pos]) / np.sum(w[pos])) if np.sum(w[pos]) else float("nan")
+    spec = float(np.sum(w[neg] * ~predicted[neg]) / np.sum(w[neg])) if np.sum(w[neg]) else float("nan")
+    return sens, spec
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> dict[str, float]:
+    """Wilson 95 % interval for k of n, ``{"low", "high"}`` (NaN when n is 0)."""
+    if n == 0:
+        return {"low": float("nan"), "high": float("nan")}
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return {"low": float(centre - half), "high": float(centre + half)}
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, *, bins: int = 10) -> float:
@@ -243,3 +286,40 @@ def cluster_consistency(
         return float("nan"), 0
     same = (positives[multi] == 0) | (positives[multi] == counts[multi])
     return float(same.mean()), int(multi.sum())
+
+
+def source_metrics(
+    records: Sequence[Record], logits: np.ndarray, *, threshold_logit: float = 0.0
+) -> dict[str, float]:
+    """Per-source validation AUCs (per image and per cluster), FracAtlas without hardware, consistency.
+
+    ``score`` is the mean of the available AUCs: the figure recipes, epochs and test-time augmentations
+    are chosen on (``classifier.train``, ``classifier.train_detector``, ``classifier.release``).
+    """
+    labels = np.array([r.label for r in records])
+    sources = np.array([r.source for r in records])
+    clusters = np.array([r.cluster for r in records])
+    hardware = np.array([r.hardware for r in records])
+    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    out: dict[str, float] = {}
+    parts = []
+    for source in sorted(set(sources)):
+        m = sources == source
+        image_auc = roc_auc(labels[m], probabilities[m])
+        _, cluster_labels, cluster_probs = cluster_means(clusters[m], labels[m], probabilities[m])
+        cluster_auc = roc_auc(cluster_labels, cluster_probs)
+        out[f"{source}_auc"] = image_auc
+        parts.append(image_auc)
+        if len(cluster_labels) < m.sum():
+            out[f"{source}_cluster_auc"] = cluster_auc
+            consistency, _ = cluster_consistency(clusters[m], np.asarray(logits)[m] >= threshold_logit)
+            out[f"{source}_consistency"] = consistency
+            if len(cluster_labels) < 0.9 * m.sum():  # only where clusters group many images
+                parts.append(cluster_auc)
+        if hardware[m].any():
+            nh = m & (hardware == 0)
+            out[f"{source}_auc_no_hardware"] = roc_auc(labels[nh], probabilities[nh])
+            parts.append(out[f"{source}_auc_no_hardware"])
+    finite = [p for p in parts if np.isfinite(p)]
+    out["score"] = float(np.mean(finite)) if finite else float("nan")
+    return out

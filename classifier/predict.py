@@ -31,7 +31,7 @@ from classifier.card import (
     read_card,
     resolve_artifact,
 )
-from classifier.detector import Box, cells_to_boxes
+from classifier.cells import Box, cells_to_boxes
 from classifier.explain import cam_to_heatmap
 from classifier.preprocessing import (
     InputSpec,

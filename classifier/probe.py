@@ -22,9 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from classifier.data import ImageSet, grouped_folds, load_images, load_sources, sample_weights, select
+from classifier.data import (
+    DEFAULT_CACHE,
+    ImageSet,
+    grouped_folds,
+    load_images,
+    load_sources,
+    sample_weights,
+    select,
+)
+from classifier.metrics import source_metrics
 from classifier.preprocessing import model_input_batches
-from classifier.train import DEFAULT_CACHE, Recipe, source_metrics
+from classifier.train import Recipe
 
 log = logging.getLogger("classifier.probe")
 

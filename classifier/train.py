@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from classifier.data import (
+    DEFAULT_CACHE,
     AugmentSpec,
     ImageSet,
     Record,
@@ -43,14 +44,13 @@ from classifier.data import (
     select,
     training_dataset,
 )
-from classifier.metrics import cluster_consistency, cluster_means, roc_auc
+from classifier.figures import plot_curves
+from classifier.metrics import source_metrics
 from classifier.preprocessing import InputSpec, model_input_batches
 from classifier.scoring import write_predictions
 
 log = logging.getLogger("classifier.train")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO_ROOT / "classifier_runs" / "cache"
 
 
 def _option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
@@ -157,45 +157,6 @@ AUGMENT_PRESETS = {
         gamma=0.2,
     ),
 }
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def source_metrics(
-    records: Sequence[Record], logits: np.ndarray, *, threshold_logit: float = 0.0
-) -> dict[str, float]:
-    """Per-source validation AUCs (per image and per cluster), FracAtlas without hardware, consistency.
-
-    ``score`` is the mean of the available AUCs: the figure recipes and epochs are chosen on.
-    """
-    labels = np.array([r.label for r in records])
-    sources = np.array([r.source for r in records])
-    clusters = np.array([r.cluster for r in records])
-    hardware = np.array([r.hardware for r in records])
-    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    out: dict[str, float] = {}
-    parts = []
-    for source in sorted(set(sources)):
-        m = sources == source
-        image_auc = roc_auc(labels[m], probabilities[m])
-        _, cluster_labels, cluster_probs = cluster_means(clusters[m], labels[m], probabilities[m])
-        cluster_auc = roc_auc(cluster_labels, cluster_probs)
-        out[f"{source}_auc"] = image_auc
-        parts.append(image_auc)
-        if len(cluster_labels) < m.sum():
-            out[f"{source}_cluster_auc"] = cluster_auc
-            consistency, _ = cluster_consistency(clusters[m], np.asarray(logits)[m] >= threshold_logit)
-            out[f"{source}_consistency"] = consistency
-            if len(cluster_labels) < 0.9 * m.sum():  # only where clusters group many images
-                parts.append(cluster_auc)
-        if hardware[m].any():
-            nh = m & (hardware == 0)
-            out[f"{source}_auc_no_hardware"] = roc_auc(labels[nh], probabilities[nh])
-            parts.append(out[f"{source}_auc_no_hardware"])
-    finite = [p for p in parts if np.isfinite(p)]
-    out["score"] = float(np.mean(finite)) if finite else float("nan")
-    return out
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -352,29 +313,6 @@ def fit(
 
 
 # -------------------------------------------------------------------------------------------- output
-
-
-def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key in [k for k in ("loss", "image_loss", "cell_loss") if k in history[0]]:
-        ax_loss.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (weighted BCE)", title="loss")
-    keys = [k for k in history[0] if k.endswith(("auc", "no_hardware", "pointing")) or k == "score"]
-    for key in keys:
-        ax_auc.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key)
-    ax_auc.set(xlabel="epoch", ylabel="validation ROC-AUC", title="validation")
-    if keys:
-        ax_auc.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def save_artifact(

@@ -23,18 +23,20 @@ from typing import Any
 
 import numpy as np
 
+from classifier.card import CARD_FILE, MODEL_FILE, new_card, write_card
+from classifier.cells import cell_peak, fraction_boxes_to_pixels, pointing_hits
 from classifier.data import ImageSet, Record, describe, fingerprint, load_images, select
 from classifier.detector import (
     DetectorFit,
-    cell_peak,
     detector_data,
     detector_serving_model,
     fit_detector,
-    fraction_boxes_to_pixels,
-    pointing_hits,
     predict_detector,
 )
+from classifier.figures import plot_curves
+from classifier.metrics import source_metrics
 from classifier.preprocessing import InputSpec
+from classifier.scoring import write_predictions
 
 log = logging.getLogger("classifier.train")
 
@@ -68,10 +70,7 @@ def localisation_score(data: ImageSet, cells: np.ndarray) -> dict[str, float]:
 def run_detector(
     args: argparse.Namespace, recipe: Any, records: list[Record], spec: InputSpec, backbone: Path | None
 ) -> int:
-    from classifier.card import CARD_FILE, MODEL_FILE, new_card, write_card
-    from classifier.models import count_params
-    from classifier.scoring import write_predictions
-    from classifier.train import plot_curves, source_metrics
+    from classifier.models import count_params  # loads Keras: only when training
 
     train_records = select(records, splits=["train"])
     val_records = select(records, splits=["val"])

@@ -19,7 +19,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DA, TM
 
-from classifier.detector import Box
+from classifier.cells import Box
 
 MANUFACTURER = "Fracture Review"
 # Codes with no standard equivalent live in this private coding scheme (declared in each SR's

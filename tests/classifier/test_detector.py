@@ -8,32 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier.data import ImageSet, Record
-from classifier.detector import (
+from classifier.bands import band_of, cluster_weights, sensitive_threshold, specific_threshold
+from classifier.cells import (
     CELL_STRIDE,
-    CELLS_BOXED,
-    CELLS_NONE,
-    CELLS_NORMAL,
     Box,
     box_hits,
     box_mask,
     cell_coverage,
     cell_peak,
     cells_to_boxes,
-    detector_data,
     fraction_boxes_to_pixels,
     pointing_hits,
 )
+from classifier.data import ImageSet, Record
+from classifier.detector import CELLS_BOXED, CELLS_NONE, CELLS_NORMAL, detector_data
+from classifier.localisation import box_counts, sensitivity_at
 from classifier.metrics import expected_calibration_error, fit_platt
 from classifier.preprocessing import InputSpec, letterbox_uint8
-from classifier.release import (
-    band_of,
-    box_counts,
-    cluster_weights,
-    sensitive_threshold,
-    sensitivity_at,
-    specific_threshold,
-)
 
 SPEC = InputSpec(size=320)
 

@@ -238,7 +238,7 @@ def test_the_shipped_model_points_at_the_fracture_of_a_real_radiograph(
     """The fractured FracAtlas fixture (not trained on: its split is test): the best cell lies on the annotated
     fracture, and the region around it, as a box in original-image pixels, overlaps it. (The image head scores
     this radiograph low: a missed fracture the report's sensitivity figures count; the cells still point.)"""
-    from classifier.detector import cell_peak, cells_to_boxes
+    from classifier.cells import cell_peak, cells_to_boxes
     from classifier.preprocessing import prepare_batch
 
     predictor = Predictor.load(default_model_path())

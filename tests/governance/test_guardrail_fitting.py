@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from classifier.data import Record
-from classifier.release import COLOUR_MIN_THRESHOLD, colour_reference, ood_threshold
+from classifier.references import COLOUR_MIN_THRESHOLD, colour_reference, ood_threshold
 
 
 def test_the_distance_threshold_flags_at_most_one_percent_of_val() -> None:

@@ -1,0 +1,299 @@
+"""The released model's ``report.md``: the goals table (beside the previous model's figures), how the
+figures were obtained, per source, localisation and the test-time augmentation chosen, all read from the
+card that ``classifier.release`` writes (a report can be rewritten from a card alone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A figure to ``digits`` decimals; a dash where it is not measurable (None / NaN)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def at_least(value: float | None, bound: float | None) -> bool:
+    """value >= bound, False when either is not measurable (None / NaN)."""
+    if value is None or bound is None or not (np.isfinite(value) and np.isfinite(bound)):
+        return False
+    return value >= bound
+
+
+def _ci_text(ci: dict[str, float]) -> str:
+    return f"{fmt(ci['value'])} ({fmt(ci['low'])}–{fmt(ci['high'])})"
+
+
+def _old_figures(old_card: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The previous model's test figures (its card), for the side-by-side table."""
+    if not old_card:
+        return {}
+    out = {}
+    for source, v in old_card.get("metrics", {}).get("test", {}).get("sources", {}).items():
+        out[source] = {
+            "auc_images": v["images"]["auc"],
+            "auc_clusters": v["clusters"]["auc"],
+            "ece": v["images"]["ece"],
+            "one_verdict": (v.get("consistency") or {}).get("share_one_verdict"),
+            "pointing": (v.get("pointing_game") or {}).get("share"),
+            "auc_no_hardware": ((v.get("no_hardware") or {}).get("images") or {}).get("auc"),
+            "spec_at_threshold": v["images"]["specificity"],
+        }
+    return out
+
+
+def goals_rows(card: dict[str, Any], old: dict[str, dict[str, Any]]) -> list[str]:
+    sources = card["metrics"]["test"]["sources"]
+    loc = card["metrics"]["test"]["localisation"]
+    k, f = sources.get("kaggle", {}), sources.get("fracatlas", {})
+    ok, of = old.get("kaggle", {}), old.get("fracatlas", {})
+
+    def band_text(src: dict[str, Any], level: str, point: str) -> str:
+        p = src[level][point]
+        return f"sens {fmt(p['sensitivity']['value'], 2)} / spec {fmt(p['specificity']['value'], 2)}"
+
+    def met(flag: bool) -> str:
+        return "met" if flag else "**not met**"
+
+    rows = [
+        "| figure | `lite0-cam-v1` | goal | this model | |",
+        "|---|---|---|---|---|",
+    ]
+    kai, kac = k["images"]["auc"]["value"], k["clusters"]["auc"]["value"]
+    rows.append(
+        f"| Kaggle ROC-AUC per image / per cluster | {fmt(ok.get('auc_images'))} / "
+        f"{fmt(ok.get('auc_clusters'))} "
+        f"| ≥ 0.97 / ≥ 0.98 | {fmt(kai)} / {fmt(kac)} | {met(at_least(kai, 0.97) and at_least(kac, 0.98))} |"
+    )
+    fa = f["images"]["auc"]["value"]
+    fnh = (((f.get("no_hardware") or {}).get("images") or {}).get("auc") or {}).get("value")
+    rows.append(
+        f"| FracAtlas ROC-AUC (without hardware) | {fmt(of.get('auc_images'))} "
+        f"({fmt(of.get('auc_no_hardware'))}) "
+        f"| ≥ 0.93 (≥ 0.92) | {fmt(fa)} ({fmt(fnh)}) | {met(at_least(fa, 0.93) and at_least(fnh, 0.92))} |"
+    )
+    for name, src in (("Kaggle", k), ("FracAtlas", f)):
+        spec = src["images"]["specific"]
+        ok_spec = at_least(spec["specificity"]["value"], 0.95) and at_least(
+            spec["sensitivity"]["value"], 0.70
+        )
+        rows.append(
+            f"| {name}: at the specific threshold (images) | – | spec ≥ 0.95, sens ≥ 0.70 "
+            f"| {band_text(src, 'images', 'specific')} | {met(ok_spec)} |"
+        )
+        sens = src["images"]["sensitive"]
+        ok_sens = at_least(sens["sensitivity"]["value"], 0.95) and at_least(
+            sens["specificity"]["value"], 0.60
+        )
+        old_spec = (old.get(name.lower()) or {}).get("spec_at_threshold")
+        rows.append(
+            f"| {name}: at the sensitive threshold (images) | spec {fmt(old_spec, 2)} | sens ≥ 0.95, spec ≥ "
+            "0.60 "
+            f"| {band_text(src, 'images', 'sensitive')} | {met(ok_sens)} |"
+        )
+    for name, src in (("Kaggle", k), ("FracAtlas", f)):
+        doubt = src["images"]["bands"]["doubt"]["share"]
+        rows.append(
+            f"| {name}: images in the Doubt band | – | ≤ 25 % | {fmt(doubt, 2)} "
+            f"| {met(at_least(0.25, doubt))} |"
+        )
+    for name, src, o in (("Kaggle", k, ok), ("FracAtlas", f, of)):
+        ece = src["images"]["ece"]
+        rows.append(
+            f"| {name}: ECE (images) | {fmt(o.get('ece'))} | ≤ 0.05 | {fmt(ece)} "
+            f"| {met(at_least(0.05, ece))} |"
+        )
+    one = (k.get("consistency") or {}).get("share_one_band")
+    rows.append(
+        f"| Kaggle multi-image clusters with one band | {fmt(ok.get('one_verdict'), 2)} | ≥ 0.95 | "
+        f"{fmt(one, 2)} "
+        f"| {met(at_least(one, 0.95))} |"
+    )
+    call = (k.get("consistency") or {}).get("share_one_call_at_sensitive")
+    rows.append(
+        f"| Kaggle multi-image clusters with one call at the sensitive threshold (the old figure's kind) "
+        f"| {fmt(ok.get('one_verdict'), 2)} | – | {fmt(call, 2)} | |"
+    )
+    for name, key in (("FracAtlas", "fracatlas"), ("boxes source", "boxes")):
+        pg = loc[key]["pointing_game"]["share"]
+        old_pg = of.get("pointing") if key == "fracatlas" else None
+        rows.append(
+            f"| pointing game, {name} test | {fmt(old_pg, 3)} | ≥ 0.70 | {fmt(pg)} "
+            f"| {met(at_least(pg, 0.70))} |"
+        )
+        fr = loc[key]["froc"]["at_0.5_fp_per_image"]["sensitivity"]
+        rows.append(
+            f"| fracture sensitivity at 0.5 FP boxes / image, {name} test | – | ≥ 0.70 | {fmt(fr)} "
+            f"| {met(at_least(fr, 0.70))} |"
+        )
+    return rows
+
+
+def source_rows(name: str, src: dict[str, Any]) -> list[str]:
+    rows = [
+        f"### {name}",
+        "",
+        "| level | n (fractured) | ROC-AUC (95 % CI) | sensitive: sensitivity | sensitive: specificity "
+        "| specific: sensitivity | specific: specificity | No fracture / Doubt / Fracture | ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    levels = [("images", src["images"]), ("clusters", src["clusters"])]
+    if "no_hardware" in src:
+        levels.append(("images without hardware", src["no_hardware"]["images"]))
+    for level, m in levels:
+        b = m["bands"]
+        rows.append(
+            f"| {level} | {m['n']} ({m['positives']}) | {_ci_text(m['auc'])} "
+            f"| {_ci_text(m['sensitive']['sensitivity'])} | {_ci_text(m['sensitive']['specificity'])} "
+            f"| {_ci_text(m['specific']['sensitivity'])} | {_ci_text(m['specific']['specificity'])} "
+            f"| {b['no_fracture']['share']:.0%} / {b['doubt']['share']:.0%} / {b['fracture']['share']:.0%} "
+            f"| {fmt(m['ece'])} |"
+        )
+    rows.append("")
+    for level, m in levels[:1]:
+        for point in ("sensitive", "specific"):
+            p = m[point]
+            c = p["confusion"]
+            rows.append(
+                f"- {level}, {point} threshold {p['threshold']:.3f}: accuracy {fmt(p['accuracy'])}, "
+                f"precision {fmt(p['precision'])}, F1 {fmt(p['f1'])}; confusion TP {c['tp']} FP {c['fp']} "
+                f"TN {c['tn']} FN {c['fn']}"
+            )
+    if "consistency" in src:
+        c = src["consistency"]
+        rows.append(
+            f"- one call at the sensitive threshold (fracture or doubt vs no fracture) for every image of a "
+            f"multi-image cluster: {c['share_one_call_at_sensitive']:.0%}"
+        )
+        rows.append(
+            f"- one band for every image of a multi-image cluster: {c['share_one_band']:.0%} of "
+            f"{c['multi_image_clusters']} clusters"
+        )
+    if "regions" in src:
+        parts = [f"{r} {fmt(v['auc'])} ({v['images']} images)" for r, v in src["regions"].items()]
+        rows.append("- ROC-AUC per body region: " + "; ".join(parts))
+    rows.append("")
+    return rows
+
+
+def write_report(card: dict[str, Any], out: Path, *, old_card: dict[str, Any] | None, notes: str) -> Path:
+    test = card["metrics"]["test"]
+    points = card["operating_points"]
+    lines = [
+        f"# {card['version']}: evaluation report",
+        "",
+        f"{card['architecture']['description']}. Input {card['input']['size']} px, flip test-time "
+        "augmentation "
+        "inside the graph. Written by `python -m classifier.release` (see `reproduce.sh`).",
+        "",
+        "## Goals (test splits)",
+        "",
+        *goals_rows(card, _old_figures(old_card)),
+        "",
+        "## How these figures were obtained",
+        "",
+        "- **Data**: the three sources in `../shared/datasets/`, split as their manifests say. Training used "
+        "every source's `train`; the image head learnt from the two sources with both classes (Kaggle, "
+        "FracAtlas), the cell head from every image with boxes (FracAtlas train, the boxes source's train) "
+        "and "
+        "every normal radiograph. Nothing of `test` was used before this report.",
+        f"- **Calibration** (Platt, weights 1 / cluster size, on val of Kaggle + FracAtlas): a = "
+        f"{card['calibration']['a']:.3f}, b = {card['calibration']['b']:.3f} (unweighted it would be a = "
+        f"{card['calibration_check']['unweighted_platt']['a']:.3f}).",
+        f"- **Operating points** on val clusters: sensitive = {points['sensitive']:.3f} (sensitivity ≥ 0.95 "
+        f"on every source), specific = {points['specific']:.3f} (specificity ≥ 0.95 on every source). Bands: "
+        "**Fracture** at or above the specific threshold, **Doubt** between, **No fracture** below the "
+        "sensitive one. Per source on val: "
+        + "; ".join(
+            f"{s}: {v['sensitive']:.3f} / {v['specific']:.3f} ({v['clusters']} clusters)"
+            for s, v in points["per_source"].items()
+        )
+        + ".",
+        f"- **Boxes**: cells at or above {card['boxes']['threshold']:.2f} (chosen on FracAtlas val for at "
+        "most "
+        "0.5 false-positive boxes per image), grouped into 8-connected regions, each region's box scored by "
+        "its "
+        "best cell. A box *finds* a fracture when it overlaps it by IoU ≥ 0.1 or its centre lies inside it; "
+        "the "
+        "pointing game asks whether the best cell's centre lies inside a true box.",
+        "- **Intervals**: 95 % percentile intervals from bootstrap resamples of whole clusters (stratified "
+        "by "
+        "label); Wilson intervals for the pointing game. Per cluster: the mean probability of its images.",
+        f"- **Out-of-distribution check**: Mahalanobis distance of the pooled backbone features in the top "
+        f"{len(card['ood'].get('variances', []))} principal components of the training images', threshold "
+        f"{card['ood']['threshold']:.3f} = the 99th percentile "
+        f"on val; it flags {card['ood']['test_flag_rate']:.1%} of the test radiographs."
+        + colour_sentence(card["ood"].get("colour")),
+        "",
+        "## Per source",
+        "",
+    ]
+    for name in sorted(test["sources"]):
+        lines += source_rows(name, test["sources"][name])
+    lines += [
+        "## Localisation",
+        "",
+        "| test set | images with boxes | pointing game (95 % CI) | without hardware "
+        "| FROC: fractures found at 0.5 / 1 FP per image | at the shipped box threshold |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, loc in test["localisation"].items():
+        pg = loc["pointing_game"]
+        fr = loc["froc"]
+        at = loc["at_box_threshold"]
+        lines.append(
+            f"| {name} | {loc['images_with_boxes']} | {fmt(pg['share'])} ({fmt(pg['ci']['low'])}–"
+            f"{fmt(pg['ci']['high'])}) | {fmt(pg['share_no_hardware'])} ({pg['images_no_hardware']}) "
+            f"| {fmt(fr['at_0.5_fp_per_image']['sensitivity'])} / "
+            f"{fmt(fr['at_1_fp_per_image']['sensitivity'])} "
+            f"| {at['sensitivity']:.2f} of {at['fractures']} fractures, {at['fp_per_image']:.2f} FP / image |"
+        )
+    choice = card.get("tta_choice")
+    if choice:
+        lines += [
+            "",
+            "## Test-time augmentation, chosen on val",
+            "",
+            f"Rule: {choice['rule']}. Chosen: **{choice['chosen']}**.",
+            "",
+            "| mode | mean val AUC | Kaggle val clusters with one band | logit spread within them "
+            "| batch-1 forward pass (ms) |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {mode} | {fmt(r['val_auc_score'])} | {fmt(r['val_kaggle_one_band'])} "
+                f"| {fmt(r['val_kaggle_logit_spread'])} | {r['latency_ms_batch1']:.0f} |"
+                for mode, r in choice["candidates"].items()
+            ),
+        ]
+    lines += [
+        "",
+        "![ROC](figures/roc.png) ![Reliability](figures/reliability.png) ![FROC](figures/froc.png)",
+        "",
+        "![Boxes on FracAtlas test](figures/boxes-fracatlas.png)",
+        "",
+        "![Boxes on the boxes source's test](figures/boxes-boxes.png)",
+        "",
+        "![Training curves](figures/curves.png)",
+        "",
+        notes.strip(),
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def colour_sentence(colour: dict[str, Any] | None) -> str:
+    if not colour:
+        return ""
+    return (
+        f" A colour check comes first: an image with more than {colour['threshold']:.0%} of its pixels "
+        f"clearly coloured is not analysed (the most coloured val radiograph: {colour['val_max']:.1%}; "
+        f"flagged: {colour['in_distribution_flag_rate']:.1%} of val, {colour['test_flag_rate']:.1%} of test)."
+    )
+
