@@ -14,6 +14,7 @@ No third-party supervisor (supervisord, honcho) is needed: the embedded default 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -78,6 +79,7 @@ class Supervisor:
         stop_timeout: float = 20.0,
         poll_interval: float = 0.5,
         on_event: Callable[[str], None] | None = None,
+        stop_when: Callable[[], bool] | None = None,
     ) -> None:
         self.services = list(services)
         self.initial_backoff = initial_backoff
@@ -86,6 +88,8 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.poll_interval = poll_interval
         self.on_event = on_event or logger.info
+        # Asked once per round: True stops every service (runapp: its own output is gone).
+        self.stop_when = stop_when
         self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -98,6 +102,8 @@ class Supervisor:
             self.start()
             while not self._stopping:
                 self.check()
+                if self.stop_when is not None and self.stop_when():
+                    break
                 time.sleep(self.poll_interval)
         finally:
             self.stop()
@@ -136,14 +142,23 @@ class Supervisor:
             try:
                 service.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.on_event(f"{service.name} did not stop within {self.stop_timeout:.0f} s; killing it")
+                self._event(f"{service.name} did not stop within {self.stop_timeout:.0f} s; killing it")
             # Whatever is left of the group (the leader gone, a child not yet): no survivors.
             while _group_alive(pgid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             _signal_group(pgid, signal.SIGKILL)
-            service.process.poll()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=5)  # reaped: no zombie left in the process table
             service.process = None
             service.restart_at = None
+
+    def _event(self, message: str) -> None:
+        """Report while stopping: a failing report (the output's reader gone: BrokenPipeError) must not
+        cut the stop short and leave a service's group running."""
+        try:
+            self.on_event(message)
+        except Exception:  # whatever the reporter raises, the stop goes on
+            logger.warning("could not report: %s", message)
 
     # --- one service -------------------------------------------------------------------------------
     def _start(self, service: Service) -> None:

@@ -4,6 +4,7 @@ and stopping leaves nothing running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -55,8 +56,9 @@ class RunApp:
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
+        with contextlib.suppress(ValueError, OSError):  # a test may close the pipe under it
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip())
 
     def output(self) -> str:
         return "\n".join(self.lines)
@@ -184,3 +186,18 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def test_runapp_stops_every_child_when_its_output_pipe_breaks(runapp: RunApp) -> None:
+    """`make run | head`, a dead `tee`, a benchmark killed while it read runapp's output: the reader goes
+    away. runapp must stop everything it started (it ran on blind before, the worker group with it, until
+    it next had something to say), and leave nothing behind."""
+    runapp.wait(lambda: runapp.main_pid(" worker -Q "), 120, "the worker")
+    runapp.wait(lambda: runapp.main_pid("gunicorn"), 120, "the web server")
+    assert runapp.process.stdout is not None
+    runapp.process.stdout.close()  # the reader goes away; nothing else happens
+    assert runapp.process.wait(timeout=90) == 0  # a clean stop, not a BrokenPipeError half-way
+    deadline = time.monotonic() + 30
+    while runapp.processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert runapp.processes() == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,3 +137,43 @@ def test_a_kill_9_of_the_supervisor_leaves_no_service_running(tmp_path: Path) ->
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
+
+
+def test_a_failing_report_while_stopping_does_not_leave_a_service_running(tmp_path: Path) -> None:
+    """runapp reports on its own output; when that breaks (BrokenPipeError) while a service is slow to stop,
+    the stop must still end every service and its children, not give up half-way."""
+    stubborn = textwrap.dedent(
+        """
+        import os, signal, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # slow to stop: a worker finishing its batch
+        with open(os.path.join(sys.argv[1], f"{os.getpid()}"), "w") as f:
+            f.write(str(child.pid))
+        while True:
+            time.sleep(1)
+        """
+    )
+
+    def broken_pipe(event: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    services = [
+        Service("worker", [sys.executable, "-c", stubborn, str(tmp_path)]),
+        _service(tmp_path, "beat"),
+    ]
+    supervisor = Supervisor(services, stop_timeout=2, on_event=lambda event: None)
+    supervisor.start()
+    pids = []
+    for service in services:
+        assert service.pid is not None
+        pids += [service.pid, _grandchild(tmp_path, service.pid)]
+    supervisor.on_event = broken_pipe
+    try:
+        supervisor.stop()
+        with contextlib.suppress(AssertionError):  # a SIGKILL takes a moment to land
+            _wait(lambda: not any(_alive(pid) for pid in pids), 5, "every process to end")
+    finally:
+        left = [pid for pid in pids if _alive(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import select
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,9 +108,60 @@ class Command(BaseCommand):
             )
         sys.stdout.flush()
 
-        def report(event: str) -> None:
-            self.stdout.write(f"[runapp] {event}")
-            sys.stdout.flush()
+        output = _Output(self.stdout)
+        Supervisor(
+            services, on_event=lambda event: output.line(f"[runapp] {event}"), stop_when=output.gone
+        ).run()
+        output.line("Stopped.")
 
-        Supervisor(services, on_event=report).run()
-        self.stdout.write("Stopped.")
+
+class _Output:
+    """runapp's own output, and whether anyone still reads it. When the reader goes away (`make run | head`,
+    a dead `tee`, a benchmark that was killed), runapp stops everything it started, as any producer in a
+    pipeline does, instead of running on blind (a write would raise BrokenPipeError, and a supervisor
+    that never writes would never notice)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+        try:
+            self.fd: int | None = sys.stdout.fileno()
+            mode = os.fstat(self.fd).st_mode
+        except (OSError, ValueError, AttributeError):  # no real file behind stdout (call_command in tests)
+            self.fd = None
+        else:
+            # A pipe or a socket tells its writer that the reader is gone (POLLERR / POLLHUP); a file or a
+            # terminal keeps no reader to lose (a terminal that hangs up sends SIGHUP).
+            if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+                self.fd = None
+
+    def line(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+            sys.stdout.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self._lost()
+
+    def gone(self) -> bool:
+        if not self.broken and self.fd is not None:
+            poller = select.poll()
+            poller.register(self.fd, select.POLLERR | select.POLLHUP)
+            if poller.poll(0):
+                self._lost()
+        return self.broken
+
+    def _lost(self) -> None:
+        self.broken = True
+        # Later writes (and the interpreter's flush at exit) go nowhere instead of raising again.
+        try:
+            out, err = os.fstat(1), os.fstat(2)
+        except OSError:
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        if (err.st_dev, err.st_ino) == (out.st_dev, out.st_ino):  # 2>&1: the same lost reader
+            os.dup2(devnull, 2)
+        os.close(devnull)
