@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from classifier.cells import CELL_STRIDE, box_mask
-from classifier.data import AugmentSpec, ImageSet, augment_batch, sample_weights
+from classifier.data import ImageSet
+from classifier.pipeline import AugmentSpec, augment_batch, sample_weights
 from classifier.preprocessing import model_input_batches
 
 log = logging.getLogger(__name__)

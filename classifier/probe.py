@@ -22,18 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from classifier.data import (
-    DEFAULT_CACHE,
-    ImageSet,
-    grouped_folds,
-    load_images,
-    load_sources,
-    sample_weights,
-    select,
-)
+from classifier.data import DEFAULT_CACHE, ImageSet, load_images, load_sources, select
+from classifier.fitting import predict_logits
 from classifier.metrics import source_metrics
+from classifier.pipeline import grouped_folds, sample_weights
 from classifier.preprocessing import model_input_batches
-from classifier.train import Recipe
+from classifier.recipe import Recipe
 
 log = logging.getLogger("classifier.probe")
 
@@ -128,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # The folded head must reproduce the regression exactly.
     check = pool.subset(np.flatnonzero(~train_mask)[:16])
-    from classifier.train import predict_logits
-
     np.testing.assert_allclose(
         predict_logits(core, check.images, tta="flip"),
         model.decision_function(scaler.transform(features[~train_mask][:16])),

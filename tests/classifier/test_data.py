@@ -10,17 +10,14 @@ import numpy as np
 import pytest
 
 from classifier.data import (
-    AugmentSpec,
-    grouped_folds,
     label_from_name,
     load_images,
     load_kaggle_original_split,
     load_source,
     load_sources,
-    sample_weights,
     sha256_file,
-    training_dataset,
 )
+from classifier.pipeline import AugmentSpec, grouped_folds, sample_weights, training_dataset
 from classifier.preprocessing import InputSpec, decode_grayscale, letterbox_uint8
 
 
