@@ -26,8 +26,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "images"
 def main(argv: list[str] | None = None) -> int:
     import os
 
+    from classifier.decoding import decode_grayscale
     from classifier.predict import Predictor, default_model_path
-    from classifier.preprocessing import decode_grayscale
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     from classifier.data import load_source
+    from classifier.decoding import decode_grayscale
     from classifier.predict import Predictor, default_model_path
-    from classifier.preprocessing import decode_grayscale
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

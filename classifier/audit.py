@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from classifier.data import Record, load_source, sha256_file
-from classifier.preprocessing import UnreadableImageError, decode_grayscale, sniff_format
+from classifier.decoding import UnreadableImageError, decode_grayscale, sniff_format
 
 log = logging.getLogger("classifier.audit")
 

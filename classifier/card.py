@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from classifier.preprocessing import InputSpec, sniff_format
+from classifier.decoding import sniff_format
+from classifier.preprocessing import InputSpec
 
 SCHEMA_VERSION = 1
 CLASS_NAMES = ("not_fractured", "fractured")

@@ -114,7 +114,8 @@ def compare_with_reference(backbone: Any, gray_batch: np.ndarray, reference: Any
 
 def _check_images(size: int) -> np.ndarray:
     """Real radiographs from the test fixtures when present, plus noise and a gradient."""
-    from classifier.preprocessing import InputSpec, decode_grayscale, prepare
+    from classifier.decoding import decode_grayscale
+    from classifier.preprocessing import InputSpec, prepare
 
     spec = InputSpec(size=size)
     batch = []

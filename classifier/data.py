@@ -25,13 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from classifier.preprocessing import (
-    InputSpec,
-    Letterbox,
-    UnreadableImageError,
-    decode_grayscale,
-    letterbox_uint8,
-)
+from classifier.decoding import UnreadableImageError, decode_grayscale
+from classifier.preprocessing import InputSpec, Letterbox, letterbox_uint8
 
 log = logging.getLogger(__name__)
 

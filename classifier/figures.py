@@ -14,10 +14,10 @@ import numpy as np
 
 from classifier.cells import cell_peak, cells_to_boxes
 from classifier.data import ImageSet, Record
+from classifier.decoding import decode_grayscale
 from classifier.explain import cam_to_heatmap, overlay, peak, pointing_hit
 from classifier.localisation import FP_PER_IMAGE_TARGET, truths_of
 from classifier.metrics import expected_calibration_error, reliability_bins, roc_auc
-from classifier.preprocessing import decode_grayscale
 from classifier.scoring import Scored
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]

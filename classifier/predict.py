@@ -32,14 +32,9 @@ from classifier.card import (
     resolve_artifact,
 )
 from classifier.cells import Box, cells_to_boxes
+from classifier.decoding import UnreadableImageError, decode_grayscale
 from classifier.explain import cam_to_heatmap
-from classifier.preprocessing import (
-    InputSpec,
-    UnreadableImageError,
-    decode_grayscale,
-    prepare_batch,
-    unletterbox,
-)
+from classifier.preprocessing import InputSpec, prepare_batch, unletterbox
 
 log = logging.getLogger(__name__)
 

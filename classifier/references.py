@@ -15,7 +15,7 @@ import numpy as np
 
 from classifier.card import COLOUR_CHROMA_LEVEL, COLOUR_THUMBNAIL, colour_share, ood_distances
 from classifier.data import Record
-from classifier.preprocessing import decode_grayscale
+from classifier.decoding import decode_grayscale
 from classifier.scoring import Scored
 
 OOD_QUANTILE = 0.99

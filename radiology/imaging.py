@@ -11,8 +11,8 @@ import hashlib
 import cv2
 from django.http import HttpResponse
 
+from classifier.decoding import decode_grayscale
 from classifier.explain import stored_to_overlay_png
-from classifier.preprocessing import decode_grayscale
 from radiology.models import Prediction, Radiograph
 
 # Patient images are never written to any cache, the browser's included: a shared workstation's cache

@@ -21,7 +21,7 @@ import pydicom
 from django.conf import settings
 from PIL import Image
 
-from classifier.preprocessing import UnreadableImageError, decode_grayscale, sniff_format
+from classifier.decoding import UnreadableImageError, decode_grayscale, sniff_format
 from radiology.models import BodyRegion, Sex
 
 # Enough of the file to recognise every accepted format (DICOM's magic sits after a 128-byte preamble).

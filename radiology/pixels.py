@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 import pydicom.pixels
 
-from classifier.preprocessing import UnreadableImageError, decode_grayscale
+from classifier.decoding import UnreadableImageError, decode_grayscale
 from radiology.models import Radiograph
 
 

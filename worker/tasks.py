@@ -22,9 +22,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from classifier.decoding import UnreadableImageError, decode_grayscale
 from classifier.explain import heatmap_to_stored_png
 from classifier.predict import Predictor
-from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import services
 from radiology.governance import services as governance_services
 from radiology.model_artifact import check_model_artifact

@@ -209,7 +209,7 @@ def _store_document(dataset: Any, role: str, written: list[str]) -> dict[str, st
 
 
 def _build_model_result(study: Study, written: list[str]) -> list[dict[str, str]]:
-    from classifier.preprocessing import decode_grayscale
+    from classifier.decoding import decode_grayscale
 
     radiographs = _dicom_radiographs(study)
     current = services.current_predictions([r.pk for r in radiographs])

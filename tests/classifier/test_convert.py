@@ -28,7 +28,8 @@ def reference():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_converted_features_match_the_pytorch_reference(reference, fixture_bytes, channels: int) -> None:
-    from classifier.preprocessing import InputSpec, decode_grayscale, prepare
+    from classifier.decoding import decode_grayscale
+    from classifier.preprocessing import InputSpec, prepare
 
     size = 64  # small input: fast, and still runs every block (feature map 2 x 2)
     backbone = build_converted_backbone(size, channels=channels)

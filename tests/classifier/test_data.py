@@ -17,8 +17,9 @@ from classifier.data import (
     load_sources,
     sha256_file,
 )
+from classifier.decoding import decode_grayscale
 from classifier.pipeline import AugmentSpec, grouped_folds, sample_weights, training_dataset
-from classifier.preprocessing import InputSpec, decode_grayscale, letterbox_uint8
+from classifier.preprocessing import InputSpec, letterbox_uint8
 
 
 def make_folder_layout(root: Path, fixtures_dir: Path, labelled: dict[str, tuple[str, str]]) -> Path:

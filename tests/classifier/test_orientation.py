@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from classifier import preprocessing
-from classifier.preprocessing import apply_exif_orientation, decode_grayscale
+from classifier import decoding
+from classifier.decoding import apply_exif_orientation, decode_grayscale
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 EXIF_FILES = {
@@ -45,7 +45,7 @@ def test_both_decode_paths_agree(orientation: int, monkeypatch: pytest.MonkeyPat
     data = (FIXTURES / EXIF_FILES[orientation]).read_bytes()
     fast = decode_grayscale(data)
     # Force the Pillow fall-back: a decoder that never takes the OpenCV path.
-    monkeypatch.setattr(preprocessing, "_jpeg_is_complete", lambda _data: False)
+    monkeypatch.setattr(decoding, "_jpeg_is_complete", lambda _data: False)
     slow = decode_grayscale(data)
     assert fast.shape == slow.shape
     assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 1.0

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from classifier.card import CardError, read_card, write_card
+from classifier.decoding import decode_grayscale
 from classifier.predict import ImagePrediction, OperatingPoints, Predictor, default_model_path
-from classifier.preprocessing import decode_grayscale
 
 ROOT = Path(__file__).resolve().parents[2]
 

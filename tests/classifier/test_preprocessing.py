@@ -13,16 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from classifier.preprocessing import (
-    InputSpec,
-    UnreadableImageError,
-    decode_grayscale,
-    letterbox_uint8,
-    prepare,
-    prepare_batch,
-    sniff_format,
-    unletterbox,
-)
+from classifier.decoding import UnreadableImageError, decode_grayscale, sniff_format
+from classifier.preprocessing import InputSpec, letterbox_uint8, prepare, prepare_batch, unletterbox
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -203,7 +195,7 @@ def test_it_decodes_png_in_every_mode(radiograph: np.ndarray, mode: str) -> None
 
 @pytest.mark.parametrize("mode", ["I", "F"])
 def test_it_stretches_32_bit_and_float_modes(radiograph: np.ndarray, mode: str) -> None:
-    from classifier.preprocessing import _pil_to_gray
+    from classifier.decoding import _pil_to_gray
 
     values = radiograph.astype(np.int32 if mode == "I" else np.float32) * 1000 - 5000
     gray = _pil_to_gray(Image.fromarray(values, mode))
@@ -485,8 +477,8 @@ def test_unletterbox_maps_a_spot_back_to_the_original_place(radiograph: np.ndarr
 
 def test_light_modules_do_not_import_keras_or_tensorflow() -> None:
     code = (
-        "import sys; import classifier.preprocessing, classifier.explain, classifier.card,"
-        " classifier.predict;"
+        "import sys; import classifier.decoding, classifier.preprocessing, classifier.explain,"
+        " classifier.card, classifier.cells, classifier.predict;"
         "heavy = [m for m in ('keras', 'tensorflow', 'torch', 'matplotlib', 'sklearn') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -66,8 +66,8 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_two_step_training_run_writes_a_loadable_artifact(trained: Path, fixtures_dir: Path) -> None:
+    from classifier.decoding import decode_grayscale
     from classifier.predict import Predictor
-    from classifier.preprocessing import decode_grayscale
 
     for name in ("model.keras", "card.json", "history.json", "curves.png", "val_predictions.csv"):
         assert (trained / name).exists(), name

@@ -1,5 +1,5 @@
 """Compressed transfer syntaxes: DX and CR radiographs encoded in each are decoded by the one decoder
-(classifier.preprocessing, through pydicom's pylibjpeg plug-ins) and accepted by ingest; what truly
+(classifier.decoding, through pydicom's pylibjpeg plug-ins) and accepted by ingest; what truly
 cannot be decoded is refused with the syntax named."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import MPEG2MPML
 
-from classifier.preprocessing import UnreadableImageError, decode_grayscale
+from classifier.decoding import UnreadableImageError, decode_grayscale
 from radiology.ingest import IngestError, IngestLimits, ingest_file
 from tests.dicomnet import factory
 

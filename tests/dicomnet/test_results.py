@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 
-from classifier.preprocessing import decode_grayscale
+from classifier.decoding import decode_grayscale
 from radiology.dicomnet import results
 from tests.dicomnet import factory
 

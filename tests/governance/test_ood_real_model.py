@@ -17,7 +17,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from classifier.card import colour_share, ood_distances
-from classifier.preprocessing import decode_grayscale
+from classifier.decoding import decode_grayscale
 from radiology.governance.guardrails import ood_reference
 from radiology.governance.models import GuardrailRefusal
 from radiology.models import Prediction, Radiograph
