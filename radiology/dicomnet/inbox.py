@@ -6,6 +6,10 @@ acknowledged instance is never lost, and an instance whose association dropped w
 left nothing. Filing waits until the study has been quiet for DICOM_QUIET_PERIOD_SECONDS, then creates the
 study through services.study_create (the upload's own service: patient checks, audit, dispatch after
 commit), or adds late instances to the study already filed.
+
+Just over 400 lines on purpose: receiving and filing are the two halves of one arrival's state machine
+(DicomArrival and DicomInstance statuses, the ingest limits both apply), read top to bottom as the path of
+one instance; split, each half would reach into the other's private helpers.
 """
 
 from __future__ import annotations
