@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.latency import poll_schedule, upload_once, visible_after
-from bench.stack import _spawn, _wait, percentile, running_stack, table
+from bench.stack import percentile, running_stack, table
 from bench.workload import (
     ROOT,
     _in,
@@ -45,11 +45,17 @@ from bench.workload import (
     send,
     wait_for_predictions,
 )
-from worker.commands import shadow_worker_command
 
 SHADOW_MODEL = ROOT / "models" / "lite0-cam-v1"
 # worker.governance_tasks.ACTIVE_RECHECK_SECONDS (importing it would need Django set up in this process).
 ACTIVE_RECHECK_SECONDS = 10.0
+
+
+def priority(pid: int) -> str:
+    """The CPU priority a process runs at (the shadow worker's: nice 19, SCHED_IDLE)."""
+    policies = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_IDLE: "SCHED_IDLE", os.SCHED_BATCH: "SCHED_BATCH"}
+    policy = policies.get(os.sched_getscheduler(pid), str(os.sched_getscheduler(pid)))
+    return f"pid {pid}, nice {os.getpriority(os.PRIO_PROCESS, pid)}, {policy}"
 
 
 def set_shadow(stack: Any, version: str, on: bool) -> None:
@@ -63,26 +69,35 @@ def set_shadow(stack: Any, version: str, on: bool) -> None:
     time.sleep(ACTIVE_RECHECK_SECONDS + 1)
 
 
-def drain_shadow(stack: Any, version: str, ids: list[int], timeout: float = 900) -> float:
-    """Wait until the shadow version has answered (a prediction or a refusal) for every radiograph the
-    active version predicted (one it did not analyse is never sent to the shadow queue)."""
-    predicted = query(
-        stack, f"SELECT DISTINCT radiograph_id FROM radiology_prediction WHERE radiograph_id IN ({_in(ids)})"
-    )
-    ids = [int(row[0]) for row in predicted]
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        done = query(
+def shadow_answered(stack: Any, version: str, ids: list[int]) -> int:
+    """How many of ``ids`` the shadow version has answered (a prediction or a refusal)."""
+    if not ids:
+        return 0
+    return int(
+        query(
             stack,
             f"SELECT (SELECT count(*) FROM radiology_shadowprediction WHERE model_version = %s "
             f"AND radiograph_id IN ({_in(ids)})) + (SELECT count(*) FROM radiology_guardrailrefusal "
             f"WHERE model_version = %s AND radiograph_id IN ({_in(ids)}))",
             (version, version),
         )[0][0]
-        if done >= len(ids):
-            return time.monotonic() - started
+    )
+
+
+def drain_shadow(stack: Any, version: str, ids: list[int], timeout: float = 900) -> dict[str, Any]:
+    """Wait until the shadow version has answered for every radiograph the active version predicted (one
+    it did not analyse is never sent to the shadow queue). Returns how many the shadow had answered when
+    the wait began, how many in the end, of how many, and how long the wait took."""
+    predicted = query(
+        stack, f"SELECT DISTINCT radiograph_id FROM radiology_prediction WHERE radiograph_id IN ({_in(ids)})"
+    )
+    ids = [int(row[0]) for row in predicted]
+    started = time.monotonic()
+    before = done = shadow_answered(stack, version, ids)
+    while done < len(ids) and time.monotonic() - started < timeout:
         time.sleep(0.5)
-    raise RuntimeError(f"the shadow version did not finish {len(ids)} radiographs in {timeout} s")
+        done = shadow_answered(stack, version, ids)
+    return {"before": before, "answered": done, "predicted": len(ids), "seconds": time.monotonic() - started}
 
 
 def uploaded_ids(stack: Any, prefix: str) -> list[int]:
@@ -116,7 +131,7 @@ def one_round(stack: Any, args: argparse.Namespace, index: int, on: bool, versio
         sample = upload_once(stack, session, image, index * 1000 + k)
         visible.append(visible_after(sample["upload"], sample["stored"], first, interval))
     load_after = os.getloadavg()[0]
-    drained = 0.0
+    drained = {"before": 0, "answered": 0, "predicted": 0, "seconds": 0.0}
     if on:
         drained = drain_shadow(stack, version, ids + uploaded_ids(stack, f"LAT-ACC-{index:02d}"))
     return {
@@ -128,8 +143,16 @@ def one_round(stack: Any, args: argparse.Namespace, index: int, on: bool, versio
         "visible p95 s": percentile(visible, 95),
         "uploads": len(visible),
         "load 1 min (start, end)": f"{load_before:.1f}, {load_after:.1f}",
-        "shadow drained after s": drained,
+        "shadow done at round end": f"{drained['before']}/{drained['predicted']}" if on else "-",
+        "shadow caught up after s": drained["seconds"],
+        "shadow coverage": f"{drained['answered']}/{drained['predicted']}" if on else "-",
+        "_answered": drained["answered"],
+        "_predicted": drained["predicted"],
     }
+
+
+def shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def main() -> int:
@@ -153,29 +176,28 @@ def main() -> int:
     )
     extra_env = {"CLASSIFIER_MODEL": str(path), "CLASSIFIER_CPU_THREADS": str(cores)}
     rows = []
-    with running_stack(backend="services", workers=1, extra_env=extra_env, database=args.database) as stack:
+    with running_stack(
+        backend="services", workers=1, extra_env=extra_env, database=args.database, shadow_worker=True
+    ) as stack:
         registered = stack.manage("register_model", args.shadow_model, "--status", "shadow")
         version = str(
             query(stack, "SELECT version FROM radiology_modelversion WHERE status = 'shadow'")[0][0]
         )
         print(registered.strip().splitlines()[-1], flush=True)
-        shadow, ready = _spawn(
-            "shadow", shadow_worker_command(node_name=f"shadow-{os.getpid()}@%h"), stack.env, marker=" ready."
-        )
-        stack.processes.append(shadow)
-        _wait(ready, shadow, 300)
+        shadow = next(p for p in stack.processes if p.name == "shadow")
+        print(f"shadow worker: {priority(shadow.popen.pid)}", flush=True)
         # Warm-up, not counted: the shadow worker loads its model on its first message.
         set_shadow(stack, version, True)
         warm = seed_radiographs(stack, sample_images(2, seed=99), prefix="W")
         send(stack, warm)
         wait_for_predictions(stack, warm)
-        print(f"shadow warmed up in {drain_shadow(stack, version, warm):.0f} s", flush=True)
+        print(f"shadow warmed up in {drain_shadow(stack, version, warm)['seconds']:.0f} s", flush=True)
         for index in range(args.rounds):
             row = one_round(stack, args, index, index % 2 == 1, version)
-            print(table([row]), flush=True)
+            print(table([shown(row)]), flush=True)
             rows.append(row)
     print("\nAll rounds:")
-    print(table(rows))
+    print(table([shown(row) for row in rows]))
     summary = []
     for state in ("off", "on"):
         chosen = [r for r in rows if r["shadow"] == state]
@@ -193,6 +215,12 @@ def main() -> int:
     if len(summary) == 2:
         ratio = summary[1]["active /s (mean)"] / summary[0]["active /s (mean)"]
         print(f"active throughput with the shadow on / off: {ratio:.2f}")
+        answered = sum(r["_answered"] for r in rows if r["shadow"] == "on")
+        predicted = sum(r["_predicted"] for r in rows if r["shadow"] == "on")
+        print(
+            f"shadow coverage after the backlog drained: {answered} of {predicted} radiographs the active "
+            f"version predicted while the shadow was on ({100 * answered / max(predicted, 1):.1f} %)"
+        )
     return 0
 
 

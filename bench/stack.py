@@ -25,7 +25,12 @@ from typing import Any
 
 import requests
 
-from worker.commands import celery_beat_command, celery_worker_command, gunicorn_command
+from worker.commands import (
+    celery_beat_command,
+    celery_worker_command,
+    gunicorn_command,
+    shadow_worker_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -170,8 +175,11 @@ def running_stack(
     database: str | None = None,
     keep_database: bool = False,
     start_workers: bool = True,
+    shadow_worker: bool = False,
 ) -> Iterator[Stack]:
-    """Yield a running application. backend: "services" (PostgreSQL + Redis) or "embedded"."""
+    """Yield a running application. backend: "services" (PostgreSQL + Redis) or "embedded".
+    ``shadow_worker``: also the shadow versions' worker, as ``manage.py runapp`` starts it (its own queue,
+    the lowest CPU priority); it loads a model only once a shadow version is registered."""
     scratch = Path(tempfile.mkdtemp(prefix="fracture-bench-"))
     database_name = database or f"fr_bench_{os.getpid()}"
     env = {
@@ -230,6 +238,15 @@ def running_stack(
                 )
                 stack.processes.append(worker)
                 worker_ready.append((ready, worker))
+            if shadow_worker:
+                shadow, ready = _spawn(
+                    "shadow",
+                    shadow_worker_command(node_name=f"shadow-{os.getpid()}@%h"),
+                    {**env, "CLASSIFIER_WARM_UP": "0"},
+                    marker=" ready.",
+                )
+                stack.processes.append(shadow)
+                worker_ready.append((ready, shadow))
             beat, _ = _spawn(
                 "beat",
                 celery_beat_command(scratch / "beat-schedule", loglevel="WARNING"),

@@ -35,11 +35,34 @@ def celery_worker_command(
     return command
 
 
+SHADOW_QUEUE = "shadow"
+# Started through this, every process of the shadow worker runs at the lowest CPU priority (nice 19,
+# SCHED_IDLE, and its session's autogroup where CFS autogroups are on): worker/lowpriority.py.
+LOWEST_PRIORITY = (sys.executable, "-m", "worker.lowpriority")
+
+
 def shadow_worker_command(*, node_name: str = "shadow@%h", loglevel: str = "INFO") -> list[str]:
-    """``celery worker`` on the shadow queue only: shadow model versions read every new radiograph in their
-    own process, so they never hold up the active version's prediction."""
+    """``celery worker`` on the shadow queue only, at the lowest CPU priority: shadow model versions (and
+    the comparison's bootstrap) read every new radiograph in their own process, with CPU time the active
+    worker leaves idle, so they neither hold up nor slow down the active version's prediction; they catch
+    up whenever the active queue is empty. One task at a time and one message prefetched: what it has not
+    started stays in the broker, where a restarted shadow worker finds it."""
     # The node name first: tests and operators find the main worker by " worker -Q ".
-    return [*_CELERY, "worker", "-n", node_name, "-Q", "shadow", "--concurrency", "1", "--loglevel", loglevel]
+    return [
+        *LOWEST_PRIORITY,
+        *_CELERY,
+        "worker",
+        "-n",
+        node_name,
+        "-Q",
+        SHADOW_QUEUE,
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        loglevel,
+    ]
 
 
 def celery_beat_command(schedule: Path, *, loglevel: str = "INFO") -> list[str]:

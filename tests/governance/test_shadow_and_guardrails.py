@@ -80,6 +80,29 @@ def test_a_shadow_version_predicts_on_its_own_queue(
     assert governance_tasks.shadow_predict.apply(args=[shadow_sent[0]]).result == 0
 
 
+def test_shadow_work_is_sent_only_once_the_active_result_is_stored_and_visible(
+    fake_predictor: FakePredictor, shadow_registered: ShadowFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shadow never comes before the active prediction: its message leaves after the batch's
+    predictions are committed and the radiographs are visible, and goes to a queue the active worker
+    does not consume (worker/commands.py; tests/worker/test_shadow_worker.py)."""
+    radiographs = [_radiograph(200), _radiograph(90)]
+    seen_at_send: list[tuple[int, str, bool]] = []
+
+    def send(ids: list[int]) -> bool:
+        for radiograph in Radiograph.objects.filter(pk__in=ids):
+            seen_at_send.append(
+                (radiograph.pk, radiograph.status, Prediction.objects.filter(radiograph=radiograph).exists())
+            )
+        return True
+
+    monkeypatch.setattr("radiology.dispatch.send_shadow_predictions", send)
+    for radiograph in radiographs:
+        tasks.classify_radiograph.apply(args=[radiograph.pk])
+    assert sorted(seen_at_send) == sorted((r.pk, Radiograph.Status.PREDICTED, True) for r in radiographs)
+    assert not ShadowPrediction.objects.exists()  # nothing of the shadow's ran on the active path
+
+
 def test_no_shadow_work_is_sent_without_a_shadow_version(
     fake_predictor: FakePredictor, shadow_sent: list[list[int]]
 ) -> None:
