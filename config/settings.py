@@ -446,6 +446,14 @@ CELERY_BEAT_SCHEDULE["dicom-housekeeping"] = {
 # Shadow versions predict on their own queue, consumed by their own worker process, so they never delay
 # the active prediction (worker/commands.py: shadow_worker_command).
 CELERY_TASK_ROUTES["worker.governance_tasks.shadow_predict"] = {"queue": "shadow"}
+# The Models page's comparison (a paired bootstrap: seconds at scale) is computed by that low-priority worker
+# too, asked for by the page when the evidence changed and by beat; the page shows the last one stored.
+CELERY_TASK_ROUTES["worker.governance_tasks.refresh_comparisons"] = {"queue": "shadow"}
+GOVERNANCE_COMPARISON_REFRESH_SECONDS = env_int("GOVERNANCE_COMPARISON_REFRESH_SECONDS", 600, minimum=10)
+CELERY_BEAT_SCHEDULE["refresh-comparisons"] = {
+    "task": "worker.governance_tasks.refresh_comparisons",
+    "schedule": GOVERNANCE_COMPARISON_REFRESH_SECONDS,
+}
 # A shadow version is promoted only with at least this many reviewed cases read by both versions, and only
 # if the lower bound of the 95 % interval of the paired AUC difference (shadow - active) is above the margin.
 GOVERNANCE_PROMOTION_MIN_REVIEWED = env_int("GOVERNANCE_PROMOTION_MIN_REVIEWED", 200, minimum=1)

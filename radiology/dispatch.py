@@ -61,6 +61,20 @@ def send_shadow_predictions(radiograph_ids: Sequence[int]) -> bool:
     return True
 
 
+COMPARISON_REFRESH_TASK = "worker.governance_tasks.refresh_comparisons"
+
+
+def send_comparison_refresh() -> bool:
+    """Ask for the active/shadow comparisons to be recomputed (routed to the shadow versions' low-priority
+    worker); a lost message only leaves the page showing the previous comparison until beat asks again."""
+    try:
+        current_app.send_task(COMPARISON_REFRESH_TASK, retry=False)
+    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
+        logger.warning("comparison refresh not requested: %s", exc.__class__.__name__)
+        return False
+    return True
+
+
 DELIVER_RESULTS_TASK = "worker.dicom_tasks.deliver_results"
 
 

@@ -27,7 +27,7 @@ from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import dispatch, services
 from radiology.governance import drift, guardrails, monitoring, registry
 from radiology.governance import services as governance_services
-from radiology.governance.comparison import compare_versions
+from radiology.governance.comparison import comparison_refresh
 from radiology.governance.guardrails import Refusal
 from radiology.model_artifact import configured_model_path
 from radiology.models import Radiograph
@@ -276,12 +276,31 @@ def shadow_predict(radiograph_ids: list[int]) -> int:
 def refresh_monitoring() -> int:
     cells = monitoring.monitoring_refresh()
     logger.info("monitoring summary rebuilt: %d cells", cells)
-    # Warm the comparison page: its bootstrap over every reviewed case takes seconds at scale.
-    active = registry.model_version_active()
-    if active is not None:
-        for shadow in registry.model_versions_shadow():
-            compare_versions(active=active.version, shadow=shadow.version)
     return cells
+
+
+@app.task(name="worker.governance_tasks.refresh_comparisons", ignore_result=True)
+def refresh_comparisons() -> int:
+    """Recompute and store each active/shadow comparison whose evidence changed since it was stored (the
+    Models page shows the stored one; its paired bootstrap takes seconds at scale). Routed to the shadow
+    queue: the low-priority worker, never in the way of an active prediction. Returns how many it computed."""
+    active = registry.model_version_active()
+    if active is None:
+        return 0
+    computed = 0
+    for shadow in registry.model_versions_shadow():
+        started = time.perf_counter()
+        comparison, fresh = comparison_refresh(active=active.version, shadow=shadow.version)
+        if fresh:
+            computed += 1
+            logger.info(
+                "comparison %s / %s: %d cases, computed in %.1f s",
+                active.version,
+                shadow.version,
+                comparison.cases,
+                time.perf_counter() - started,
+            )
+    return computed
 
 
 @app.task(name="worker.governance_tasks.check_drift", ignore_result=True)

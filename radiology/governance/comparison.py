@@ -3,6 +3,13 @@
 A version's score for a radiograph is its Prediction (when it was active) or its ShadowPrediction (when
 it was in shadow); the reference standard is the adjudicated label where there is one, else the
 standing (latest) review's final call.
+
+The paired bootstrap over tens of thousands of cases takes seconds, so the page never computes it: it
+shows the comparison last stored (``comparison_stored``) with the time it was computed, and when the
+evidence has changed since (or nothing is stored yet) asks the worker to recompute it
+(``comparison_request_refresh``: the task ``refresh_comparisons``, on the shadow versions' low-priority
+worker; Celery beat also runs it every GOVERNANCE_COMPARISON_REFRESH_SECONDS). The promotion gate always
+computes afresh (``compare_versions``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from django.core.cache import cache
 from django.db.models import Max
 from django.utils import timezone
 
+from radiology import dispatch
 from radiology.governance.models import ShadowPrediction
 from radiology.governance.stats import (
     PairedAuc,
@@ -30,7 +38,11 @@ from radiology.models import Adjudication, Label, Prediction, Review
 
 BOOTSTRAP_REPLICATES = 1000
 DISAGREEMENTS_SHOWN = 50
-CACHE_SECONDS = 600
+# Where the last computed comparison of a pair is kept (the cache: a table in the database, or Redis),
+# without expiry; "v2" names the stored shape, so a release that changes it never reads an old one.
+STORED_KEY = "governance:comparison:v2:"
+# The page asks for a recomputation at most this often (the worker skips a pair whose evidence is unchanged).
+REFRESH_REQUEST_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -193,20 +205,10 @@ def _evidence_stamp(active: str, shadow: str) -> str:
     return hashlib.sha256(repr(stamp).encode()).hexdigest()[:24]
 
 
-def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Comparison:
-    """The comparison on every reviewed case read by both versions.
-
-    With ``use_cache`` (the page) a result is reused while the evidence is unchanged, and for up to
-    CACHE_SECONDS after it changed: the bootstrap over tens of thousands of cases takes seconds, and a
-    busy department adds reviews every minute. The promotion gate always computes afresh."""
-    key = "governance:comparison:" + hashlib.sha256(f"{active}\n{shadow}".encode()).hexdigest()[:24]
-    if use_cache:
-        stamp = _evidence_stamp(active, shadow)
-        cached = cache.get(key)
-        if cached is not None and (
-            cached.stamp == stamp or (timezone.now() - cached.computed_at).total_seconds() < CACHE_SECONDS
-        ):
-            return cached
+def compare_versions(*, active: str, shadow: str) -> Comparison:
+    """The comparison on every reviewed case read by both versions, computed now (seconds at scale: the
+    promotion gate and the worker's refresh call it, never a page)."""
+    stamp = _evidence_stamp(active, shadow)  # before the reads: evidence added meanwhile makes it stale
     reference = reference_labels()
     ids = set(reference)
     a_scores, s_scores = version_scores(active, ids), version_scores(shadow, ids)
@@ -222,6 +224,7 @@ def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Com
         positives=int(y.sum()),
         adjudicated=sum(1 for pk in both if reference[pk][2]),
         paired_auc=None,
+        stamp=stamp,
     )
     if both:
         comparison.paired_auc = paired_auc_difference(
@@ -264,10 +267,51 @@ def compare_versions(*, active: str, shadow: str, use_cache: bool = True) -> Com
         # Largest score gap first: the cases most worth a second look.
         disagreements.sort(key=lambda d: -abs(d.shadow_probability - d.active_probability))
         comparison.disagreements = disagreements[:DISAGREEMENTS_SHOWN]
-    if use_cache:
-        comparison.stamp = stamp
-        cache.set(key, comparison, 24 * 3600)
+    comparison.computed_at = timezone.now()
     return comparison
+
+
+def _stored_key(active: str, shadow: str) -> str:
+    return STORED_KEY + hashlib.sha256(f"{active}\n{shadow}".encode()).hexdigest()[:24]
+
+
+def comparison_stored(*, active: str, shadow: str) -> Comparison | None:
+    """The comparison last computed for this pair (None before the first): what the page shows."""
+    stored = cache.get(_stored_key(active, shadow))
+    return stored if isinstance(stored, Comparison) else None
+
+
+@dataclass(frozen=True)
+class PageComparison:
+    comparison: Comparison | None  # the last one computed; None until the worker has computed one
+    stale: bool  # new evidence since (or none yet): a recomputation has been asked for
+
+
+def comparison_for_page(*, active: str, shadow: str) -> PageComparison:
+    """The stored comparison and whether the evidence changed since it was computed: four index lookups
+    and one cache read, whatever the number of cases."""
+    stored = comparison_stored(active=active, shadow=shadow)
+    stale = stored is None or stored.stamp != _evidence_stamp(active, shadow)
+    return PageComparison(stored, stale)
+
+
+def comparison_refresh(*, active: str, shadow: str) -> tuple[Comparison, bool]:
+    """Compute and store the pair's comparison unless the stored one is of the current evidence; the
+    comparison, and whether it was computed now (the worker's task calls this)."""
+    stored = comparison_stored(active=active, shadow=shadow)
+    if stored is not None and stored.stamp == _evidence_stamp(active, shadow):
+        return stored, False
+    comparison = compare_versions(active=active, shadow=shadow)
+    cache.set(_stored_key(active, shadow), comparison, None)  # kept until replaced
+    return comparison, True
+
+
+def comparison_request_refresh() -> bool:
+    """Ask the worker to recompute the stale comparisons, at most once per REFRESH_REQUEST_SECONDS however
+    many pages are viewed; True if a request was sent now."""
+    if not cache.add("governance:comparison:refresh-requested", 1, REFRESH_REQUEST_SECONDS):
+        return False
+    return dispatch.send_comparison_refresh()
 
 
 def comparison_context(comparison: Comparison) -> dict[str, Any]:

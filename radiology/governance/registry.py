@@ -239,7 +239,7 @@ def promotion_gate(
     if active is None:
         return GateDecision(not reasons, reasons, 0, required, margin, None, None, None)
     if comparison is None:
-        comparison = compare_versions(active=active.version, shadow=candidate.version, use_cache=False)
+        comparison = compare_versions(active=active.version, shadow=candidate.version)
     paired = comparison.paired_auc
     if comparison.cases < required:
         reasons.append(

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from radiology.access import admin_required
 from radiology.governance import monitoring, registry
-from radiology.governance.comparison import compare_versions
+from radiology.governance.comparison import comparison_for_page, comparison_request_refresh
 from radiology.governance.models import DriftAlert, ModelVersion
 from radiology.governance.services import drift_alert_acknowledge
 
@@ -46,9 +46,18 @@ def governance(request: HttpRequest) -> HttpResponse:
     active = next((v for v in versions if v.status == ModelVersion.Status.ACTIVE), None)
     comparisons = []
     for shadow in (v for v in versions if v.status == ModelVersion.Status.SHADOW):
-        comparison = compare_versions(active=active.version, shadow=shadow.version) if active else None
-        gate = registry.promotion_gate(candidate=shadow, active=active, comparison=comparison)
-        comparisons.append({"shadow": shadow, "comparison": comparison, "gate": gate})
+        # The last comparison the worker stored, never computed here (a bootstrap takes seconds); a stale
+        # or missing one is asked for, and the page says so.
+        shown = comparison_for_page(active=active.version, shadow=shadow.version) if active else None
+        comparison = shown.comparison if shown else None
+        gate = None
+        if comparison is not None or active is None:
+            gate = registry.promotion_gate(candidate=shadow, active=active, comparison=comparison)
+        comparisons.append(
+            {"shadow": shadow, "comparison": comparison, "stale": bool(shown and shown.stale), "gate": gate}
+        )
+    if any(c["stale"] for c in comparisons):
+        comparison_request_refresh()
     return render(
         request,
         "radiology/governance.html",

@@ -20,6 +20,19 @@ def _fresh_registry_cache() -> Iterator[None]:
     governance_tasks.forget_registry_for_tests()
 
 
+@pytest.fixture(autouse=True)
+def comparison_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the Models page's requests to recompute the comparison instead of sending them."""
+    sent: list[str] = []
+
+    def record() -> bool:
+        sent.append("refresh_comparisons")
+        return True
+
+    monkeypatch.setattr("radiology.dispatch.send_comparison_refresh", record)
+    return sent
+
+
 @pytest.fixture(scope="session")
 def shadow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from classifier.testing import write_tiny_artifact

@@ -16,6 +16,7 @@ from radiology.governance.monitoring import monitoring_refresh
 from radiology.governance.registry import model_version_register
 from radiology.models import AuditEvent
 from tests.governance.test_registry import _reviewed_cases
+from worker.governance_tasks import refresh_comparisons
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,7 @@ def two_versions(tiny_model_dir: Path, shadow_model_dir: Path, settings: Any) ->
 
 def test_the_comparison_shows_both_versions_and_the_gate(two_versions: None, admin_client_: Client) -> None:
     _reviewed_cases(30, active_good=True, shadow_good=True)
+    assert refresh_comparisons() == 1  # the worker's task (beat, or asked for by the page)
     body = admin_client_.get(reverse("radiology:governance")).content.decode()
     assert "Active tiny-test against shadow tiny-shadow" in body
     assert '30</div><div class="label">reviewed cases read by both' in body
@@ -79,16 +81,59 @@ def test_monitoring_groups_by_site_with_intervals(two_versions: None, admin_clie
     assert "tiny-test" in body and "tiny-shadow" in body and "Reliability diagram" in body
 
 
-def test_the_kept_comparison_rendering_follows_new_evidence(
-    two_versions: None, admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+def test_the_page_answers_from_the_stored_comparison_and_asks_the_worker_for_a_new_one(
+    two_versions: None, admin_client_: Client, comparison_requests: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("radiology.governance.comparison.CACHE_SECONDS", 0)  # recompute on any new evidence
+    from django.core.cache import cache
+
+    import radiology.governance.comparison as comparison_module
+
+    url = reverse("radiology:governance")
     _reviewed_cases(30, active_good=True, shadow_good=True)
-    body = admin_client_.get(reverse("radiology:governance")).content.decode()
+    real_compare = comparison_module.compare_versions
+
+    def not_in_a_request(**_: Any) -> None:
+        raise AssertionError("the page computed the comparison")
+
+    monkeypatch.setattr(comparison_module, "compare_versions", not_in_a_request)
+    # Nothing stored yet: the page says so and asks the worker, once however often it is viewed.
+    body = admin_client_.get(url).content.decode()
+    assert "Computing the comparison for the first time" in body
+    assert "Shown once the comparison is computed" in body
+    assert admin_client_.get(url).status_code == 200
+    assert comparison_requests == ["refresh_comparisons"]
+
+    # The task writes it; the page shows it, up to date, and asks for nothing.
+    monkeypatch.setattr(comparison_module, "compare_versions", real_compare)
+    assert refresh_comparisons() == 1
+    assert refresh_comparisons() == 0  # evidence unchanged: nothing to recompute
+    monkeypatch.setattr(comparison_module, "compare_versions", not_in_a_request)
+    cache.delete("governance:comparison:refresh-requested")
+    body = admin_client_.get(url).content.decode()
     assert '30</div><div class="label">reviewed cases read by both' in body
+    assert "being recomputed" not in body and "Computing the comparison" not in body
+    assert "30 reviewed cases read by both versions; the gate needs at least 50" in body
+    assert comparison_requests == ["refresh_comparisons"]
+
+    # New evidence: the page still answers from the stored comparison, says it is being recomputed and
+    # asks the worker; once the task has run, the page shows the new one.
     _reviewed_cases(12, active_good=True, shadow_good=True, seed=5)
-    body = admin_client_.get(reverse("radiology:governance")).content.decode()
+    body = admin_client_.get(url).content.decode()
+    assert '30</div><div class="label">reviewed cases read by both' in body
+    assert "new evidence since: being recomputed" in body
+    assert comparison_requests == ["refresh_comparisons"] * 2
+    monkeypatch.setattr(comparison_module, "compare_versions", real_compare)
+    assert refresh_comparisons() == 1
+    body = admin_client_.get(url).content.decode()
     assert '42</div><div class="label">reviewed cases read by both' in body
+    assert "being recomputed" not in body
+
+
+def test_the_comparison_task_runs_on_the_low_priority_shadow_queue(settings: Any) -> None:
+    route = settings.CELERY_TASK_ROUTES["worker.governance_tasks.refresh_comparisons"]
+    assert route == {"queue": "shadow"}
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert "worker.governance_tasks.refresh_comparisons" in scheduled
 
 
 def _shadow_predictions_shown(body: str) -> int:
