@@ -5,6 +5,9 @@
 // called (Shift: this image only) before the model's band and boxes arrive from the server.
 // ] / [ move through the images, N / P through the queue, Q back to the queue. Results arriving and
 // colleagues' reviews update the page in place. The server checks every rule again.
+// One file over 400 lines on purpose: the page's rendering, its actions and the polling all read and write
+// the same study state (the study, the image on screen, an armed confirmation) in one closure; the viewer
+// it drives is its own file (viewer.js, through FR.viewer).
 (function () {
   "use strict";
   const FR = (window.FR = window.FR || {});

@@ -2,6 +2,9 @@
 // DICOM keeps every level), with zoom, pan, a real window/level in the image's units (presets from the
 // image's histogram), invert, the model's boxes (SVG, in original-image pixels) and the heatmap overlay.
 // Switching images changes what a pane draws; the view (zoom, window, invert, layout) is kept.
+// One file over 400 lines on purpose: a Pane (one canvas, its pixels, window/level, boxes and heatmap) and
+// the viewer around the panes (layout, the shared view, pointer and keyboard) share the view state and the
+// pixel cache in one closure; split, both would have to be published on window.FR for the other file.
 (function () {
   "use strict";
   const FR = (window.FR = window.FR || {});
