@@ -264,10 +264,17 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Unacknowledged messages come back after this long (acks_late): longer than the hard time limit.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # kombu's Redis transport with one fix: a worker whose broker restarts keeps running (stock, it stopped
+    # with an AttributeError while closing the lost connection; worker/redis_transport.py).
+    CELERY_BROKER_TRANSPORT = "worker.redis_transport:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# The web process must not hang when the broker is down: the sweep re-sends what could not be sent.
+# The web process must not hang when the broker is down: the sweep re-sends what could not be sent. Its
+# connection attempts are bounded by this timeout (kombu retries a connection for that long at most).
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0, minimum=0.1)
-CELERY_BROKER_CONNECTION_MAX_RETRIES = 0
+# Only the worker's consumer reads this: None, it waits for the broker as long as it takes (0 made a
+# worker started, or reconnecting, while Redis was down exit at once, and the supervisor's back-off grew
+# with each failed start, delaying the recovery after the broker came back).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -129,6 +129,40 @@ def test_uploads_survive_a_broker_outage_and_are_sent_by_the_sweep(worker_env: d
     _assert_predicted_exactly_once(ids)
 
 
+def test_a_worker_rides_out_a_broker_restart(worker_env: dict[str, str]) -> None:
+    """Redis restarted under a running worker: the worker keeps its process (and its loaded model), waits
+    for the broker and goes on. It exited before ("Unrecoverable error"), twice over: kombu's Redis
+    channel, closed after the lost connection, built a client from the closed connection (AttributeError),
+    and with CELERY_BROKER_CONNECTION_MAX_RETRIES = 0 a worker started while Redis was down gave up at
+    once; the supervisor's back-off then grew with every failed start."""
+    with private_redis() as (broker_url, redis), celery_app_broker(broker_url):
+        env = {**worker_env, **FAST_RECOVERY, "CELERY_BROKER_URL": broker_url}
+        worker = start_worker(env, name="broker-restart", beat=True)
+        try:
+            [before] = _upload(1, "REDIS-RESTART-1")
+            wait_for(
+                lambda: _all_predicted([before]),
+                timeout=180,
+                message=f"a prediction; log:\n{worker.output()}",
+            )
+            redis.stop()
+            time.sleep(6)
+            assert worker.process.poll() is None, (
+                f"the worker exited with the broker:\n{worker.output()[-3000:]}"
+            )
+            redis.start()
+            [after] = _upload(
+                1, "REDIS-RESTART-2"
+            )  # sent by the upload or, if it met no broker, by the sweep
+            wait_for(
+                lambda: _all_predicted([after]), timeout=180, message=f"recovery; log:\n{worker.output()}"
+            )
+            assert worker.process.poll() is None, worker.output()[-3000:]
+        finally:
+            worker.stop()
+    _assert_predicted_exactly_once([before, after])
+
+
 def test_a_database_outage_during_a_task_never_half_writes(
     worker_env: dict[str, str], e2e_model_path: Path
 ) -> None:
