@@ -9,9 +9,12 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
+from django.db import transaction
 
 from radiology.models import AuditEvent, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
 from radiology.roles import ADMIN_GROUP, CLINICIAN_GROUP
+from radiology.services.studies import study_verdict_of
+from radiology.services.tallies import standing_reviews_change, tally_predictions
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -101,8 +104,12 @@ class PredictionFactory(factory.django.DjangoModelFactory):
         if not create:
             return
         newest = Prediction.objects.filter(radiograph_id=obj.radiograph_id).order_by("-created_at", "-pk").first()
-        Radiograph.objects.filter(pk=obj.radiograph_id).update(current_prediction=newest)
-        obj.radiograph.current_prediction = newest
+        tally_predictions([obj])  # the audit dashboard's counts, as prediction_store_batch keeps them
+        obj.radiograph.set_current_prediction(newest)
+        obj.radiograph.save(update_fields=list(Radiograph.CURRENT_FIELDS))
+        # The study's verdict follows its radiographs' current labels (as studies_refresh_triage keeps it).
+        labels = list(Radiograph.objects.filter(study_id=obj.radiograph.study_id).values_list("current_label", flat=True))
+        Study.objects.filter(pk=obj.radiograph.study_id).update(verdict=study_verdict_of(labels))
 
 
 class ReviewFactory(factory.django.DjangoModelFactory):
@@ -114,6 +121,12 @@ class ReviewFactory(factory.django.DjangoModelFactory):
     reviewer = factory.SubFactory(ClinicianFactory)
     decision = Review.Decision.CONFIRM
     final_label = factory.SelfAttribute("prediction.label")
+
+    @classmethod
+    def _create(cls, model_class: type[Review], *args: Any, **kwargs: Any) -> Review:
+        # The audit dashboard's counts follow the prediction's standing review, as review_submit keeps them.
+        with transaction.atomic(), standing_reviews_change([kwargs["prediction"].pk]):
+            return super()._create(model_class, *args, **kwargs)
 
 
 class AuditEventFactory(factory.django.DjangoModelFactory):

@@ -1,7 +1,8 @@
 """Query-string filters for the list and export endpoints (django-filter, documented by drf-spectacular).
 
-The model verdict is the label of each radiograph's current prediction (Radiograph.current_prediction),
-matching what the web UI shows.
+The model verdict is the label of each radiograph's current prediction (Radiograph.current_prediction,
+whose label and band are copied onto the radiograph, and a study's into Study.verdict), matching what the
+web UI shows.
 """
 
 from __future__ import annotations
@@ -71,11 +72,8 @@ class StudyFilter(_CreatedRange):
 
     def filter_verdict(self, queryset: QuerySet[Study], name: str, value: str) -> QuerySet[Study]:
         # Fractured: a radiograph's current prediction says so. Not fractured: predicted, and none says so.
-        predicted = Radiograph.objects.filter(current_prediction__isnull=False)
-        fractured = predicted.filter(current_prediction__label=Label.FRACTURED).values("study_id")
-        if value == Label.FRACTURED:
-            return queryset.filter(pk__in=fractured)
-        return queryset.filter(pk__in=predicted.values("study_id")).exclude(pk__in=fractured)
+        # Study.verdict, kept with the triage summary (an index in queue order, not a join per radiograph).
+        return queryset.filter(verdict=value)
 
     def filter_reviewed(self, queryset: QuerySet[Study], name: str, value: bool | None) -> QuerySet[Study]:
         if value is None:
@@ -112,11 +110,12 @@ class RadiographFilter(_CreatedRange):
         model = Radiograph
         fields: list[str] = []
 
+    # The current prediction's label and band as copied onto the radiograph (indexed, newest first).
     def filter_verdict(self, queryset: QuerySet[Radiograph], name: str, value: str) -> QuerySet[Radiograph]:
-        return queryset.filter(current_prediction__label=value)
+        return queryset.filter(current_label=value)
 
     def filter_band(self, queryset: QuerySet[Radiograph], name: str, value: str) -> QuerySet[Radiograph]:
-        return queryset.filter(current_prediction__band=value)
+        return queryset.filter(current_band=value)
 
     def filter_reviewed(
         self, queryset: QuerySet[Radiograph], name: str, value: bool | None

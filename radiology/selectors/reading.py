@@ -9,10 +9,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from radiology.models import Adjudication, Label, Radiograph, ReaderProfile, Review, Study, UnaidedRead
+from radiology.models import (
+    Adjudication,
+    Label,
+    Radiograph,
+    ReaderProfile,
+    Review,
+    ReviewTally,
+    Study,
+    UnaidedRead,
+)
 from radiology.selectors.audit import Proportion
 from radiology.selectors.scoping import require_admin, require_clinical
 
@@ -197,13 +206,13 @@ class ReadingAudit:
     changed_better: int = 0
     changed_worse: int = 0
 
-    def _add(self, who: str, call: str, truth: str) -> None:
+    def _add(self, who: str, call: str, truth: str, n: int = 1) -> None:
         key = (
             ("tp" if call == Label.FRACTURED else "fn")
             if truth == Label.FRACTURED
             else ("fp" if call == Label.FRACTURED else "tn")
         )
-        self.counts[who][key] += 1
+        self.counts[who][key] += n
 
     def sensitivity(self, who: str) -> Proportion:
         c = self.counts[who]
@@ -222,39 +231,36 @@ class ReadingAudit:
 def audit_reading(
     *, user: Any, date_from: dt.date | None = None, date_to: dt.date | None = None
 ) -> list[ReadingAudit]:
-    """Reader / model / final figures per model version (standing reviews; two queries)."""
-    latest = Review.objects.filter(prediction=OuterRef("prediction")).order_by("-created_at", "-pk")
-    reviews: QuerySet[Review] = Review.objects.filter(pk=Subquery(latest.values("pk")[:1]))
+    """Reader / model / final figures per model version (standing reviews, counted in the running totals
+    radiology.tallies.ReviewTally: one query whatever the number of reviews)."""
+    tallies: QuerySet[ReviewTally] = ReviewTally.objects.all()
     if date_from:
-        reviews = reviews.filter(prediction__created_at__date__gte=date_from)
+        tallies = tallies.filter(prediction_day__gte=date_from)
     if date_to:
-        reviews = reviews.filter(prediction__created_at__date__lte=date_to)
-    reviews = require_admin(user, reviews)
-    rows = list(
-        reviews.values_list(
-            "radiograph_id", "prediction__model_version", "prediction__label", "final_label", "unaided_label"
-        )
-    )
-    adjudicated = dict(
-        Adjudication.objects.filter(state=Adjudication.State.DECIDED, radiograph_id__in={r[0] for r in rows})
-        .order_by("decided_at", "pk")
-        .values_list("radiograph_id", "label")
+        tallies = tallies.filter(prediction_day__lte=date_to)
+    rows = (
+        require_admin(user, tallies)
+        .order_by()
+        .values_list("model_version", "model_label", "final_label", "unaided_label", "reference_label")
+        .annotate(n=Sum("reviews"))
     )
     audits: dict[str, ReadingAudit] = {}
-    for radiograph_id, version, model_label, final_label, unaided_label in rows:
+    for version, model_label, final_label, unaided_label, reference_label, n in rows:
+        if not n:
+            continue
         audit = audits.setdefault(version, ReadingAudit(version))
-        truth = adjudicated.get(radiograph_id, final_label)
-        audit.reviewed += 1
-        audit.adjudicated += radiograph_id in adjudicated
-        audit._add("model", model_label, truth)
-        audit._add("final", final_label, truth)
+        truth = reference_label or final_label
+        audit.reviewed += n
+        audit.adjudicated += n if reference_label else 0
+        audit._add("model", model_label, truth, n)
+        audit._add("final", final_label, truth, n)
         if unaided_label:
-            audit.blinded += 1
-            audit._add("unaided", unaided_label, truth)
+            audit.blinded += n
+            audit._add("unaided", unaided_label, truth, n)
             if unaided_label != final_label:
-                audit.changed += 1
+                audit.changed += n
                 if final_label == truth:
-                    audit.changed_better += 1
+                    audit.changed_better += n
                 elif unaided_label == truth:
-                    audit.changed_worse += 1
+                    audit.changed_worse += n
     return sorted(audits.values(), key=lambda a: a.model_version, reverse=True)

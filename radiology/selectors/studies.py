@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Value
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from radiology.models import Patient, Prediction, Radiograph, Review, Study, queue_order
+from radiology.models import Patient, Prediction, Radiograph, Review, Study, StudyTally, queue_order
 from radiology.selectors.scoping import require_clinical
 
 
@@ -131,11 +131,22 @@ def study_queue_counts(
     search: str | None = None,
     band: str | None = None,
 ) -> dict[str, int]:
-    """How many studies each queue tab holds under the current filters (one GROUP BY query)."""
+    """How many studies each queue tab holds under the current filters (one GROUP BY query).
+
+    Without a date, search or band filter they are read from the running totals per state and body
+    region (radiology.tallies.StudyTally, kept by database triggers): a few dozen rows instead of
+    counting every study's index entry (65 ms a page at 333,000 studies)."""
+    counts = dict.fromkeys(Study.State.values, 0)
+    if not (date_from or date_to or search or band):
+        tallies = StudyTally.objects.filter(body_region=body_region) if body_region else StudyTally.objects
+        rows = require_clinical(user, tallies.order_by().values("state").annotate(n=Sum("studies")))
+        for row in rows:
+            if row["state"] in counts:
+                counts[row["state"]] = row["n"]
+        return counts
     studies = study_queue(
         user=user, body_region=body_region, date_from=date_from, date_to=date_to, search=search, band=band
     )
-    counts = dict.fromkeys(Study.State.values, 0)
     # COUNT(*), not COUNT(id): counted from the state index alone, without reading the table.
     for row in studies.order_by().values("state").annotate(n=Count("*")):
         counts[row["state"]] = row["n"]

@@ -47,7 +47,9 @@ from radiology.services.studies import (
     studies_refresh_triage,
     study_create,
     study_refresh_triage,
+    study_verdict_of,
 )
+from radiology.services.tallies import tallies_rebuild
 from radiology.services.tokens import api_token_issue
 
 __all__ = [
@@ -97,5 +99,7 @@ __all__ = [
     "study_mark_reading",
     "study_refresh_triage",
     "study_release_reading",
+    "study_verdict_of",
+    "tallies_rebuild",
     "unaided_read_record",
 ]

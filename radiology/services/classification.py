@@ -10,7 +10,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from radiology import dispatch
@@ -19,6 +20,7 @@ from radiology.services.audit import audit_event, audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.storage import cleanup_files_on_error, save_file
 from radiology.services.studies import studies_refresh_triage, study_refresh_triage
+from radiology.services.tallies import tally_predictions
 
 
 def _claimable(now: dt.datetime) -> Q:
@@ -245,10 +247,11 @@ def prediction_store_batch(
                     for prediction in new
                 ]
             )
+            tally_predictions(new)
         # One UPDATE for the whole batch; a new prediction becomes its radiograph's current one.
         now = timezone.now()
         for prediction in new:
-            radiographs[prediction.radiograph_id].current_prediction = prediction
+            radiographs[prediction.radiograph_id].set_current_prediction(prediction)
         for radiograph in radiographs.values():
             radiograph.status, radiograph.failure_message, radiograph.updated_at = (
                 Radiograph.Status.PREDICTED,
@@ -256,7 +259,7 @@ def prediction_store_batch(
                 now,
             )
         Radiograph.objects.bulk_update(
-            radiographs.values(), ["status", "failure_message", "updated_at", "current_prediction"]
+            radiographs.values(), ["status", "failure_message", "updated_at", *Radiograph.CURRENT_FIELDS]
         )
         studies_refresh_triage(study_ids=[r.study_id for r in radiographs.values()])
     return [stored[r.radiograph_id] for r in results]
@@ -265,8 +268,12 @@ def prediction_store_batch(
 def radiographs_set_current_prediction(*, radiograph_ids: Sequence[int]) -> None:
     """Point each radiograph at its newest stored prediction, in one UPDATE: for predictions written in
     bulk with their own timestamps (the scale-data generator); prediction_store_batch keeps it otherwise."""
-    newest = Prediction.objects.filter(radiograph=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")
-    Radiograph.objects.filter(pk__in=radiograph_ids).update(current_prediction=Subquery(newest[:1]))
+    newest = Prediction.objects.filter(radiograph=OuterRef("pk")).order_by("-created_at", "-pk")
+    Radiograph.objects.filter(pk__in=radiograph_ids).update(
+        current_prediction=Subquery(newest.values("pk")[:1]),
+        current_label=Coalesce(Subquery(newest.values("label")[:1]), Value("")),
+        current_band=Coalesce(Subquery(newest.values("band")[:1]), Value("")),
+    )
 
 
 def radiograph_fail(*, radiograph_id: int, message: str) -> None:

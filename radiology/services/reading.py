@@ -27,6 +27,7 @@ from radiology.models import (
 )
 from radiology.services.audit import audit_record
 from radiology.services.errors import ServiceError
+from radiology.services.tallies import standing_reviews_change
 
 # --- Blinded reading --------------------------------------------------------------------------------------
 
@@ -200,24 +201,29 @@ def adjudication_decide(
                 "own_case",
                 "You reviewed this image yourself; a different clinician must adjudicate it.",
             )
-        adjudication.state = Adjudication.State.DECIDED
-        adjudication.adjudicator = adjudicator
-        adjudication.label = label
-        adjudication.notes = notes.strip()
-        adjudication.decided_at = timezone.now()
-        adjudication.save(update_fields=["state", "adjudicator", "label", "notes", "decided_at"])
-        audit_record(
-            action=AuditEvent.Action.ADJUDICATION_DECIDED,
-            actor=adjudicator,
-            target=adjudication,
-            details={
-                "radiograph": adjudication.radiograph_id,
-                "review": adjudication.review_id,
-                "trigger": adjudication.trigger,
-                "label": label,
-            },
-            client_ip=client_ip,
+        # The label becomes the reference for the standing reviews of the radiograph's predictions.
+        reviewed = Review.objects.filter(radiograph_id=adjudication.radiograph_id).values_list(
+            "prediction_id", flat=True
         )
+        with standing_reviews_change(reviewed):
+            adjudication.state = Adjudication.State.DECIDED
+            adjudication.adjudicator = adjudicator
+            adjudication.label = label
+            adjudication.notes = notes.strip()
+            adjudication.decided_at = timezone.now()
+            adjudication.save(update_fields=["state", "adjudicator", "label", "notes", "decided_at"])
+            audit_record(
+                action=AuditEvent.Action.ADJUDICATION_DECIDED,
+                actor=adjudicator,
+                target=adjudication,
+                details={
+                    "radiograph": adjudication.radiograph_id,
+                    "review": adjudication.review_id,
+                    "trigger": adjudication.trigger,
+                    "label": label,
+                },
+                client_ip=client_ip,
+            )
     return adjudication
 
 

@@ -18,6 +18,7 @@ from radiology.services.audit import audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.reading import adjudication_open_if_needed, reader_is_blinded
 from radiology.services.studies import current_predictions, study_refresh_triage
+from radiology.services.tallies import standing_reviews_change
 
 
 def review_submit(
@@ -170,34 +171,36 @@ def _review_create(
             "adjudicated",
             "A second reader has adjudicated this image; its label is locked.",
         )
-    review = Review.objects.create(
-        radiograph=radiograph,
-        prediction=prediction,
-        reviewer=reviewer,
-        decision=decision,
-        final_label=final_label,
-        reason_code=reason_code,
-        reason_text=reason_text,
-        unaided_label=unaided_label,
-    )
-    audit_record(
-        action=AuditEvent.Action.REVIEW_SUBMITTED,
-        actor=reviewer,
-        target=review,
-        details={
-            "radiograph": radiograph.pk,
-            "prediction": prediction.pk,
-            "model_version": prediction.model_version,
-            "model_label": prediction.label,
-            "model_band": prediction.band,
-            "unaided_label": unaided_label,
-            "decision": decision,
-            "final_label": final_label,
-            "reason_code": reason_code,
-            "study_confirm": study_wide,
-        },
-        client_ip=client_ip,
-    )
+    # The audit dashboard's tallies move the prediction from its earlier standing review (if any) to this one.
+    with standing_reviews_change([prediction.pk]):
+        review = Review.objects.create(
+            radiograph=radiograph,
+            prediction=prediction,
+            reviewer=reviewer,
+            decision=decision,
+            final_label=final_label,
+            reason_code=reason_code,
+            reason_text=reason_text,
+            unaided_label=unaided_label,
+        )
+        audit_record(
+            action=AuditEvent.Action.REVIEW_SUBMITTED,
+            actor=reviewer,
+            target=review,
+            details={
+                "radiograph": radiograph.pk,
+                "prediction": prediction.pk,
+                "model_version": prediction.model_version,
+                "model_label": prediction.label,
+                "model_band": prediction.band,
+                "unaided_label": unaided_label,
+                "decision": decision,
+                "final_label": final_label,
+                "reason_code": reason_code,
+                "study_confirm": study_wide,
+            },
+            client_ip=client_ip,
+        )
     adjudication_open_if_needed(review=review, prediction=prediction)
     if refresh:
         study_refresh_triage(study_id=radiograph.study_id)

@@ -17,6 +17,7 @@ from radiology.ingest import IngestedImage, IngestError, IngestLimits, dicom_stu
 from radiology.models import (
     AuditEvent,
     BodyRegion,
+    Label,
     Patient,
     Prediction,
     Radiograph,
@@ -376,6 +377,7 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
         probabilities = [current[pk].probability for pk in predicted]
         bands = sorted((current[pk].band for pk in predicted), key=band_rank)
         study.state = state
+        study.verdict = study_verdict_of([current[r.pk].label for r in radiographs if r.pk in current])
         study.max_probability = max(probabilities) if probabilities else None
         study.band = bands[0] if bands else ""
         study.radiograph_count = len(radiographs)
@@ -384,11 +386,27 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
             study.reviewed_at = timezone.now()
         elif state != Study.State.REVIEWED:
             study.reviewed_at = None
-    fields = ["state", "max_probability", "band", "radiograph_count", "failed_count", "reviewed_at"]
+    fields = [
+        "state",
+        "verdict",
+        "max_probability",
+        "band",
+        "radiograph_count",
+        "failed_count",
+        "reviewed_at",
+    ]
     if len(studies) == 1:
         studies[0].save(update_fields=fields)
     else:
         Study.objects.bulk_update(studies, fields)
+
+
+def study_verdict_of(labels: Sequence[str]) -> str:
+    """A study's verdict from its radiographs' current labels: fractured if one is, not fractured if some
+    are predicted and none is, "" before any prediction (Study.verdict)."""
+    if Label.FRACTURED in labels:
+        return Label.FRACTURED
+    return Label.NOT_FRACTURED if any(labels) else ""
 
 
 def current_predictions(radiograph_ids: Sequence[int]) -> dict[int, Prediction]:

@@ -351,9 +351,10 @@ def test_prediction_store_batch_stores_a_forward_pass_in_one_go(django_assert_ma
     pair = [RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(2)]
     alone = RadiographFactory(status=Radiograph.Status.RUNNING)
     results = [_result(alone, 0.2), _result(pair[1], 0.9), _result(pair[0], 0.4)]
-    # lock, existing, two inserts, one update, five for both studies, and three for the audit chain (a
-    # savepoint, lock and advance its head): however many results.
-    with django_assert_max_num_queries(15):
+    # lock, existing, two inserts, one update, five for both studies, three for the audit chain (a
+    # savepoint, lock and advance its head), and the audit dashboard's prediction tally (an update; on a
+    # model version's first prediction of the day, also a savepoint and an insert): however many results.
+    with django_assert_max_num_queries(19):
         stored = services.prediction_store_batch(model_version="m1", threshold=0.5, results=results)
     assert [p.radiograph_id for p in stored] == [alone.pk, pair[1].pk, pair[0].pk]
     assert [p.label for p in stored] == ["not_fractured", "fractured", "not_fractured"]

@@ -46,6 +46,7 @@ from radiology.models import (
     band_rank,
 )
 from radiology.roles import CLINICIAN_GROUP, ensure_role_groups
+from radiology.services import study_verdict_of, tallies_rebuild
 
 CHUNK = 5000  # studies (or patients) written per COPY round
 GENERATED = {
@@ -127,6 +128,8 @@ class Command(BaseCommand):
             counts = generator.run(
                 studies=studies, per_study=per_study, reviewers=_reviewers(options["reviewers"], prefix)
             )
+            # The rows went around the services: the audit dashboard's tallies are counted afresh.
+            tallies_rebuild()
         seconds = (timezone.now() - started).total_seconds()
         summary = ", ".join(f"{n:,} {name}" for name, n in counts.items())
         self.stdout.write(self.style.SUCCESS(f"Created {summary} in {seconds:.1f} s."))
@@ -316,11 +319,13 @@ class _Generator:
                 if status == Radiograph.Status.PREDICTED:
                     current = self._predictions(radiograph, predictions, prediction_id, heatmap)
                     radiograph.current_prediction_id = current.pk
+                    radiograph.current_label, radiograph.current_band = current.label, current.band
                     members.append((radiograph, current))
             if members:
                 # The summary studies_refresh_triage computes: the most suspicious current prediction.
                 study.max_probability = max(p.probability for _, p in members)
                 study.band = min((p.band for _, p in members), key=band_rank)
+                study.verdict = study_verdict_of([p.label for _, p in members])
             if state == Study.State.REVIEWED:
                 study.reviewed_at = self._reviews(members, reviews, created, rng.choice(reviewers))
         writer.write(Study, study_rows)
