@@ -15,10 +15,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-# Their home is classifier.decoding; worker/governance_tasks.py still imports them from here until its
-# in-progress change (another session's) lands and its import can follow.
-from classifier.decoding import UnreadableImageError, decode_grayscale  # noqa: F401
-
 # One resizing thread per call: the worker and the training pipeline parallelise across images.
 cv2.setNumThreads(1)
 

@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from classifier.card import colour_share, ood_distances
+from classifier.decoding import UnreadableImageError, decode_grayscale
 from classifier.predict import Predictor
-from classifier.preprocessing import UnreadableImageError, decode_grayscale
 from radiology import dispatch, services
 from radiology.governance import drift, guardrails, monitoring, registry
 from radiology.governance import services as governance_services
