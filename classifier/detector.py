@@ -279,22 +279,14 @@ def fit_detector(
     import keras
     import tensorflow as tf
 
-    from classifier.epochs import BestEpoch, EpochRecord, SaveEachEpoch
+    from classifier.epochs import BestEpoch, EpochRecord, SaveEachEpoch, warmup_cosine
 
     keras.utils.set_random_seed(seed)
     core = lite0_detector_core(size, backbone_weights=backbone_weights)
     steps = max(1, len(train.images.records) // batch_size)
     if max_steps:
         steps = min(steps, max_steps)
-    total = steps * epochs
-    warm = max(1, int(warmup * total))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr / 25.0,
-        decay_steps=max(1, total - warm),
-        warmup_target=lr,
-        warmup_steps=warm,
-        alpha=1e-3,
-    )
+    schedule = warmup_cosine(lr, steps * epochs, warmup)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
     dataset = iter(detector_dataset(train, batch_size=batch_size, augment=augment, seed=seed))
 

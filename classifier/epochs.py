@@ -1,4 +1,5 @@
-"""Keras callbacks shared by both training loops (``train.fit`` and ``detector.fit_detector``).
+"""Keras pieces shared by both training loops (``fitting.fit`` and ``detector.fit_detector``): the learning
+rate schedule and the callbacks.
 
 ``EpochRecord`` writes one history row per epoch (losses, seconds, the validation figures) and puts the
 validation figures into the epoch's logs, so that ``BestEpoch`` keeps the best epoch's weights and Keras's
@@ -19,6 +20,19 @@ log = logging.getLogger("classifier.train")
 
 # The validation figure epochs are chosen and stopped on (metrics.source_metrics' mean of the AUCs).
 MONITOR = "score"
+
+
+def warmup_cosine(peak: float, total_steps: int, warmup: float) -> Any:
+    """One-cycle learning rate: from ``peak / 25`` up to ``peak`` over the first ``warmup`` share of the
+    steps, then a cosine decay to ``peak / 1000``."""
+    warm = max(1, int(warmup * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 25.0,
+        decay_steps=max(1, total_steps - warm),
+        warmup_target=peak,
+        warmup_steps=warm,
+        alpha=1e-3,
+    )
 
 
 class EpochRecord(keras.callbacks.Callback):

@@ -61,15 +61,9 @@ def predict_logits(
 def _optimizer(recipe: Recipe, total_steps: int, lr_scale: float = 1.0) -> Any:
     import keras
 
-    warm = max(1, int(recipe.warmup * total_steps))
-    peak = recipe.lr * lr_scale
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak / 25.0,
-        decay_steps=max(1, total_steps - warm),
-        warmup_target=peak,
-        warmup_steps=warm,
-        alpha=1e-3,
-    )
+    from classifier.epochs import warmup_cosine  # imports Keras: only when training
+
+    schedule = warmup_cosine(recipe.lr * lr_scale, total_steps, recipe.warmup)
     if recipe.optimizer == "adam":
         return keras.optimizers.Adam(schedule)
     return keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
