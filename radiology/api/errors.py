@@ -8,11 +8,14 @@ sees str(exception), which may carry file paths, SQL or patient data.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFilesSent
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template import loader
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
@@ -119,6 +122,22 @@ def _problem_for(exc: exceptions.APIException, instance: str) -> tuple[dict[str,
     ), headers
 
 
+# The database out of reach (a restart, a failover, a dropped connection, SQLite locked for longer than the
+# wait): not the request's fault and over in a moment, so 503 with Retry-After, which clients retry, never a
+# 500. A constraint or a bad query (IntegrityError, ProgrammingError) stays a 500: retrying will not help.
+DATABASE_OUTAGE = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = "5"
+
+
+def _database_unavailable() -> Problem:
+    logger.warning("database unavailable: answered 503", exc_info=True)
+    return Problem(
+        "database_unavailable",
+        "The database is unavailable for a moment; nothing was changed. Please retry.",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]: never returns None, so nothing reaches Django's debug page."""
     request = context.get("request")
@@ -135,6 +154,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     elif isinstance(exc, RecursionError):
         # A JSON body or manifest nested thousands deep exhausts the parser's recursion: the client's fault.
         exc = Problem("bad_request", "The request body is nested too deeply.", status_code=400)
+    elif isinstance(exc, DATABASE_OUTAGE):
+        exc = _database_unavailable()
     elif isinstance(exc, SuspiciousOperation):
         # Too many fields or files, a malformed multipart body: the client's fault, said without detail.
         exc = Problem("bad_request", "The request could not be processed as sent.", status_code=400)
@@ -203,6 +224,24 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    # Called while the exception is being handled: one raised outside an API view (a session or sign-in
+    # lookup in middleware, any page) may be the database being away.
+    if isinstance(sys.exc_info()[1], DATABASE_OUTAGE):
+        logger.warning("database unavailable: answered 503")
+        if _is_api(request):
+            response = problem_response(
+                problem_body(
+                    code="database_unavailable",
+                    status_code=503,
+                    detail="The database is unavailable for a moment; nothing was changed. Please retry.",
+                    instance=request.path,
+                )
+            )
+        else:
+            # Like Django's own 500 page: a template with no context, which needs no database.
+            response = HttpResponse(loader.get_template("503.html").render(), status=503)
+        response["Retry-After"] = DATABASE_RETRY_AFTER
+        return response
     if _is_api(request):
         return problem_response(
             problem_body(

@@ -175,6 +175,12 @@ CATALOGUE: dict[str, ProblemType] = {
     "storage_unavailable": ProblemType(
         503, "Storage unavailable", "The image store refused the write; nothing was saved."
     ),
+    "database_unavailable": ProblemType(
+        503,
+        "Database unavailable",
+        "The database could not be reached (a restart, a failover); nothing was changed. Retry after "
+        "Retry-After seconds (a creating request with the same Idempotency-Key).",
+    ),
 }
 
 _GENERIC_BY_STATUS = {

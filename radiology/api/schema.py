@@ -35,8 +35,9 @@ AUTHENTICATED = (
     "permission_denied",
     "throttled",
     "server_error",
+    "database_unavailable",
 )
-PUBLIC = ("throttled", "server_error")
+PUBLIC = ("throttled", "server_error", "database_unavailable")
 # An operation whose path names a record: it may not exist or not be visible to the caller.
 FOUND = ("not_found",)
 # A paginated, filtered list: an invalid filter value; a page past the end.

@@ -78,3 +78,31 @@ def test_a_batch_while_storage_is_down_is_a_503_to_retry_with_the_same_key(
     assert "No space" not in body["detail"]
     assert Study.objects.count() == 0 and Radiograph.objects.count() == 0
     assert not IdempotencyRecord.objects.exists()  # the key is free for the retry
+
+
+def _database_gone(*args: Any, **kwargs: Any) -> Any:
+    from django.db import OperationalError
+
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+def test_the_database_out_of_reach_is_a_503_to_retry_not_a_500(clinician_api: Any, monkeypatch: Any) -> None:
+    """A PostgreSQL restart under the API (bench/chaos.py, "database down"): clients retry a 503 with
+    Retry-After; a 500 says the request itself broke something."""
+    from radiology import selectors
+
+    monkeypatch.setattr(selectors, "study_queue", _database_gone)
+    response = clinician_api.get("/api/v1/studies")
+    assert_problem(response, 503, "database_unavailable")
+    assert response["Retry-After"]
+
+
+def test_a_page_while_the_database_is_out_of_reach_is_a_503(clinician_client: Any, monkeypatch: Any) -> None:
+    from radiology import selectors
+
+    monkeypatch.setattr(selectors, "study_queue", _database_gone)
+    clinician_client.raise_request_exception = False  # answered by handler500, as in production
+    response = clinician_client.get("/queue/")
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert b"Temporarily unavailable" in response.content

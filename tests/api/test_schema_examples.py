@@ -194,11 +194,24 @@ def test_the_document_lists_exactly_the_declared_problems(schema: dict[str, Any]
         assert documented[getattr(view, method).operation_id] == expected, (view.__name__, method)
 
 
+def _503_codes(operation: dict[str, Any]) -> set[str]:
+    response = operation.get("responses", {}).get("503", {})
+    return set(response.get("content", {}).get("application/problem+json", {}).get("examples", {}))
+
+
 def test_storage_unavailable_is_declared_only_by_the_uploading_operations(schema: dict[str, Any]) -> None:
-    with_503 = {
+    with_storage = {
         (method.upper(), path)
         for path, operations_ in schema["paths"].items()
         for method, operation in operations_.items()
-        if "503" in operation.get("responses", {})
+        if "storage_unavailable" in _503_codes(operation)
     }
-    assert with_503 == {("POST", "/api/v1/studies"), ("POST", "/api/v1/batches")}
+    assert with_storage == {("POST", "/api/v1/studies"), ("POST", "/api/v1/batches")}
+
+
+def test_every_operation_declares_the_database_being_out_of_reach(schema: dict[str, Any]) -> None:
+    """A database restart is answered 503 database_unavailable (with Retry-After) by every operation."""
+    for path, operations_ in schema["paths"].items():
+        for method, operation in operations_.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                assert "database_unavailable" in _503_codes(operation), (method, path)
