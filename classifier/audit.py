@@ -33,6 +33,7 @@ import numpy as np
 
 from classifier.data import Record, load_source, sha256_file
 from classifier.decoding import UnreadableImageError, decode_grayscale, sniff_format
+from classifier.figures import pyplot, save_figure
 
 log = logging.getLogger("classifier.audit")
 
@@ -238,11 +239,7 @@ def _flags(summary: dict[str, Any]) -> list[str]:
 
 
 def write_plots(items: Sequence[Item], out: Path, summary: dict[str, Any]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     plots = {}
     # Class balance per split.
     splits = list(summary["class_balance"])
@@ -255,9 +252,7 @@ def write_plots(items: Sequence[Item], out: Path, summary: dict[str, Any]) -> di
     ax.set_xticks(x, splits)
     ax.set(ylabel="images", title="class balance")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "class_balance.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "class_balance.png", dpi=100)
     plots["class_balance"] = "class_balance.png"
 
     # Sample grid per class.
@@ -278,9 +273,7 @@ def write_plots(items: Sequence[Item], out: Path, summary: dict[str, Any]) -> di
         axes[row, 0].set_title(
             ("fractured" if label else "not fractured") + "\n" + axes[row, 0].get_title(), fontsize=7
         )
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, out / "samples.png", dpi=90)
     plots["samples"] = "samples.png"
 
     # Mean intensity histogram per class.
@@ -291,9 +284,7 @@ def write_plots(items: Sequence[Item], out: Path, summary: dict[str, Any]) -> di
             ax.plot(np.mean(hists, axis=0), label=name)
     ax.set(xlabel="grey level", ylabel="share of pixels", title="intensity histogram per class", yscale="log")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "intensity.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "intensity.png", dpi=100)
     plots["intensity"] = "intensity.png"
 
     # Sizes.
@@ -306,9 +297,7 @@ def write_plots(items: Sequence[Item], out: Path, summary: dict[str, Any]) -> di
             ax.scatter(wh[:, 0], wh[:, 1], s=5, alpha=0.4, label=name)
     ax.set(xlabel="width (px)", ylabel="height (px)", title="image sizes", xscale="log", yscale="log")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "sizes.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "sizes.png", dpi=100)
     plots["sizes"] = "sizes.png"
     return plots
 

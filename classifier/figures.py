@@ -33,7 +33,8 @@ def pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path, dpi: int = 110) -> None:
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Lay the figure out, write it as a PNG and free it."""
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
@@ -54,7 +55,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> No
     if keys:
         ax_auc.legend(fontsize=7)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_roc(curves: Curves, path: Path, title: str) -> None:
@@ -71,7 +72,7 @@ def plot_roc(curves: Curves, path: Path, title: str) -> None:
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_reliability(curves: Curves, path: Path, title: str) -> None:
@@ -88,7 +89,7 @@ def plot_reliability(curves: Curves, path: Path, title: str) -> None:
             ax.annotate(str(n), (x, y), fontsize=6, alpha=0.6)
     ax.set(xlabel="predicted probability", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7, loc="upper left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_froc(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
@@ -102,7 +103,7 @@ def plot_froc(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
         xlabel="false-positive boxes per image", ylabel="fractures found", title="FROC on test", xlim=(0, 3)
     )
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_box_examples(
@@ -132,7 +133,7 @@ def plot_box_examples(
         x, y = cell_peak(scored.cells[i], scored.data.geometries[i])
         ax.plot([x], [y], marker="+", color="yellow", ms=8)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_pointing_examples(
@@ -163,4 +164,4 @@ def plot_pointing_examples(
         hit = pointing_hit(heatmap, records[i].boxes)
         ax.plot(px * w, py * h, marker="x", color="white" if hit else "red", ms=8, mew=2)
         ax.set_title(f"{records[i].path.stem} {'hit' if hit else 'miss'}", fontsize=7)
-    _save(fig, path, dpi=100)
+    save_figure(fig, path, dpi=100)
