@@ -64,50 +64,40 @@ def result_deliveries_create_due(*, now: dt.datetime | None = None) -> list[int]
     if destination is None:
         return []
     since = (now or timezone.now()) - DUE_WINDOW
+    predicted = [Study.State.AWAITING_REVIEW, Study.State.REVIEWED]
+    due = [
+        # A model result once a study has a prediction newer than its last result delivery...
+        (ResultDelivery.Kind.MODEL_RESULT, predicted, "predictions"),
+        # ...and a final call once a reviewed study has a review newer than its last final-call delivery.
+        (ResultDelivery.Kind.FINAL_CALL, [Study.State.REVIEWED], "reviews"),
+    ]
     created: list[int] = []
-    model_due = (
-        Study.objects.filter(
-            state__in=[Study.State.AWAITING_REVIEW, Study.State.REVIEWED],
-            radiographs__format=Radiograph.Format.DICOM,
-            radiographs__predictions__created_at__gte=since,
-        )
-        .annotate(
-            last_result=Max("radiographs__predictions__created_at"),
-            last_delivery=Max(
-                "result_deliveries__created_at",
-                filter=Q(result_deliveries__kind=ResultDelivery.Kind.MODEL_RESULT),
-            ),
-        )
-        .filter(Q(last_delivery__isnull=True) | Q(last_delivery__lt=F("last_result")))
-        .values_list("pk", flat=True)
-        .distinct()
-    )
-    for study_id in list(model_due)[:200]:
-        delivery = _create(study_id, ResultDelivery.Kind.MODEL_RESULT, destination)
-        if delivery:
-            created.append(delivery)
-    final_due = (
-        Study.objects.filter(
-            state=Study.State.REVIEWED,
-            radiographs__format=Radiograph.Format.DICOM,
-            radiographs__reviews__created_at__gte=since,
-        )
-        .annotate(
-            last_review=Max("radiographs__reviews__created_at"),
-            last_delivery=Max(
-                "result_deliveries__created_at",
-                filter=Q(result_deliveries__kind=ResultDelivery.Kind.FINAL_CALL),
-            ),
-        )
-        .filter(Q(last_delivery__isnull=True) | Q(last_delivery__lt=F("last_review")))
-        .values_list("pk", flat=True)
-        .distinct()
-    )
-    for study_id in list(final_due)[:200]:
-        delivery = _create(study_id, ResultDelivery.Kind.FINAL_CALL, destination)
-        if delivery:
-            created.append(delivery)
+    for kind, states, events in due:
+        for study_id in _due_studies(kind, states, events, since):
+            delivery = _create(study_id, kind, destination)
+            if delivery:
+                created.append(delivery)
     return created
+
+
+def _due_studies(kind: str, states: Sequence[str], events: str, since: dt.datetime) -> list[int]:
+    """DICOM studies in ``states`` whose newest radiograph ``events`` (predictions or reviews), since
+    ``since``, is newer than their last delivery of ``kind``: at most 200 a poll."""
+    studies = (
+        Study.objects.filter(
+            state__in=states,
+            radiographs__format=Radiograph.Format.DICOM,
+            **{f"radiographs__{events}__created_at__gte": since},
+        )
+        .annotate(
+            last_event=Max(f"radiographs__{events}__created_at"),
+            last_delivery=Max("result_deliveries__created_at", filter=Q(result_deliveries__kind=kind)),
+        )
+        .filter(Q(last_delivery__isnull=True) | Q(last_delivery__lt=F("last_event")))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    return list(studies)[:200]
 
 
 def _create(study_id: int, kind: str, destination: Destination) -> int | None:
