@@ -6,7 +6,6 @@ constraint); the worker serves it and every shadow version.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from classifier.card import CardError, read_card, resolve_artifact
+from classifier.data import sha256_file
 from radiology.governance.comparison import Comparison, compare_versions
 from radiology.governance.models import ModelVersion
 from radiology.models import AuditEvent
@@ -26,14 +26,6 @@ from radiology.services.errors import ServiceError
 
 class RegistryError(ServiceError):
     """A registry action refused, with a reason an administrator can act on."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def validate_artifact(path: Path) -> tuple[Path, dict[str, Any], str]:
@@ -57,7 +49,7 @@ def validate_artifact(path: Path) -> tuple[Path, dict[str, Any], str]:
         raise RegistryError("invalid_artifact", f"{model_file} is damaged ({damaged} fails its checksum)")
     if "config.json" not in names:
         raise RegistryError("invalid_artifact", f"{model_file} holds no model configuration")
-    return model_file, card, _sha256(model_file)
+    return model_file, card, sha256_file(model_file)
 
 
 def model_version_register(
