@@ -143,8 +143,23 @@ class Study(models.Model):
             # no probability last, then oldest), within one tab and across all of them: a page is read
             # straight off the index instead of sorting every study. (COALESCE rather than NULLS LAST,
             # which SQLite indexes cannot express.)
-            models.Index(F("state"), queue_order(), F("created_at"), F("id"), name="study_queue_idx"),
-            models.Index(queue_order(), F("created_at"), F("id"), name="study_queue_all_idx"),
+            # max_probability INCLUDEd (PostgreSQL): the index holds every column its expression reads, so
+            # a deep page's ids come from the index alone (radiology.paging; 353 -> 26 ms at page 6,666).
+            models.Index(
+                F("state"),
+                queue_order(),
+                F("created_at"),
+                F("id"),
+                name="study_queue_idx",
+                include=["max_probability"],
+            ),
+            models.Index(
+                queue_order(),
+                F("created_at"),
+                F("id"),
+                name="study_queue_all_idx",
+                include=["max_probability"],
+            ),
             # The Reviewed tab: most recently reviewed first.
             models.Index(fields=["state", "-reviewed_at", "-id"], name="study_reviewed_idx"),
             models.Index(Upper("accession_number"), name="study_accession_upper_idx"),
@@ -153,7 +168,14 @@ class Study(models.Model):
             # The queue's tab counts (COUNT(*) GROUP BY state) from the index alone, at 333,000 studies.
             models.Index(fields=["state"], name="study_state_idx"),
             # The API's verdict filter, in queue order (its page count from the index alone).
-            models.Index(F("verdict"), queue_order(), F("created_at"), F("id"), name="study_verdict_idx"),
+            models.Index(
+                F("verdict"),
+                queue_order(),
+                F("created_at"),
+                F("id"),
+                name="study_verdict_idx",
+                include=["max_probability"],
+            ),
         ]
 
     def __str__(self) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.core.paginator import EmptyPage, PageNotAnInteger
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -25,6 +25,7 @@ from radiology.access import admin_required, client_ip, clinician_required
 from radiology.forms import DateRangeForm, QueueFilterForm, StudyUploadForm
 from radiology.ingest import IngestError, IngestLimits, ingest_file
 from radiology.models import Label, Prediction, Radiograph, Study
+from radiology.paging import IdsFirstPaginator
 from radiology.roles import is_clinician
 from radiology.selectors.reading import (
     audit_reading,
@@ -252,7 +253,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     form = QueueFilterForm(request.GET)
     form.is_valid()
     state = form.current_state()
-    paginator = Paginator(_queue_studies(request, form), QUEUE_PAGE_SIZE)
+    paginator = IdsFirstPaginator(_queue_studies(request, form), QUEUE_PAGE_SIZE)
     # The tab counts use the same filters: the page count needs no COUNT of its own (at 333,000 studies
     # that second count cost 30-100 ms a page).
     counts = selectors.study_queue_counts(user=request.user, **form.filters())

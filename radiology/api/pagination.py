@@ -3,11 +3,15 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework.pagination import PageNumberPagination
 
+from radiology.paging import IdsFirstPaginator
+
 
 class ApiPagination(PageNumberPagination):
     """Page numbers with a client-chosen page size, capped so one request cannot fetch everything."""
 
     page_size_query_param = "page_size"
+    # A page's ids from the ordering's index, then its rows: deep pages as fast as the first ones.
+    django_paginator_class = IdsFirstPaginator
 
     @property
     def page_size(self) -> int:  # type: ignore[override]
