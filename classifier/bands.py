@@ -22,6 +22,7 @@ from classifier.metrics import (
     cluster_means,
     expected_calibration_error,
     fit_platt,
+    region_aucs,
     reliability_bins,
     roc_auc,
     weighted_rates,
@@ -180,14 +181,7 @@ def source_report(
         report["no_hardware"] = {
             "images": level_report(labels[keep], probs[keep], clusters[keep], points, n_boot),
         }
-    regions = sorted({part for i in idx for part in scored.records[i].region.split("|") if part})
+    regions = region_aucs([scored.records[i] for i in idx], labels, probs)
     if regions:
-        report["regions"] = {}
-        for region in regions:
-            m = np.array([region in scored.records[i].region.split("|") for i in idx])
-            report["regions"][region] = {
-                "images": int(m.sum()),
-                "fractured": int(labels[m].sum()),
-                "auc": roc_auc(labels[m], probs[m]) if 0 < labels[m].sum() < m.sum() else float("nan"),
-            }
+        report["regions"] = regions
     return report

@@ -49,6 +49,7 @@ from classifier.metrics import (
     expected_calibration_error,
     fit_platt,
     fit_temperature,
+    region_aucs,
     reliability_bins,
     roc_auc,
     threshold_for_sensitivity,
@@ -334,17 +335,9 @@ def evaluate(
                 n_boot=n_boot,
             )
             roc_curves[f"{source} no hardware"] = (labels[keep], probs[keep])
-        regions = sorted({part for r in recs for part in r.region.split("|") if part})
+        regions = region_aucs(recs, labels, probs)
         if regions:
-            report["regions"] = {}
-            for region in regions:
-                m = np.array([region in r.region.split("|") for r in recs])
-                lab = labels[m]
-                report["regions"][region] = {
-                    "images": int(m.sum()),
-                    "fractured": int(lab.sum()),
-                    "auc": roc_auc(lab, probs[m]) if 0 < lab.sum() < len(lab) else float("nan"),
-                }
+            report["regions"] = regions
         if predicted.cams is not None and any(r.boxes for r in recs):
             cams = [predicted.cams[i] for i in idx]
             sub = data.subset(idx)

@@ -31,6 +31,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_platt",
     "fit_temperature",
+    "region_aucs",
     "reliability_bins",
     "roc_auc",
     "source_metrics",
@@ -286,6 +287,24 @@ def cluster_consistency(
         return float("nan"), 0
     same = (positives[multi] == 0) | (positives[multi] == counts[multi])
     return float(same.mean()), int(multi.sum())
+
+
+def region_aucs(
+    records: Sequence[Record], labels: np.ndarray, probabilities: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per body region (a record may name several, ``|``-separated): images, fractured images and ROC-AUC
+    (NaN where the region has one class only). Empty when no record names a region."""
+    regions = sorted({part for r in records for part in r.region.split("|") if part})
+    out: dict[str, dict[str, Any]] = {}
+    for region in regions:
+        m = np.array([region in r.region.split("|") for r in records])
+        fractured = int(labels[m].sum())
+        out[region] = {
+            "images": int(m.sum()),
+            "fractured": fractured,
+            "auc": roc_auc(labels[m], probabilities[m]) if 0 < fractured < m.sum() else float("nan"),
+        }
+    return out
 
 
 def source_metrics(
