@@ -231,6 +231,9 @@ class Radiograph(models.Model):
     # from an index instead of joining every radiograph with its prediction (1 s at 1,000,000).
     current_label = models.CharField(max_length=16, choices=Label.choices, blank=True, default="")
     current_band = models.CharField(max_length=12, choices=Band.choices, blank=True, default="")
+    # Whether any review of it was recorded (set by the review service; reviews are never deleted): the
+    # API's `reviewed` filter without an anti-join against every review.
+    has_review = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -251,6 +254,8 @@ class Radiograph(models.Model):
             # The API's verdict and band filters, newest first.
             models.Index(fields=["current_label", "created_at", "id"], name="radiograph_label_idx"),
             models.Index(fields=["current_band", "created_at", "id"], name="radiograph_band_idx"),
+            # The page count of `reviewed`, alone or with a verdict, from the index alone.
+            models.Index(fields=["has_review", "current_label"], name="radiograph_reviewed_idx"),
         ]
 
     def __str__(self) -> str:
@@ -396,6 +401,8 @@ class Review(models.Model):
             models.Index(fields=["radiograph", "-created_at"], name="review_latest_idx"),
             # A prediction's standing (latest) review, looked up for every prediction by the audit dashboard.
             models.Index(fields=["prediction", "-created_at", "-id"], name="review_prediction_latest_idx"),
+            # The audit dashboard's latest reviews (a sort of every review without it: 230 ms at 700,000).
+            models.Index(fields=["-created_at", "-id"], name="review_newest_idx"),
         ]
 
     def __str__(self) -> str:

@@ -126,7 +126,9 @@ class ReviewFactory(factory.django.DjangoModelFactory):
     def _create(cls, model_class: type[Review], *args: Any, **kwargs: Any) -> Review:
         # The audit dashboard's counts follow the prediction's standing review, as review_submit keeps them.
         with transaction.atomic(), standing_reviews_change([kwargs["prediction"].pk]):
-            return super()._create(model_class, *args, **kwargs)
+            review = super()._create(model_class, *args, **kwargs)
+            Radiograph.objects.filter(pk=review.radiograph_id).update(has_review=True)
+            return review
 
 
 class AuditEventFactory(factory.django.DjangoModelFactory):

@@ -15,7 +15,7 @@ from django import forms
 from django.db.models import Exists, OuterRef, QuerySet
 from drf_spectacular.utils import extend_schema_field
 
-from radiology.models import Band, BodyRegion, Label, Prediction, Radiograph, Review, Study
+from radiology.models import Band, BodyRegion, Label, Prediction, Radiograph, Study
 from radiology.selectors import start_of_day, study_search
 
 _MAX_ID = 2**63 - 1
@@ -122,8 +122,7 @@ class RadiographFilter(_CreatedRange):
     ) -> QuerySet[Radiograph]:
         if value is None:
             return queryset
-        reviewed = Exists(Review.objects.filter(radiograph=OuterRef("pk")))
-        return queryset.filter(reviewed if value else ~reviewed)
+        return queryset.filter(has_review=value)  # kept by the review service
 
     def filter_model_version(
         self, queryset: QuerySet[Radiograph], name: str, value: str

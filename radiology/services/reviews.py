@@ -201,6 +201,9 @@ def _review_create(
             },
             client_ip=client_ip,
         )
+    if not radiograph.has_review:
+        radiograph.has_review = True
+        radiograph.save(update_fields=["has_review"])
     adjudication_open_if_needed(review=review, prediction=prediction)
     if refresh:
         study_refresh_triage(study_id=radiograph.study_id)

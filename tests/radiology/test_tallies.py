@@ -7,7 +7,6 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import pytest
 from django.db import connection, transaction
 from django.db.models import Count, Max, Min, OuterRef, Subquery, Value
@@ -15,7 +14,6 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from radiology import selectors, services
-from radiology.selectors.reading import audit_reading
 from radiology.models import (
     Adjudication,
     Label,
@@ -27,15 +25,10 @@ from radiology.models import (
     Study,
     StudyTally,
 )
+from radiology.selectors.reading import audit_reading
 from tests.factories import ClinicianFactory, PredictionFactory, RadiographFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def _png() -> bytes:
-    import cv2
-
-    return bytes(cv2.imencode(".png", np.full((32, 32), 90, np.uint8))[1].tobytes())
 
 
 def _store(radiograph: Radiograph, probability: float, version: str = "v1") -> Prediction:
@@ -76,6 +69,13 @@ def test_current_label_band_and_study_verdict_follow_each_new_prediction() -> No
     assert state() == (("not_fractured", "no_fracture"), ("not_fractured", "doubt"), "not_fractured")
     _store(a, 0.6, version="v2")
     assert state() == (("fractured", "doubt"), ("not_fractured", "doubt"), "fractured")
+
+
+def test_a_radiograph_is_marked_reviewed_by_its_first_review(clinician: Any) -> None:
+    prediction = PredictionFactory(probability=0.9, label=Label.FRACTURED)
+    assert Radiograph.objects.get(pk=prediction.radiograph_id).has_review is False
+    services.review_submit(radiograph_id=prediction.radiograph_id, reviewer=clinician, decision="confirm")
+    assert Radiograph.objects.get(pk=prediction.radiograph_id).has_review is True
 
 
 def test_pointing_radiographs_at_their_newest_prediction_copies_label_and_band() -> None:

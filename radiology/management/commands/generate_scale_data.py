@@ -379,6 +379,7 @@ class _Generator:
         reviewed = created + dt.timedelta(hours=rng.uniform(0.2, 48))
         times = []
         for radiograph, prediction in members:
+            radiograph.has_review = True
             overridden = rng.random() < 0.12
             at = max(reviewed, prediction.created_at + dt.timedelta(minutes=5))
             times.append(at)
