@@ -71,9 +71,11 @@ def radiograph_claim_batch(*, radiograph_id: int, max_batch: int) -> list[int]:
 
 
 def radiograph_release(*, radiograph_id: int) -> None:
-    """RUNNING -> QUEUED, so a retried task can claim the row again."""
+    """RUNNING -> QUEUED, so a retried task can claim the row again. The claim is given back, not lost:
+    it no longer counts among the attempts CLASSIFY_MAX_ATTEMPTS caps (a few retries through a database
+    or storage blip, then one worker death, failed the radiograph as "never finished")."""
     Radiograph.objects.filter(pk=radiograph_id, status=Radiograph.Status.RUNNING).update(
-        status=Radiograph.Status.QUEUED, claimed_at=None
+        status=Radiograph.Status.QUEUED, claimed_at=None, attempts=F("attempts") - 1
     )
 
 

@@ -122,3 +122,24 @@ def test_a_time_limit_reached_with_the_model_loaded_fails_readably(
     radiograph.refresh_from_db()
     assert radiograph.status == Radiograph.Status.FAILED
     assert radiograph.failure_message == "Classification took too long and was stopped. Try again later."
+
+
+def test_claims_given_back_for_a_retry_are_not_counted_as_lost(settings: Any, dispatched: Any) -> None:
+    """A database or storage blip makes the task give its claim back and retry (a few times): those claims
+    were not lost. Counted, they used up CLASSIFY_MAX_ATTEMPTS, and a single worker death afterwards failed
+    the radiograph as "started several times and never finished"."""
+    settings.CLASSIFY_MAX_ATTEMPTS = 3
+    radiograph = RadiographFactory(status=Radiograph.Status.QUEUED)
+    for _retry in range(4):  # claimed, then given back by a task meeting a transient error
+        assert services.radiograph_claim(radiograph_id=radiograph.pk)
+        services.radiograph_release(radiograph_id=radiograph.pk)
+    assert services.radiograph_claim(radiograph_id=radiograph.pk)  # the worker dies holding this claim
+    Radiograph.objects.filter(pk=radiograph.pk).update(
+        claimed_at=timezone.now() - dt.timedelta(hours=1), created_at=timezone.now() - dt.timedelta(hours=2)
+    )
+
+    services.radiographs_resend_stale()
+
+    radiograph.refresh_from_db()
+    assert radiograph.status == Radiograph.Status.QUEUED  # one lost claim: sent again, not failed
+    assert dispatched.sent == [radiograph.pk]
