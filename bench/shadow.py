@@ -165,6 +165,9 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=1.0, help="mean seconds idle before each upload")
     parser.add_argument("--model", default="", help="active model (default: the shipped one)")
     parser.add_argument("--shadow-model", default=str(SHADOW_MODEL))
+    parser.add_argument(
+        "--warm-up-timeout", type=float, default=1800, help="seconds for the shadow's first answer"
+    )
     parser.add_argument("--database", default=None, help="PostgreSQL database name (default fr_bench_<pid>)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -191,11 +194,22 @@ def main() -> int:
         warm = seed_radiographs(stack, sample_images(2, seed=99), prefix="W")
         send(stack, warm)
         wait_for_predictions(stack, warm)
-        print(f"shadow warmed up in {drain_shadow(stack, version, warm)['seconds']:.0f} s", flush=True)
+        warmed = drain_shadow(stack, version, warm, timeout=args.warm_up_timeout)
+        if warmed["answered"] < warmed["predicted"]:
+            print(
+                f"the shadow worker did not answer the warm-up in {args.warm_up_timeout:.0f} s: at the "
+                f"lowest priority it runs only on idle CPU, and this machine had none ({load_average()}). "
+                f"Its log:\n{shadow.output()[-3000:]}",
+                flush=True,
+            )
+            return 1
+        print(f"shadow warmed up in {warmed['seconds']:.0f} s", flush=True)
         for index in range(args.rounds):
             row = one_round(stack, args, index, index % 2 == 1, version)
             print(table([shown(row)]), flush=True)
             rows.append(row)
+            if row["_answered"] < row["_predicted"]:
+                print(f"the shadow did not catch up; its log:\n{shadow.output()[-3000:]}", flush=True)
     print("\nAll rounds:")
     print(table([shown(row) for row in rows]))
     summary = []

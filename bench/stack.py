@@ -239,14 +239,14 @@ def running_stack(
                 stack.processes.append(worker)
                 worker_ready.append((ready, worker))
             if shadow_worker:
-                shadow, ready = _spawn(
+                shadow, _ = _spawn(
                     "shadow",
                     shadow_worker_command(node_name=f"shadow-{os.getpid()}@%h"),
                     {**env, "CLASSIFIER_WARM_UP": "0"},
                     marker=" ready.",
                 )
+                # Not waited for: at the lowest priority it starts when the machine has idle CPU.
                 stack.processes.append(shadow)
-                worker_ready.append((ready, shadow))
             beat, _ = _spawn(
                 "beat",
                 celery_beat_command(scratch / "beat-schedule", loglevel="WARNING"),
