@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import models
+from django.db.models import Sum
 
 from radiology import services
-from radiology.models import Patient, Prediction, Radiograph, Review, Study
+from radiology.models import (
+    Patient,
+    Prediction,
+    PredictionTally,
+    Radiograph,
+    Review,
+    ReviewTally,
+    Study,
+    StudyTally,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +40,12 @@ def test_it_creates_consistent_studies_in_every_state() -> None:
     )
     services.radiographs_set_current_prediction(radiograph_ids=list(current))
     assert dict(Radiograph.objects.values_list("pk", "current_prediction_id")) == current
+    # The running totals count what was written: studies per state (triggers), and the audit dashboard's
+    # predictions and standing reviews (recounted at the end).
+    tallied = dict(StudyTally.objects.values("state").annotate(n=Sum("studies")).values_list("state", "n"))
+    assert {k: v for k, v in tallied.items() if v} == dict(Counter(s.state for s in studies))
+    assert PredictionTally.objects.aggregate(n=Sum("predictions"))["n"] == Prediction.objects.count()
+    assert ReviewTally.objects.aggregate(n=Sum("reviews"))["n"] == Review.objects.standing().count()
     # Every study's triage summary is what the service computes from its radiographs.
     generated = {s.pk: (s.state, s.max_probability, s.failed_count, s.reviewed_at is None) for s in studies}
     services.studies_refresh_triage(study_ids=list(generated))
