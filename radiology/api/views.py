@@ -65,11 +65,15 @@ def problem_from_service(error: ServiceError) -> Problem:
     return Problem(error.code, error.message, errors=errors)
 
 
-def paginated(view: APIView, request: Request, queryset: QuerySet[Any], out: type[Any]) -> Response:
-    """One page of the queryset, filtered first by the view's filter backends (its `filterset_class`)."""
+def paginated(
+    view: APIView, request: Request, queryset: QuerySet[Any], out: type[Any], count: int | None = None
+) -> Response:
+    """One page of the queryset, filtered first by the view's filter backends (its `filterset_class`).
+    `count`: how many rows the filtered queryset holds, when the view knows without counting them."""
     for backend in getattr(view, "filter_backends", ()):
         queryset = backend().filter_queryset(request, queryset, view)
     paginator = ApiPagination()
+    paginator.known_count = count
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(out(page, many=True, context={"request": request}).data)
 

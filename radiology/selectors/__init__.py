@@ -40,6 +40,7 @@ from radiology.selectors.studies import (
     study_queue_neighbours,
     study_queue_with_results,
     study_search,
+    study_tallied_count,
 )
 
 __all__ = [
@@ -78,5 +79,6 @@ __all__ = [
     "study_queue_neighbours",
     "study_queue_with_results",
     "study_search",
+    "study_tallied_count",
     "study_verdict",
 ]
