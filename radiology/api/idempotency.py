@@ -34,9 +34,16 @@ from radiology.api.problems import Problem
 from radiology.models import IdempotencyRecord
 from radiology.services.idempotency import idempotency_purge_expired
 
-__all__ = ["idempotency_key", "idempotency_purge_expired", "request_fingerprint", "run_idempotently"]
+__all__ = [
+    "complete_in_transaction",
+    "idempotency_key",
+    "idempotency_purge_expired",
+    "request_fingerprint",
+    "run_idempotently",
+]
 
 HEADER = "Idempotency-Key"
+_RECORD = "_idempotency_record"  # the record a request holds while its operation runs
 REPLAYED_HEADER = "Idempotent-Replayed"
 _MAX_KEY_LENGTH = 255
 
@@ -175,6 +182,7 @@ def run_idempotently(request: Request, operation: Callable[[], HttpResponseBase]
     if replay is not None:
         return replay
     assert record is not None
+    setattr(request, _RECORD, record)
     try:
         response = operation()
     except BaseException:
@@ -185,3 +193,13 @@ def run_idempotently(request: Request, operation: Callable[[], HttpResponseBase]
     else:
         _release(record)
     return response
+
+
+def complete_in_transaction(request: Request, response: Response) -> None:
+    """Mark the request's Idempotency-Key completed with `response`, inside the transaction that does the
+    work: the work and its record then commit together. Completed only after the commit, a process killed
+    between the two left the work done and the key "in progress"; the retry, taking the stale key over,
+    did the work again (an upload: a second study, or 409 duplicate_accession for ever)."""
+    record = getattr(request, _RECORD, None)
+    if record is not None:
+        _complete(record, response)

@@ -16,7 +16,7 @@ from radiology.access import client_ip
 from radiology.api import schema
 from radiology.api import serializers as s
 from radiology.api.filters import StudyFilter
-from radiology.api.idempotency import run_idempotently
+from radiology.api.idempotency import complete_in_transaction, run_idempotently
 from radiology.api.pagination import ApiPagination
 from radiology.api.problems import Problem
 from radiology.api.radiographs import QUEUED_RADIOGRAPH, RADIOGRAPH
@@ -142,18 +142,31 @@ class StudyCreateApi(ApiView):
                 details=services.StudyDetails.from_fields(data),
                 files=[services.UploadedImage.from_upload(f) for f in data["files"]],
                 client_ip=client_ip(request),
+                # The Idempotency-Key is completed in the study's own transaction (see the function).
+                before_commit=lambda created: complete_in_transaction(
+                    request, self._created(request, created)
+                ),
             )
         except ServiceError as error:
             raise problem_from_service(error) from None
-        rejected = [{"file": e.filename, "code": e.code, "message": e.message} for e in result.rejected]
         if result.study is None:
             raise Problem(
                 "files_rejected",
                 "No file could be accepted, so no study was created.",
-                errors=rejected,
+                errors=self._rejected(result),
             )
+        return self._created(request, result)
+
+    @staticmethod
+    def _rejected(result: services.StudyUploadResult) -> list[dict[str, str]]:
+        return [{"file": e.filename, "code": e.code, "message": e.message} for e in result.rejected]
+
+    def _created(self, request: Request, result: services.StudyUploadResult) -> Response:
+        assert result.study is not None
         study = selectors.study_get(user=request.user, pk=result.study.pk)
-        body = s.StudyCreateOut({"study": study, "rejected": rejected}, context={"request": request}).data
+        body = s.StudyCreateOut(
+            {"study": study, "rejected": self._rejected(result)}, context={"request": request}
+        ).data
         return Response(body, status=201, headers={"Location": body["study"]["url"]})
 
 

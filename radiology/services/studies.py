@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ def study_create(
     limits: IngestLimits | None = None,
     classify: bool = True,
     record_instances: bool = True,  # False only for the DICOM inbox: its instances have their rows
+    before_commit: Callable[[StudyUploadResult], None] | None = None,
 ) -> StudyUploadResult:
     """Create a study from uploaded radiographs.
 
@@ -93,6 +94,8 @@ def study_create(
     refusal names the file and the reason. When no file is valid, nothing is created.
     Classification is requested after commit, with radiograph ids only.
     DICOM files share the network paths' idempotency by SOPInstanceUID (services.instances).
+    ``before_commit`` runs inside the transaction that creates the study, with the result: what the
+    caller writes there commits with the study or not at all (the API's Idempotency-Key record).
     """
     if not files:
         raise ServiceError("no_files", "Choose at least one radiograph to upload.", field="files")
@@ -169,6 +172,8 @@ def study_create(
                 ids = [r.pk for r in radiographs]
                 if classify:  # False only for benchmark seeding, which sends the messages itself
                     transaction.on_commit(lambda: dispatch.send_classification(ids))
+                if before_commit is not None:
+                    before_commit(StudyUploadResult(study=study, accepted=radiographs, rejected=rejected))
         except IntegrityError as exc:
             # A concurrent upload took the accession number between our check and our insert.
             if Study.objects.filter(accession_number=resolved.accession_number).exists():

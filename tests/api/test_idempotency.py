@@ -220,3 +220,39 @@ def test_concurrent_requests_with_one_key_do_the_work_once(clinician: Any) -> No
         thread.join()
     assert sorted(outcomes) == ["claimed"] + ["idempotency_in_progress"] * 7
     assert IdempotencyRecord.objects.filter(key="race").count() == 1
+
+
+class _ProcessKilled(BaseException):
+    """The web process dying (kill -9, the OOM killer) at a given point of a request."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_killed_after_the_upload_committed_replays_it_on_retry(
+    clinician_api: Any, dispatched: Any, monkeypatch: Any, settings: Any
+) -> None:
+    """bench/chaos.py ("web killed mid-upload", embedded): killed after the study's commit but before its
+    Idempotency-Key was marked completed, the key stayed "in progress"; the retry took it over when stale
+    and created the study again: 409 duplicate_accession for ever (and a second study without an
+    accession number). The key is now completed in the study's own transaction."""
+    from django.db import transaction
+
+    from radiology.api import idempotency
+
+    complete = idempotency._complete
+
+    def dies_after_commit(record: Any, response: Any) -> None:
+        if not transaction.get_connection().in_atomic_block:
+            raise _ProcessKilled  # the work has committed; the process dies before the key is completed
+        complete(record, response)
+
+    monkeypatch.setattr(idempotency, "_complete", dies_after_commit)
+    with pytest.raises(_ProcessKilled):
+        _create(clinician_api)
+    assert Study.objects.count() == 1
+
+    monkeypatch.setattr(idempotency, "_complete", complete)
+    settings.API_IDEMPOTENCY_STALE_SECONDS = 0  # the client retries after the key went stale
+    retry = _create(clinician_api)
+    assert retry.status_code == 201, retry.json()
+    assert retry["Idempotent-Replayed"] == "true"
+    assert Study.objects.count() == 1
