@@ -13,8 +13,8 @@ from django.db import transaction
 
 from radiology.models import AuditEvent, BodyRegion, Label, Patient, Prediction, Radiograph, Review, Study
 from radiology.roles import ADMIN_GROUP, CLINICIAN_GROUP
-from radiology.services.studies import study_verdict_of
 from radiology.services.tallies import standing_reviews_change, tally_predictions
+from radiology.services.triage import study_verdict_of
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -14,7 +14,7 @@ from radiology.governance.guardrails import Refusal
 from radiology.governance.models import GuardrailRefusal, RadiographInputStats, ShadowPrediction
 from radiology.models import AuditEvent, Label, Radiograph
 from radiology.services.audit import audit_record
-from radiology.services.studies import study_refresh_triage
+from radiology.services.triage import study_refresh_triage
 
 
 def radiograph_mark_not_analysed(*, radiograph_id: int, model_version: str, refusal: Refusal) -> bool:

@@ -42,15 +42,17 @@ from radiology.services.studies import (
     StudyDetails,
     StudyUploadResult,
     UploadedImage,
-    current_predictions,
     radiograph_from_image,
-    studies_refresh_triage,
     study_create,
-    study_refresh_triage,
-    study_verdict_of,
 )
 from radiology.services.tallies import tallies_rebuild
 from radiology.services.tokens import api_token_issue
+from radiology.services.triage import (
+    current_predictions,
+    studies_refresh_triage,
+    study_refresh_triage,
+    study_verdict_of,
+)
 
 __all__ = [
     "BatchItemInput",

@@ -19,8 +19,8 @@ from radiology.models import AuditEvent, Band, Label, Prediction, Radiograph
 from radiology.services.audit import audit_event, audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.storage import cleanup_files_on_error, save_file
-from radiology.services.studies import studies_refresh_triage, study_refresh_triage
 from radiology.services.tallies import tally_predictions
+from radiology.services.triage import studies_refresh_triage, study_refresh_triage
 
 
 def _claimable(now: dt.datetime) -> Q:

@@ -17,8 +17,8 @@ from radiology.models import Adjudication, AuditEvent, Label, Prediction, Radiog
 from radiology.services.audit import audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.reading import adjudication_open_if_needed, reader_is_blinded
-from radiology.services.studies import current_predictions, study_refresh_triage
 from radiology.services.tallies import standing_reviews_change
+from radiology.services.triage import current_predictions, study_refresh_triage
 
 
 def review_submit(
