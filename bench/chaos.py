@@ -37,6 +37,9 @@ points at, and Idempotency-Keys left "in progress".
     python bench/chaos.py --backend services --tries 2 --scenario "broker down"
 
 Needs root for `chattr` (the storage and embedded-broker faults) and `redis-server` on the PATH.
+
+Longer than 400 lines on purpose: one table of seven faults on two backends, each fault a short function
+beside the stack it breaks and the one counting pass they share; the stack itself is bench/stack.py.
 """
 
 from __future__ import annotations
