@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--bad-fraction", type=float, default=0.05, help="share of uploads that are corrupt")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for all predictions")
     parser.add_argument("--model", default="", help="model directory (default: the shipped model)")
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON (for tests)")
     args = parser.parse_args()
 
     step = max(1, round(1 / args.bad_fraction)) if args.bad_fraction > 0 else 0
@@ -111,28 +112,25 @@ def main() -> int:
         predict_wall = time.perf_counter() - started
 
     latencies = [float(r["seconds"]) for r in results]
-    print(
-        table(
-            [
-                {
-                    "uploads": args.uploads,
-                    "clients": args.clients,
-                    "workers": args.workers,
-                    "backend": args.backend,
-                    "accepted": len(accepted),
-                    "refused with reason": len(refused),
-                    "5xx": len(server_errors),
-                    "unexplained": len(unexplained),
-                    "upload p50 s": percentile(latencies, 50),
-                    "upload p95 s": percentile(latencies, 95),
-                    "upload p99 s": percentile(latencies, 99),
-                    "uploads/s": args.uploads / upload_wall,
-                    "all predicted after s": predict_wall,
-                }
-            ]
-        )
-    )
+    summary = {
+        "uploads": args.uploads,
+        "clients": args.clients,
+        "workers": args.workers,
+        "backend": args.backend,
+        "accepted": len(accepted),
+        "refused with reason": len(refused),
+        "5xx": len(server_errors),
+        "unexplained": len(unexplained),
+        "upload p50 s": percentile(latencies, 50),
+        "upload p95 s": percentile(latencies, 95),
+        "upload p99 s": percentile(latencies, 99),
+        "uploads/s": args.uploads / upload_wall,
+        "all predicted after s": predict_wall,
+    }
+    print(table([summary]))
     print(table([counts]))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "counts": counts}, indent=2))
     failures = []
     if server_errors:
         failures.append(f"{len(server_errors)} responses were 5xx")
