@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import logging
 import os
@@ -10,7 +11,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +131,25 @@ def test_login_is_throttled_after_repeated_failures(settings: Any, roles: None) 
 
 
 @pytest.mark.django_db
-def test_sessions_expire_after_inactivity(settings: Any, roles: None) -> None:
-    settings.SESSION_COOKIE_AGE = 1
+def test_sessions_expire_after_inactivity(settings: Any, roles: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle for longer than SESSION_COOKIE_AGE: signed out; active within it: the session goes on (each
+    request saves it again). A frozen clock moved forward, not a sleep."""
+    from django.utils import timezone
+
     ClinicianFactory(username="idle")
     client = Client()
     assert client.login(username="idle", password="correct-horse-battery")
+    age = dt.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    start = timezone.now()
+
+    def clock_at(moment: dt.datetime) -> None:
+        monkeypatch.setattr(timezone, "now", lambda: moment)
+
+    clock_at(start + age - dt.timedelta(minutes=1))
+    assert client.get("/queue/").status_code == 200  # still active: the idle time starts again
+    clock_at(start + 2 * age - dt.timedelta(minutes=2))
     assert client.get("/queue/").status_code == 200
-    time.sleep(2.1)
+    clock_at(start + 3 * age)  # idle for longer than the timeout
     response = client.get("/queue/")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
