@@ -9,18 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.metrics import wilson_interval
+
 Z95 = 1.959963984540054
 
 
 def wilson(k: int, n: int) -> tuple[float, float] | None:
-    """Wilson 95 % interval for k of n (None when n is 0)."""
+    """Wilson 95 % interval for k of n as (low, high), None when n is 0 (classifier.metrics' formula)."""
     if n <= 0:
         return None
-    p = k / n
-    denominator = 1 + Z95 * Z95 / n
-    centre = (p + Z95 * Z95 / (2 * n)) / denominator
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 * Z95 / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    interval = wilson_interval(k, n, z=Z95)
+    return max(0.0, interval["low"]), min(1.0, interval["high"])
 
 
 def _weighted_auc(pos_rank_weights: np.ndarray, neg_rank_weights: np.ndarray) -> float:
