@@ -617,11 +617,20 @@ class Batch(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     reference = models.CharField(max_length=200, blank=True, help_text="The integrator's own label.")
+    # The request's Idempotency-Key: a retry after the web process died mid-batch resumes this batch.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         verbose_name_plural = "batches"
         ordering = ["-created_at"]
+        constraints: ClassVar[list[Any]] = [
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="batch_unique_idempotency_key",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Batch {self.pk}"

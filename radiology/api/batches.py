@@ -21,7 +21,7 @@ from radiology import selectors, services
 from radiology.access import client_ip
 from radiology.api import schema
 from radiology.api import serializers as s
-from radiology.api.idempotency import run_idempotently
+from radiology.api.idempotency import idempotency_key, run_idempotently
 from radiology.api.problems import Problem
 from radiology.api.radiographs import QUEUED_RADIOGRAPH
 from radiology.api.schema import EXAMPLE_HOST as HOST
@@ -322,6 +322,7 @@ class BatchSubmitApi(ApiView):
             items=items,
             reference=manifest["reference"],
             client_ip=client_ip(request),
+            idempotency_key=idempotency_key(request) or "",
         )
         if result.batch is None:
             if any(e["code"] == "storage_unavailable" for r in result.items for e in r.item.errors):

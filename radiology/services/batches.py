@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from radiology.models import AuditEvent, Batch, BatchItem, Radiograph
 from radiology.services.audit import audit_record
@@ -44,20 +47,28 @@ def batch_submit(
     items: Sequence[BatchItemInput],
     reference: str = "",
     client_ip: str | None = None,
+    idempotency_key: str = "",
 ) -> BatchSubmitResult:
     """Create many studies, each on its own: one failing study never stops or half-writes another.
 
     Every item commits in its own transaction (the study, its radiographs, its files and its BatchItem
     together), so the worker can start on the first study while later ones are ingested, and an item
     that fails leaves only its BatchItem saying why. Classification is sent after each item's commit.
+
+    With an ``idempotency_key`` (the API's Idempotency-Key), a retry of a batch whose web process died
+    part-way resumes that batch: the items already stored are kept as they are and only the missing ones
+    are created, instead of a second batch whose first studies fail as duplicate accession numbers.
     """
     if not items:
         raise ServiceError("no_studies", "A batch needs at least one study.", field="studies")
-    batch = Batch.objects.create(submitted_by=submitted_by, reference=reference.strip()[:200])
+    batch, stored = _batch_to_fill(submitted_by, reference, idempotency_key)
     results: list[BatchItemResult] = []
     try:
         for index, item in enumerate(items):
-            results.append(_batch_item_create(batch, index, item, submitted_by, client_ip))
+            if index in stored:
+                results.append(BatchItemResult(index=index, item=stored[index]))
+            else:
+                results.append(_batch_item_create(batch, index, item, submitted_by, client_ip))
     except BaseException:
         if not any(r.item.study_id for r in results):
             batch.delete()  # nothing of value was stored: leave no empty batch behind
@@ -66,19 +77,43 @@ def batch_submit(
     if not created:
         batch.delete()
         return BatchSubmitResult(batch=None, items=results)
-    audit_record(
-        action=AuditEvent.Action.BATCH_SUBMITTED,
-        actor=submitted_by,
-        target=batch,
-        details={
-            "items": len(results),
-            "created": len(created),
-            "failed": len(results) - len(created),
-            "studies": [r.item.study_id for r in created],
-        },
-        client_ip=client_ip,
-    )
+    already_recorded = AuditEvent.objects.filter(
+        action=AuditEvent.Action.BATCH_SUBMITTED, target_type="batch", target_id=str(batch.pk)
+    ).exists()
+    if not already_recorded:
+        audit_record(
+            action=AuditEvent.Action.BATCH_SUBMITTED,
+            actor=submitted_by,
+            target=batch,
+            details={
+                "items": len(results),
+                "created": len(created),
+                "failed": len(results) - len(created),
+                "studies": [r.item.study_id for r in created],
+                "resumed": bool(stored),
+            },
+            client_ip=client_ip,
+        )
     return BatchSubmitResult(batch=batch, items=results)
+
+
+def _batch_to_fill(submitted_by: Any, reference: str, idempotency_key: str) -> tuple[Batch, dict[int, Any]]:
+    """The batch a retry with this key resumes, with its stored items by index; else a new batch.
+
+    A key older than API_IDEMPOTENCY_TTL_HOURS may be used afresh (the API's rule): its old batch keeps
+    its studies but gives the key up.
+    """
+    if idempotency_key:
+        earlier = Batch.objects.filter(submitted_by=submitted_by, idempotency_key=idempotency_key).first()
+        if earlier is not None:
+            fresh_since = timezone.now() - dt.timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
+            if earlier.created_at >= fresh_since:
+                return earlier, {item.index: item for item in earlier.items.all()}
+            Batch.objects.filter(pk=earlier.pk).update(idempotency_key="")
+    batch = Batch.objects.create(
+        submitted_by=submitted_by, reference=reference.strip()[:200], idempotency_key=idempotency_key
+    )
+    return batch, {}
 
 
 def _batch_item_create(

@@ -17,7 +17,7 @@ from rest_framework.test import APIRequestFactory
 
 from radiology.api.idempotency import _claim, idempotency_purge_expired, request_fingerprint
 from radiology.api.problems import Problem
-from radiology.models import Batch, IdempotencyRecord, Label, Review, Study
+from radiology.models import AuditEvent, Batch, IdempotencyRecord, Label, Review, Study
 from tests.api.conftest import assert_problem, png_bytes, study_form, token_client, upload
 from tests.factories import ClinicianFactory, PredictionFactory
 
@@ -256,3 +256,81 @@ def test_a_process_killed_after_the_upload_committed_replays_it_on_retry(
     assert retry.status_code == 201, retry.json()
     assert retry["Idempotent-Replayed"] == "true"
     assert Study.objects.count() == 1
+
+
+def _two_study_batch(client: Any, key: str, prefix: str = "K") -> Any:
+    manifest = {
+        "studies": [
+            {
+                "accession_number": f"{prefix}-{n}",
+                "mrn": f"M-{n}",
+                "patient_name": "A B",
+                "body_region": "hand",
+                "files": [f"{n}.png"],
+            }
+            for n in (1, 2)
+        ]
+    }
+    return client.post(
+        "/api/v1/batches",
+        {
+            "manifest": json.dumps(manifest),
+            "files": [upload("1.png", png_bytes()), upload("2.png", png_bytes())],
+        },
+        format="multipart",
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_cut_short_by_a_dead_process_is_resumed_by_its_retry(
+    clinician_api: Any, dispatched: Any, monkeypatch: Any, settings: Any
+) -> None:
+    """The web process dies after the batch's first study committed (each study commits on its own): the
+    retry with the same Idempotency-Key, once the key went stale, completes that batch with the second
+    study. It used to start a second batch whose first study failed as a duplicate accession number."""
+    from radiology.services import batches
+
+    create_item = batches._batch_item_create
+    calls = []
+
+    def dies_before_the_second_study(*args: Any) -> Any:
+        calls.append(args[1])
+        if args[1] == 1:
+            raise _ProcessKilled
+        return create_item(*args)
+
+    monkeypatch.setattr(batches, "_batch_item_create", dies_before_the_second_study)
+    with pytest.raises(_ProcessKilled):
+        _two_study_batch(clinician_api, "batch-cut")
+    assert list(Study.objects.values_list("accession_number", flat=True)) == ["K-1"]
+
+    monkeypatch.setattr(batches, "_batch_item_create", create_item)
+    settings.API_IDEMPOTENCY_STALE_SECONDS = 0  # the client retries after the key went stale
+    retry = _two_study_batch(clinician_api, "batch-cut")
+    assert retry.status_code == 202, retry.json()
+    body = retry.json()
+    assert body["items"] == {"total": 2, "created": 2, "failed": 0}
+    assert Batch.objects.count() == 1 and str(Batch.objects.get().pk) == body["id"]
+    assert sorted(Study.objects.values_list("accession_number", flat=True)) == ["K-1", "K-2"]
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.BATCH_SUBMITTED).count() == 1
+    again = _two_study_batch(clinician_api, "batch-cut")  # completed now: replayed
+    assert again.status_code == 202 and again["Idempotent-Replayed"] == "true" and again.json() == body
+
+
+@pytest.mark.django_db
+def test_an_expired_key_starts_a_new_batch_and_the_old_one_gives_the_key_up(
+    clinician_api: Any, clinician: Any, settings: Any
+) -> None:
+    first = _two_study_batch(clinician_api, "batch-old")
+    assert first.status_code == 202
+    Batch.objects.update(
+        created_at=timezone.now() - dt.timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS + 1)
+    )
+    IdempotencyRecord.objects.update(
+        created_at=timezone.now() - dt.timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS + 1)
+    )
+    second = _two_study_batch(clinician_api, "batch-old", prefix="L")
+    assert second.status_code == 202 and second.json()["id"] != first.json()["id"]
+    assert Batch.objects.get(pk=first.json()["id"]).idempotency_key == ""
+    assert Batch.objects.get(pk=second.json()["id"]).idempotency_key == "batch-old"
