@@ -73,6 +73,21 @@ def test_dashboard_shows_the_figures_the_chart_and_the_latest_reviews(
     assert "style=" not in page  # the CSP forbids inline styles; charts use classes and attributes
 
 
+def test_the_latest_reviews_say_the_band_the_reader_saw_and_the_label_counted(
+    admin_client_: Client, make_study: MakeStudy
+) -> None:
+    """A 45 % prediction above the sensitive threshold is counted "fractured" by the agreement figures, but
+    the reader saw "Doubt · 45 %": the row says both, never a bare "Fractured 0.45"."""
+    study = make_study(
+        probabilities=[0.45], threshold=0.3, reviews=[("override", "not_fractured", "false_alarm")]
+    )
+    page = admin_client_.get(DASHBOARD).content.decode()
+    row = page[page.index(f'data-review="{study.radiographs.get().reviews.get().pk}"') :]
+    cell = row[row.index('class="model-said"') :]
+    cell = cell[: cell.index("</td>")]
+    assert "Doubt · 45 %" in cell and "counted fractured" in cell
+
+
 def test_dashboard_filters_by_date(admin_client_: Client, reviewed: None) -> None:
     page = admin_client_.get(DASHBOARD, {"date_from": "2001-01-01", "date_to": "2001-01-31"}).content.decode()
     assert "No predictions in this period" in page
