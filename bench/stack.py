@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from worker.commands import (
+    LOWEST_PRIORITY,
     celery_beat_command,
     celery_worker_command,
     gunicorn_command,
@@ -176,10 +177,12 @@ def running_stack(
     keep_database: bool = False,
     start_workers: bool = True,
     shadow_worker: bool = False,
+    shadow_lowest_priority: bool = True,
 ) -> Iterator[Stack]:
     """Yield a running application. backend: "services" (PostgreSQL + Redis) or "embedded".
     ``shadow_worker``: also the shadow versions' worker, as ``manage.py runapp`` starts it (its own queue,
-    the lowest CPU priority); it loads a model only once a shadow version is registered."""
+    the lowest CPU priority; ``shadow_lowest_priority=False``: at normal priority, for comparison); it loads
+    a model only once a shadow version is registered."""
     scratch = Path(tempfile.mkdtemp(prefix="fracture-bench-"))
     database_name = database or f"fr_bench_{os.getpid()}"
     env = {
@@ -239,9 +242,12 @@ def running_stack(
                 stack.processes.append(worker)
                 worker_ready.append((ready, worker))
             if shadow_worker:
+                command = shadow_worker_command(node_name=f"shadow-{os.getpid()}@%h")
+                if not shadow_lowest_priority:
+                    command = command[len(LOWEST_PRIORITY) :]
                 shadow, _ = _spawn(
                     "shadow",
-                    shadow_worker_command(node_name=f"shadow-{os.getpid()}@%h"),
+                    command,
                     {**env, "CLASSIFIER_WARM_UP": "0"},
                     marker=" ready.",
                 )
