@@ -152,39 +152,18 @@ def tallies_rebuild(*, apps: Any = None) -> tuple[int, int]:
             reviews.objects.filter(pk=Subquery(latest.values("pk")[:1]))
             .order_by()
             .annotate(
-                version=F("prediction__model_version"),
+                model_version=F("prediction__model_version"),
                 prediction_day=TruncDate("prediction__created_at"),
                 review_day=TruncDate("created_at"),
                 model_label=F("prediction__label"),
-                reference=Coalesce(Subquery(_reference_label(adjudications)), Value("")),
+                reference_label=Coalesce(Subquery(_reference_label(adjudications)), Value("")),
             )
-            .values(
-                "version",
-                "prediction_day",
-                "review_day",
-                "model_label",
-                "final_label",
-                "decision",
-                "reason_code",
-                "unaided_label",
-                "reference",
-            )
+            .values(*ReviewTally.KEY)  # named as ReviewTally's columns: each row is one counter's key
             .annotate(n=Count("*"))
         )
         review_tally.objects.bulk_create(
             (
-                review_tally(
-                    model_version=row["version"],
-                    prediction_day=row["prediction_day"],
-                    review_day=row["review_day"],
-                    model_label=row["model_label"],
-                    final_label=row["final_label"],
-                    decision=row["decision"],
-                    reason_code=row["reason_code"],
-                    unaided_label=row["unaided_label"],
-                    reference_label=row["reference"],
-                    reviews=row["n"],
-                )
+                review_tally(**{name: row[name] for name in ReviewTally.KEY}, reviews=row["n"])
                 for row in standing
             ),
             batch_size=1000,
