@@ -77,9 +77,12 @@ def batch_submit(
     if not created:
         batch.delete()
         return BatchSubmitResult(batch=None, items=results)
-    already_recorded = AuditEvent.objects.filter(
-        action=AuditEvent.Action.BATCH_SUBMITTED, target_type="batch", target_id=str(batch.pk)
-    ).exists()
+    # Only a resumed batch can have been recorded already (by the attempt that died after its audit event).
+    already_recorded = bool(stored) and (
+        AuditEvent.objects.filter(
+            action=AuditEvent.Action.BATCH_SUBMITTED, target_type="batch", target_id=str(batch.pk)
+        ).exists()
+    )
     if not already_recorded:
         audit_record(
             action=AuditEvent.Action.BATCH_SUBMITTED,
