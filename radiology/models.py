@@ -718,4 +718,4 @@ from radiology.dicomnet.models import DicomArrival, DicomInstance, ResultDeliver
 
 
 # Running totals for the queue's tab counts and the audit dashboard: radiology/tallies.py.
-from radiology.tallies import PredictionTally, ReviewTally, StudyTally  # noqa: E402, F401
+from radiology.tallies import PredictionTally, RadiographTally, ReviewTally, StudyTally  # noqa: E402, F401

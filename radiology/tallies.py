@@ -7,6 +7,9 @@ hold the same figures, kept in step as the rows change:
 - StudyTally: studies per state and body region, kept by database triggers on radiology_study (migration
   0018), so that every writer (services, the admin, the COPY of generate_scale_data, test factories) is
   counted without having to remember to.
+- RadiographTally: how many radiographs there are, kept the same way by triggers on radiology_radiograph
+  (migration 0022): the API's unfiltered radiograph list gives its count without counting 1,000,000 index
+  entries (~50 ms a page).
 - PredictionTally and ReviewTally: predictions per model version and day, and standing reviews per model
   version, days and labels, kept by the services that store predictions, reviews and adjudications
   (radiology.services.tallies); `manage.py rebuild_tallies` recomputes them from the records.
@@ -33,6 +36,16 @@ class StudyTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.studies} {self.state} {self.body_region}"
+
+
+class RadiographTally(models.Model):
+    """One row: every radiograph stored. Only inserts and deletes move it (never a change of status), so the
+    worker's claim and store never touch it."""
+
+    radiographs = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.radiographs} radiographs"
 
 
 class PredictionTally(models.Model):

@@ -36,9 +36,10 @@ def _private_media_root(settings: Any, tmp_path: Path, request: pytest.FixtureRe
 
 
 @pytest.fixture(autouse=True)
-def _study_tally_at_once(request: pytest.FixtureRequest) -> None:
-    """On PostgreSQL the study tally's triggers fire at commit (migration 0018), and a test's transaction
-    never commits: in such a test they fire at once, so that the tab counts see the test's studies."""
+def _tallies_at_once(request: pytest.FixtureRequest) -> None:
+    """On PostgreSQL the study and radiograph tallies' triggers fire at commit (migrations 0018, 0022), and
+    a test's transaction never commits: in such a test they fire at once, so that the counts see the test's
+    rows."""
     marker = request.node.get_closest_marker("django_db")
     if marker is None and "db" not in request.fixturenames:
         return
@@ -52,7 +53,10 @@ def _study_tally_at_once(request: pytest.FixtureRequest) -> None:
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS study_tally_insert_delete, study_tally_update IMMEDIATE")
+            cursor.execute(
+                "SET CONSTRAINTS study_tally_insert_delete, study_tally_update, radiograph_tally_insert_delete "
+                "IMMEDIATE"
+            )
 
 
 @dataclass

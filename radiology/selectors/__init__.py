@@ -26,6 +26,7 @@ from radiology.selectors.radiographs import (
     radiograph_list,
     radiograph_queryset_for,
     radiograph_reviews,
+    radiograph_tallied_count,
     radiographs_awaiting_review,
     radiographs_with_results,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "radiograph_list",
     "radiograph_queryset_for",
     "radiograph_reviews",
+    "radiograph_tallied_count",
     "radiographs_awaiting_review",
     "radiographs_with_results",
     "require_admin",

@@ -1,5 +1,6 @@
 """The study list's count from the running totals (radiology.tallies) when it is filtered only by state and
-body region: the same count, page numbers and pages, without a COUNT over the studies."""
+body region, and the radiograph list's when it is filtered by nothing: the same count, page numbers and
+pages, without a COUNT over the studies or the radiographs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.factories import StudyFactory
+from radiology import selectors
+from radiology.models import Radiograph, RadiographTally
+from tests.factories import RadiographFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +27,11 @@ def studies() -> None:
 
 
 def _counted_studies(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper() and "radiology_study" in q["sql"]]
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if "COUNT(" in q["sql"].upper() and "radiology_study" in q["sql"]
+    ]
 
 
 @pytest.mark.parametrize(
@@ -50,3 +57,54 @@ def test_the_last_page_and_past_it(clinician_api: Any, studies: None) -> None:
     assert last["count"] == 4 and len(last["results"]) == 1 and last["next"] is None
     assert clinician_api.get("/api/v1/studies?state=reviewed&page_size=3&page=3").status_code == 404
     assert clinician_api.get("/api/v1/studies?state=lost").status_code == 400
+
+
+# --- The radiograph list ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def radiographs() -> None:
+    for study in (StudyFactory(), StudyFactory()):
+        for position in range(3):
+            RadiographFactory(study=study, position=position, status=Radiograph.Status.FAILED)
+    Radiograph.objects.filter(pk=Radiograph.objects.order_by("pk").values("pk")[:1]).delete()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def _counted_radiographs(queries: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if "COUNT(" in q["sql"].upper() and '"radiology_radiograph"' in q["sql"]
+    ]
+
+
+def test_the_unfiltered_radiograph_list_counts_from_the_tally(clinician_api: Any, radiographs: None) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        first = clinician_api.get("/api/v1/radiographs?page_size=2").json()
+    assert _counted_radiographs(queries) == []
+    assert first["count"] == 5 == RadiographTally.objects.get().radiographs
+    last = clinician_api.get("/api/v1/radiographs?page_size=2&page=3").json()
+    assert len(last["results"]) == 1 and last["next"] is None
+    seen = [
+        r["id"]
+        for page in (1, 2, 3)
+        for r in clinician_api.get(f"/api/v1/radiographs?page_size=2&page={page}").json()["results"]
+    ]
+    assert seen == list(Radiograph.objects.order_by("-created_at", "-pk").values_list("pk", flat=True))
+    assert clinician_api.get("/api/v1/radiographs?page_size=2&page=4").status_code == 404
+
+
+def test_a_filtered_radiograph_list_still_counts(clinician_api: Any, radiographs: None) -> None:
+    RadiographFactory(status=Radiograph.Status.QUEUED)
+    with CaptureQueriesContext(connection) as queries:
+        body = clinician_api.get("/api/v1/radiographs?status=failed").json()
+    assert body["count"] == 5
+    assert len(_counted_radiographs(queries)) == 1
+
+
+def test_the_tallied_count_is_what_the_user_may_see(clinician: Any, outsider: Any, radiographs: None) -> None:
+    assert selectors.radiograph_tallied_count(user=clinician) == 5
+    assert selectors.radiograph_tallied_count(user=outsider) == 0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from radiology.models import AuditEvent, Prediction, Radiograph, Review, Study
+from radiology.models import AuditEvent, Prediction, Radiograph, RadiographTally, Review, Study, StudyTally
 from tests.conftest import fixture_bytes
 from tests.e2e.harness import WorkerProcess, wait_for
 from tests.factories import ClinicianFactory
@@ -141,3 +141,6 @@ def test_upload_classify_and_review_over_real_services(
     actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"study.uploaded", "file.rejected", "prediction.stored", "review.submitted"} <= actions
     assert "patient.details_differ" in actions
+    # The running totals, kept by triggers that fire at commit on PostgreSQL, counted the committed rows.
+    assert RadiographTally.objects.get().radiographs == Radiograph.objects.count() == 3
+    assert {(t.state, t.studies) for t in StudyTally.objects.filter(studies__gt=0)} == {("reviewed", 1)}

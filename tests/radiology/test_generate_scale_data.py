@@ -15,6 +15,7 @@ from radiology.models import (
     Prediction,
     PredictionTally,
     Radiograph,
+    RadiographTally,
     Review,
     ReviewTally,
     Study,
@@ -45,6 +46,7 @@ def test_it_creates_consistent_studies_in_every_state() -> None:
     tallied = dict(StudyTally.objects.values("state").annotate(n=Sum("studies")).values_list("state", "n"))
     assert {k: v for k, v in tallied.items() if v} == dict(Counter(s.state for s in studies))
     assert PredictionTally.objects.aggregate(n=Sum("predictions"))["n"] == Prediction.objects.count()
+    assert RadiographTally.objects.get().radiographs == Radiograph.objects.count()
     assert ReviewTally.objects.aggregate(n=Sum("reviews"))["n"] == Review.objects.standing().count()
     # Every study's triage summary is what the service computes from its radiographs.
     generated = {s.pk: (s.state, s.max_probability, s.failed_count, s.reviewed_at is None) for s in studies}

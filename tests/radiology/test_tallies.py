@@ -20,6 +20,7 @@ from radiology.models import (
     Prediction,
     PredictionTally,
     Radiograph,
+    RadiographTally,
     Review,
     ReviewTally,
     Study,
@@ -278,3 +279,35 @@ def test_tab_counts_from_the_tally_equal_a_count_of_the_studies(clinician: Any, 
         "failed": 1,
     }
     assert set(selectors.study_queue_counts(user=outsider).values()) == {0}
+
+
+# --- The radiograph list's count ----------------------------------------------------------------------------
+
+
+def _radiograph_tally() -> int:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # the triggers are deferred to commit
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    return RadiographTally.objects.get(pk=1).radiographs
+
+
+def test_radiograph_tally_counts_inserts_and_deletes_but_not_status_changes() -> None:
+    study = StudyFactory(radiograph_count=3)
+    radiographs = [
+        RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(3)
+    ]
+    seen = [_radiograph_tally()]
+    _store(radiographs[0], 0.8)
+    services.radiograph_fail(radiograph_id=radiographs[1].pk, message="Unreadable.")
+    seen.append(_radiograph_tally())
+    Radiograph.objects.filter(pk=radiographs[2].pk).delete()
+    seen.append(_radiograph_tally())
+    assert seen == [3, 3, 2] and seen[-1] == Radiograph.objects.count()
+
+
+def test_radiograph_tally_starts_again_after_a_flush() -> None:
+    """A flushed database (every table emptied) has no tally row: the next insert makes it."""
+    Radiograph.objects.all().delete()
+    RadiographTally.objects.all().delete()
+    RadiographFactory()
+    assert _radiograph_tally() == 1 == Radiograph.objects.count()
