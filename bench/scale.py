@@ -212,6 +212,7 @@ def ensure_data(args: argparse.Namespace) -> None:
                 str(args.studies),
                 "--radiographs-per-study",
                 str(args.radiographs_per_study),
+                timeout=3 * 3600,  # 1,000,000 radiographs: 6 min on a quiet machine, over 10 on a busy one
             ).strip()
         )
         print(f"(generate_scale_data took {time.perf_counter() - started:.1f} s including Django start)")
