@@ -311,3 +311,22 @@ def test_radiograph_tally_starts_again_after_a_flush() -> None:
     RadiographTally.objects.all().delete()
     RadiographFactory()
     assert _radiograph_tally() == 1 == Radiograph.objects.count()
+
+
+@pytest.mark.e2e  # run in the PostgreSQL pass (make test-e2e-services): the deferred triggers, committed
+@pytest.mark.django_db(transaction=True)
+def test_radiograph_tally_sums_each_committed_transaction_and_forgets_a_rolled_back_savepoint() -> None:
+    study = StudyFactory(radiograph_count=0)
+    with transaction.atomic():  # one bulk transaction: counted once, at commit
+        Radiograph.objects.bulk_create(
+            RadiographFactory.build(study=study, position=i, sha256=f"{i:064x}") for i in range(2000)
+        )
+        with pytest.raises(RuntimeError), transaction.atomic():
+            RadiographFactory(study=study, position=9999)
+            raise RuntimeError("rolled back")
+        Radiograph.objects.filter(position__lt=10).delete()
+    assert RadiographTally.objects.get(pk=1).radiographs == Radiograph.objects.count() == 1990
+    with transaction.atomic():
+        RadiographFactory(study=study, position=5000)
+        Radiograph.objects.filter(position=5000).delete()  # in and out again: no change
+    assert RadiographTally.objects.get(pk=1).radiographs == 1990
