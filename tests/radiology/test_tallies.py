@@ -330,3 +330,22 @@ def test_radiograph_tally_sums_each_committed_transaction_and_forgets_a_rolled_b
         RadiographFactory(study=study, position=5000)
         Radiograph.objects.filter(position=5000).delete()  # in and out again: no change
     assert RadiographTally.objects.get(pk=1).radiographs == 1990
+
+
+@pytest.mark.e2e  # run in the PostgreSQL pass: the deferred triggers, committed (migration 0023)
+@pytest.mark.django_db(transaction=True)
+def test_study_tally_sums_each_committed_transaction_per_state_and_region() -> None:
+    with transaction.atomic():
+        studies = [StudyFactory(state="processing", body_region=("wrist", "ankle")[i % 2]) for i in range(30)]
+        Study.objects.filter(pk__in=[s.pk for s in studies[:10]]).update(state="reviewed")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            StudyFactory(state="failed", body_region="hip")
+            Study.objects.filter(pk=studies[-1].pk).update(body_region="foot")
+            raise RuntimeError("rolled back")
+        Study.objects.filter(pk=studies[-2].pk).delete()
+    assert _study_tally() == _counted_studies() == {
+        ("reviewed", "wrist"): 5,
+        ("reviewed", "ankle"): 5,
+        ("processing", "wrist"): 9,
+        ("processing", "ankle"): 10,
+    }
