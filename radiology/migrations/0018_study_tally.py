@@ -9,6 +9,8 @@ and two writers cannot deadlock on them. SQLite has one writer at a time and no 
 
 from django.db import migrations, models
 
+from radiology.migrations._per_vendor import run_per_vendor
+
 POSTGRESQL = [
     """
     CREATE FUNCTION radiology_study_tally() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -80,14 +82,6 @@ SEED = """
 """
 
 
-def _run(statements):
-    def run(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, ()):
-            schema_editor.execute(sql)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("radiology", "0017_audit_tallies")]
 
@@ -106,7 +100,7 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(SEED, reverse_sql=migrations.RunSQL.noop),
         migrations.RunPython(
-            _run({"postgresql": POSTGRESQL, "sqlite": SQLITE}),
-            _run({"postgresql": POSTGRESQL_REVERSE, "sqlite": SQLITE_REVERSE}),
+            run_per_vendor({"postgresql": POSTGRESQL, "sqlite": SQLITE}),
+            run_per_vendor({"postgresql": POSTGRESQL_REVERSE, "sqlite": SQLITE_REVERSE}),
         ),
     ]

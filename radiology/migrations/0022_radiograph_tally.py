@@ -9,6 +9,8 @@ an upload or a deletion already holds the audit chain's head row: writers take t
 
 from django.db import migrations, models
 
+from radiology.migrations._per_vendor import run_per_vendor
+
 POSTGRESQL = [
     # Each inserted or deleted row adds +1 or -1 to a transaction-local setting (rolled back with its
     # savepoint), and the first deferred trigger at commit writes the sum to the counter row, once. One
@@ -79,14 +81,6 @@ SQLITE_REVERSE = [
 SEED = "INSERT INTO radiology_radiographtally (id, radiographs) SELECT 1, COUNT(*) FROM radiology_radiograph"
 
 
-def _run(statements):
-    def run(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, ()):
-            schema_editor.execute(sql)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("radiology", "0021_batch_idempotency_key")]
 
@@ -100,7 +94,7 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(SEED, reverse_sql=migrations.RunSQL.noop),
         migrations.RunPython(
-            _run({"postgresql": POSTGRESQL, "sqlite": SQLITE}),
-            _run({"postgresql": POSTGRESQL_REVERSE, "sqlite": SQLITE_REVERSE}),
+            run_per_vendor({"postgresql": POSTGRESQL, "sqlite": SQLITE}),
+            run_per_vendor({"postgresql": POSTGRESQL_REVERSE, "sqlite": SQLITE_REVERSE}),
         ),
     ]

@@ -11,7 +11,11 @@ deferred firings find it empty. Production transactions (an upload, a review) ch
 work as before. SQLite keeps 0018's immediate triggers (one writer at a time, no deferred triggers).
 """
 
+from importlib import import_module
+
 from django.db import migrations
+
+from radiology.migrations._per_vendor import run_per_vendor
 
 SUM = """
     CREATE FUNCTION radiology_study_delta() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -68,23 +72,12 @@ POSTGRESQL = [
     EXECUTE FUNCTION radiology_study_delta()
     """,
 ]
-# 0018's function, one UPDATE per row.
-PER_ROW = """
-    CREATE OR REPLACE FUNCTION radiology_study_tally() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            UPDATE radiology_studytally SET studies = studies - 1
-            WHERE state = OLD.state AND body_region = OLD.body_region;
-        END IF;
-        IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            INSERT INTO radiology_studytally (state, body_region, studies)
-            VALUES (NEW.state, NEW.body_region, 1)
-            ON CONFLICT (state, body_region) DO UPDATE SET studies = radiology_studytally.studies + 1;
-        END IF;
-        RETURN NULL;
-    END
-    $$
-"""
+# 0018's function, one UPDATE per row, for going back.
+PER_ROW = (
+    import_module("radiology.migrations.0018_study_tally")
+    .POSTGRESQL[0]
+    .replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+)
 POSTGRESQL_REVERSE = [
     "DROP TRIGGER study_tally_delta_update ON radiology_study",
     "DROP TRIGGER study_tally_delta_insert_delete ON radiology_study",
@@ -93,17 +86,11 @@ POSTGRESQL_REVERSE = [
 ]
 
 
-def _run(statements):
-    def run(apps, schema_editor):
-        for sql in statements.get(schema_editor.connection.vendor, ()):
-            schema_editor.execute(sql)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("radiology", "0022_radiograph_tally")]
 
     operations = [
-        migrations.RunPython(_run({"postgresql": POSTGRESQL}), _run({"postgresql": POSTGRESQL_REVERSE})),
+        migrations.RunPython(
+            run_per_vendor({"postgresql": POSTGRESQL}), run_per_vendor({"postgresql": POSTGRESQL_REVERSE})
+        ),
     ]

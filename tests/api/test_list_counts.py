@@ -26,12 +26,17 @@ def studies() -> None:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
-def _counted_studies(queries: CaptureQueriesContext) -> list[str]:
+def _counts_of(table: str, queries: CaptureQueriesContext) -> list[str]:
+    """The captured queries that count rows of `table`."""
     return [
         q["sql"]
         for q in queries.captured_queries
-        if "COUNT(" in q["sql"].upper() and "radiology_study" in q["sql"]
+        if "COUNT(" in q["sql"].upper() and f'"{table}"' in q["sql"]
     ]
+
+
+def _counted_studies(queries: CaptureQueriesContext) -> list[str]:
+    return _counts_of("radiology_study", queries)
 
 
 @pytest.mark.parametrize(
@@ -74,11 +79,7 @@ def radiographs() -> None:
 
 
 def _counted_radiographs(queries: CaptureQueriesContext) -> list[str]:
-    return [
-        q["sql"]
-        for q in queries.captured_queries
-        if "COUNT(" in q["sql"].upper() and '"radiology_radiograph"' in q["sql"]
-    ]
+    return _counts_of("radiology_radiograph", queries)
 
 
 def test_the_unfiltered_radiograph_list_counts_from_the_tally(clinician_api: Any, radiographs: None) -> None:
