@@ -45,7 +45,7 @@ from radiology.services.studies import (
     radiograph_from_image,
     study_create,
 )
-from radiology.services.tallies import tallies_rebuild
+from radiology.services.tallies import tallies_rebuild, trigger_tallies_recount
 from radiology.services.tokens import api_token_issue
 from radiology.services.triage import (
     current_predictions,
@@ -103,5 +103,6 @@ __all__ = [
     "study_release_reading",
     "study_verdict_of",
     "tallies_rebuild",
+    "trigger_tallies_recount",
     "unaided_read_record",
 ]

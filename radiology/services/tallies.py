@@ -1,4 +1,5 @@
-"""Keeping the audit dashboard's running totals (radiology.tallies) in step, and rebuilding them.
+"""Keeping the audit dashboard's running totals (radiology.tallies) in step, and rebuilding them (those and
+the ones the database's triggers keep).
 
 The services that store predictions, reviews and adjudications call these inside their transaction, after
 their audit event: every audited write holds the audit chain's head row until it commits, so tallies are
@@ -15,12 +16,22 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.apps import apps as django_apps
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, DateTimeField, F, Max, Min, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest, Least, TruncDate
 from django.utils import timezone
 
-from radiology.models import Adjudication, Prediction, PredictionTally, Review, ReviewTally
+from radiology.models import (
+    Adjudication,
+    Prediction,
+    PredictionTally,
+    Radiograph,
+    RadiographTally,
+    Review,
+    ReviewTally,
+    Study,
+    StudyTally,
+)
 
 # A standing review's place in ReviewTally: its values in ReviewTally.KEY order.
 ReviewKey = tuple[str, dt.date, dt.date, str, str, str, str, str, str]
@@ -169,3 +180,24 @@ def tallies_rebuild(*, apps: Any = None) -> tuple[int, int]:
             batch_size=1000,
         )
         return prediction_tally.objects.count(), review_tally.objects.count()
+
+
+def trigger_tallies_recount() -> tuple[int, int]:
+    """Recount the totals the database's triggers keep (StudyTally, RadiographTally) from the rows.
+
+    The triggers count every writer, but not a load that bypassed them (`pg_restore --disable-triggers`,
+    `session_replication_role = replica`). Writers wait while this runs (SHARE locks on both tables), so
+    no change falls between the count and the write. Returns (studies, radiographs)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE radiology_study, radiology_radiograph IN SHARE MODE")
+        per_state = Study.objects.order_by().values("state", "body_region").annotate(n=Count("*"))
+        StudyTally.objects.all().delete()
+        StudyTally.objects.bulk_create(
+            StudyTally(state=row["state"], body_region=row["body_region"], studies=row["n"])
+            for row in per_state
+        )
+        radiographs = Radiograph.objects.count()
+        RadiographTally.objects.update_or_create(pk=1, defaults={"radiographs": radiographs})
+        return Study.objects.count(), radiographs
