@@ -58,8 +58,8 @@ def radiograph_list(*, user: Any) -> QuerySet[Radiograph]:
 def radiograph_tallied_count(*, user: Any) -> int:
     """How many radiographs `radiograph_list(user=user)` holds, without counting them (RadiographTally, kept
     by database triggers): one row instead of 1,000,000 index entries."""
-    total = require_clinical(user, RadiographTally.objects.filter(pk=1)).values_list("radiographs", flat=True)
-    return next(iter(total), 0)
+    tally = require_clinical(user, RadiographTally.objects.filter(pk=1))
+    return tally.values_list("radiographs", flat=True).first() or 0
 
 
 def radiograph_get_with_results(*, user: Any, pk: int) -> Radiograph:

@@ -192,7 +192,7 @@ def trigger_tallies_recount() -> tuple[int, int]:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("LOCK TABLE radiology_study, radiology_radiograph IN SHARE MODE")
-        per_state = Study.objects.order_by().values("state", "body_region").annotate(n=Count("*"))
+        per_state = list(Study.objects.order_by().values("state", "body_region").annotate(n=Count("*")))
         StudyTally.objects.all().delete()
         StudyTally.objects.bulk_create(
             StudyTally(state=row["state"], body_region=row["body_region"], studies=row["n"])
@@ -200,4 +200,4 @@ def trigger_tallies_recount() -> tuple[int, int]:
         )
         radiographs = Radiograph.objects.count()
         RadiographTally.objects.update_or_create(pk=1, defaults={"radiographs": radiographs})
-        return Study.objects.count(), radiographs
+        return sum(row["n"] for row in per_state), radiographs

@@ -21,9 +21,6 @@ pytestmark = pytest.mark.django_db
 def studies() -> None:
     for state, region in [("reviewed", "wrist")] * 3 + [("reviewed", "hand"), ("awaiting_review", "wrist")]:
         StudyFactory(state=state, body_region=region)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:  # the tally's triggers are deferred to commit
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _counts_of(table: str, queries: CaptureQueriesContext) -> list[str]:
@@ -73,9 +70,6 @@ def radiographs() -> None:
         for position in range(3):
             RadiographFactory(study=study, position=position, status=Radiograph.Status.FAILED)
     Radiograph.objects.filter(pk=Radiograph.objects.order_by("pk").values("pk")[:1]).delete()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _counted_radiographs(queries: CaptureQueriesContext) -> list[str]:
