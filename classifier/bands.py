@@ -27,7 +27,7 @@ from classifier.metrics import (
     roc_auc,
     weighted_rates,
 )
-from classifier.scoring import Scored
+from classifier.scoring import Logits
 
 SENSITIVITY_TARGET = 0.95
 SPECIFICITY_TARGET = 0.95
@@ -56,7 +56,7 @@ def specific_threshold(labels: np.ndarray, probabilities: np.ndarray, target: fl
     return float(np.nextafter(negatives[needed - 1], 1.0))
 
 
-def fit_operating_points(scored: Scored, probabilities: np.ndarray, sources: Sequence[str]) -> dict[str, Any]:
+def fit_operating_points(scored: Logits, probabilities: np.ndarray, sources: Sequence[str]) -> dict[str, Any]:
     """Both thresholds on val clusters (mean probability of a cluster's images), the stricter over sources."""
     per_source: dict[str, dict[str, float]] = {}
     for source in sources:
@@ -84,7 +84,9 @@ def fit_operating_points(scored: Scored, probabilities: np.ndarray, sources: Seq
     }
 
 
-def fit_bands(val: Scored, sources: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+def fit_bands(
+    val: Logits, sources: Sequence[str], *, fitted_on: str = "val"
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
     """Platt calibration on the val images of ``sources``, each distinct radiograph weighing the same
     (1 / cluster size), then both operating points on them.
 
@@ -92,9 +94,10 @@ def fit_bands(val: Scored, sources: Sequence[str]) -> tuple[dict[str, Any], np.n
     """
     idx = np.flatnonzero(np.isin(val.sources, list(sources)))
     calibration = fit_platt(val.logits[idx], val.labels[idx], cluster_weights(val.clusters[idx]))
-    calibration |= {"weights": "1 / cluster size", "fitted_on": "val"}
+    calibration |= {"weights": "1 / cluster size", "fitted_on": fitted_on}
     probabilities = calibrate(val.logits, calibration)
-    return calibration, probabilities, fit_operating_points(val, probabilities, sources)
+    points = fit_operating_points(val, probabilities, sources) | {"fitted_on": fitted_on}
+    return calibration, probabilities, points
 
 
 def band_of(probabilities: np.ndarray, sensitive: float, specific: float) -> np.ndarray:
@@ -157,7 +160,7 @@ def level_report(
 
 
 def source_report(
-    scored: Scored, idx: np.ndarray, probabilities: np.ndarray, points: dict[str, Any], n_boot: int
+    scored: Logits, idx: np.ndarray, probabilities: np.ndarray, points: dict[str, Any], n_boot: int
 ) -> dict[str, Any]:
     """One source's test figures: per image and per cluster, one band per multi-image cluster, without
     hardware and per body region where the source records them."""

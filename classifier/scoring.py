@@ -22,19 +22,34 @@ from classifier.preprocessing import model_input_batches
 RECORD_COLUMNS = ("path", "source", "split", "cluster", "label", "hardware")
 
 
-class Scored:
+class Logits:
+    """Records and their image logits, in record order: what calibration and the operating points are fitted
+    on (``classifier.bands``), whether the logits come from a forward pass (``Scored``) or from the out-of-
+    fold predictions of a cross-validation, read back from their CSV files."""
+
+    def __init__(self, records: list[Record], logits: np.ndarray) -> None:
+        self.records = records
+        self.logits = np.asarray(logits, np.float32)
+        self.labels = np.array([r.label for r in records])
+        self.clusters = np.array([r.cluster for r in records])
+        self.sources = np.array([r.source for r in records])
+
+    def where(self, source: str) -> np.ndarray:
+        return np.flatnonzero(self.sources == source)
+
+
+class Scored(Logits):
     """One image set through ``predictor.forward``, in record order."""
 
     def __init__(self, predictor: Any, data: ImageSet, *, batch_size: int = 32) -> None:
         self.data = data
-        self.records: list[Record] = data.records
-        self.logits = np.zeros(len(data.records), np.float32)
+        logits = np.zeros(len(data.records), np.float32)
         cams: list[np.ndarray] = []
         cells: list[np.ndarray] = []
         embeddings: list[np.ndarray] = []
         for start, batch in model_input_batches(data.images, batch_size):
             forward = predictor.forward(batch)
-            self.logits[start : start + len(batch)] = forward.logits
+            logits[start : start + len(batch)] = forward.logits
             for kept, part in (
                 (cams, forward.cams),
                 (cells, forward.cells),
@@ -45,12 +60,7 @@ class Scored:
         self.cams: list[np.ndarray] | None = cams or None
         self.cells = np.array(cells, np.float32)
         self.embeddings = np.array(embeddings, np.float32)
-        self.labels = np.array([r.label for r in self.records])
-        self.clusters = np.array([r.cluster for r in self.records])
-        self.sources = np.array([r.source for r in self.records])
-
-    def where(self, source: str) -> np.ndarray:
-        return np.flatnonzero(self.sources == source)
+        super().__init__(data.records, logits)
 
 
 def write_predictions(
@@ -67,3 +77,9 @@ def write_predictions(
                 [str(r.path), r.source, r.split, r.cluster, r.label, r.hardware]
                 + [v if isinstance(v, str) else f"{float(v):.6f}" for v in values]
             )
+
+
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV that ``write_predictions`` wrote, as strings by column name."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -9,8 +9,17 @@ Trains on every source's ``train``; the image loss uses only the sources with bo
 every image with boxes and every normal radiograph. After each epoch it scores ``val``: the image AUCs per
 source (the figure the epoch is chosen on) and the pointing game of the cell head on val images with boxes.
 Writes ``model.keras`` (serving graph with flip TTA), ``card.json`` (no calibration yet: that and the
-operating points are fitted by ``classifier.evaluate`` on validation data), ``val_predictions.csv``,
-``val_cells.npz`` and ``history.json``.
+operating points are fitted by ``classifier.release``), ``val_predictions.csv``, ``val_cells.npz`` and
+``history.json``.
+
+    python -m classifier.train ... --arch lite0det --cv 3 --out classifier_runs/cv-lite0-det-v2
+
+cross-validates the same recipe instead: whole clusters per fold over train + val of every source
+(``grouped_folds``), each fold trained for the recipe's epochs with no selection on its held-out part, which
+it then scores. ``oof-fold{k}.csv`` holds each held-out image's logit under every test-time augmentation
+mode the release may choose (one forward pass per distinct view; a mode's logit is the mean of its views',
+as in the serving graph). ``classifier.release --oof`` fits calibration, the operating points and the TTA on
+these out-of-fold logits: about five times as many clusters as val alone.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,7 @@ from classifier.detector import (
 )
 from classifier.figures import plot_curves
 from classifier.metrics import source_metrics
+from classifier.pipeline import grouped_folds
 from classifier.preprocessing import InputSpec
 from classifier.scoring import write_predictions
 
@@ -67,10 +78,85 @@ def localisation_score(data: ImageSet, cells: np.ndarray) -> dict[str, float]:
     return out
 
 
+def view_logits(core: Any, images: np.ndarray, modes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each TTA mode's image logits: the mean of its views' logits, each distinct view run once.
+
+    Equal to the serving graph's logit for that mode: the image logit is the mean of the logit map, and
+    TTAMerge maps each view's map back (a permutation) before averaging them.
+    """
+    from classifier.layers import TTA_VIEWS, apply_view
+
+    per_view: dict[tuple[str, ...], np.ndarray] = {}
+    for view in dict.fromkeys(v for mode in modes for v in TTA_VIEWS[mode]):
+        turned = np.asarray(apply_view(images[..., None], view))[..., 0]
+        per_view[view], _ = predict_detector(core, turned)
+    return {mode: np.mean([per_view[v] for v in TTA_VIEWS[mode]], axis=0) for mode in modes}
+
+
+def run_detector_cv(
+    args: argparse.Namespace, recipe: Any, records: list[Record], spec: InputSpec, backbone: Path | None
+) -> int:
+    """Grouped CV of the lite0det recipe over train + val; out-of-fold logits per TTA mode, per fold file."""
+    pool = load_images(select(records, splits=["train", "val"]), spec, cache_dir=args.cache_dir)
+    classified = image_sources(records)
+    folds = grouped_folds(pool.records, args.cv, seed=args.seed, max_held_cluster=args.max_held_cluster)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary_path = args.out / "cv_summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary |= {"recipe": recipe.to_dict(), "folds": args.cv, "seed": args.seed}
+    summary.setdefault("seconds_per_fold", {})
+    for k in args.folds if args.folds is not None else range(args.cv):
+        train_idx, held_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        log.info("fold %d/%d: %d training, %d held-out images", k + 1, args.cv, len(train_idx), len(held_idx))
+        result = fit_detector(
+            detector_data(
+                pool.subset(train_idx),
+                image_sources=classified,
+                balance_sources=recipe.balance_sources,
+                cluster_power=recipe.cluster_power,
+            ),
+            size=recipe.size,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            weight_decay=recipe.weight_decay,
+            warmup=recipe.warmup,
+            augment=recipe.augment,
+            cell_loss_weight=recipe.cell_loss_weight,
+            backbone_weights=str(backbone) if backbone else None,
+            seed=args.seed + k,
+            select_best=False,  # the recipe's last epoch: nothing is chosen on the held-out part
+            max_steps=args.max_steps,
+        )
+        held = pool.subset(held_idx)
+        logits = view_logits(result.core, held.images, args.cv_tta)
+        write_predictions(
+            args.out / f"oof-fold{k}.csv",
+            held.records,
+            {f"logit_{mode}": v for mode, v in logits.items()} | {"fold": np.full(len(held_idx), k)},
+        )
+        summary["seconds_per_fold"][str(k)] = round(result.seconds, 1)
+        scored = _in(held, classified)
+        summary[f"fold{k}"] = {
+            mode: source_metrics([r for r, s in zip(held.records, scored, strict=True) if s], v[scored])
+            for mode, v in logits.items()
+        }
+        summary_path.write_text(json.dumps(summary, indent=2))
+        log.info("fold %d done in %.0f s: %s", k + 1, result.seconds, summary[f"fold{k}"])
+    return 0
+
+
+def _in(data: ImageSet, sources: Sequence[str]) -> np.ndarray:
+    return np.array([r.source in sources for r in data.records], bool)
+
+
 def run_detector(
     args: argparse.Namespace, recipe: Any, records: list[Record], spec: InputSpec, backbone: Path | None
 ) -> int:
     from classifier.models import count_params  # loads Keras: only when training
+
+    if args.cv:
+        return run_detector_cv(args, recipe, records, spec, backbone)
 
     train_records = select(records, splits=["train"])
     val_records = select(records, splits=["val"])

@@ -56,25 +56,32 @@ def three_sources(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, 
     return list(dirs.values())
 
 
-def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report(
-    three_sources: list[Path], tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def released(three_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """`classifier.train --arch lite0det` (one step, random backbone), then `classifier.release` on val."""
     from classifier import release, train
+
+    base = tmp_path_factory.mktemp("v2")
+    data_args = [arg for path in three_sources for arg in ("--data", str(path))]
+    run, out, cache = base / "run", base / "model", base / "cache"
+    assert train.main([*data_args, "--arch", "lite0det", "--size", "64", "--epochs", "1", "--max-steps", "1",
+                       "--batch-size", "4", "--from-scratch", "--augment", "strong", "--balance-sources",
+                       "--out", str(run), "--cache-dir", str(cache), "--verbose", "0"]) == 0  # fmt: skip
+    assert release.main(["--run", str(run), "--out", str(out), *data_args, "--n-boot", "20", "--train-every", "1",
+                         "--cache-dir", str(cache)]) == 0  # fmt: skip
+    return {"run": run, "out": out, "cache": cache, "data_args": data_args}
+
+
+def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report(
+    released: dict[str, Path]
+) -> None:
     from classifier.card import read_card
     from classifier.predict import OperatingPoints, Predictor
 
-    data_args = [arg for path in three_sources for arg in ("--data", str(path))]
-    run = tmp_path / "run"
-    assert train.main([*data_args, "--arch", "lite0det", "--size", "64", "--epochs", "1", "--max-steps", "1",
-                       "--batch-size", "4", "--from-scratch", "--augment", "strong", "--balance-sources",
-                       "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--verbose", "0"]) == 0  # fmt: skip
+    run, out = released["run"], released["out"]
     history = json.loads((run / "history.json").read_text())
     assert history[0]["epoch"] == 1 and history[0]["cell_loss"] > 0 and "fracatlas_pointing" in history[0]
     assert read_card(run / "card.json")["training"]["image_loss_sources"] == ["fracatlas", "kaggle"]
-
-    out = tmp_path / "model"
-    assert release.main(["--run", str(run), "--out", str(out), *data_args, "--n-boot", "20", "--train-every", "1",
-                         "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
     card = read_card(out / "card.json")
     points = OperatingPoints.from_card(card)  # refuses out-of-order points
     assert card["threshold"] == points.sensitive
@@ -97,3 +104,114 @@ def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report
 
     predictor = Predictor.load(out)
     assert predictor.thresholds == points and predictor.has_cells and predictor.has_embedding
+
+
+@pytest.fixture(scope="module")
+def cross_validated(released: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from classifier import train
+
+    run = tmp_path_factory.mktemp("cv") / "cv"
+    assert train.main([*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1",
+                       "--max-steps", "1", "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2",
+                       "--max-held-cluster", "1000", "--cv-tta", "none", "flip", "rot4",
+                       "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
+    return run
+
+
+def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tta_mode(
+    three_sources: list[Path], cross_validated: Path
+) -> None:
+    from classifier.scoring import read_predictions
+
+    run = cross_validated
+    rows = [row for k in (0, 1) for row in read_predictions(run / f"oof-fold{k}.csv")]
+    # Every train and val image is held out exactly once, test never.
+    paths = [row["path"] for row in rows]
+    assert len(paths) == len(set(paths)) and {row["split"] for row in rows} == {"train", "val"}
+    pool = [p for src in three_sources for p in (src / "manifest.csv").read_text().splitlines()[1:]]
+    assert len(rows) == sum(",test," not in line for line in pool)
+    for row in rows:
+        assert {"logit_none", "logit_flip", "logit_rot4", "fold"} <= set(row)
+    # A cluster is never split between folds.
+    fold_of: dict[str, set[str]] = {}
+    for row in rows:
+        fold_of.setdefault(row["cluster"], set()).add(row["fold"])
+    assert all(len(f) == 1 for f in fold_of.values())
+    summary = json.loads((run / "cv_summary.json").read_text())
+    assert set(summary["seconds_per_fold"]) == {"0", "1"} and "rot4" in summary["fold0"]
+
+
+def test_per_view_logits_equal_the_serving_graphs_tta_logit() -> None:
+    import keras
+    import numpy as np
+
+    from classifier.detector import predict_detector
+    from classifier.train_detector import view_logits
+
+    # A small core with the detector's three outputs (logit map at stride 32, cells at stride 16,
+    # embedding), random and not symmetric, so each view answers differently.
+    keras.utils.set_random_seed(0)
+    image = keras.Input((64, 64, 1))
+    cam = keras.layers.Conv2D(1, 32, strides=32)(image)
+    cells = keras.layers.Conv2D(1, 16, strides=16)(image)
+    embedding = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 8, strides=8)(image))
+    core = keras.Model(image, [cam, cells, embedding])
+    images = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    per_mode = view_logits(core, images, ["none", "flip", "rot4"])
+    for mode in ("none", "flip", "rot4"):
+        served, _ = predict_detector(core, images, tta=mode)
+        np.testing.assert_allclose(per_mode[mode], served, atol=1e-4)
+    assert not np.allclose(per_mode["none"], per_mode["rot4"], atol=1e-3)  # the views do differ
+
+
+def test_a_release_fits_calibration_bands_and_tta_on_the_out_of_fold_logits(
+    released: dict[str, Path], cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from classifier import release
+    from classifier.bands import fit_bands
+    from classifier.card import read_card
+    from classifier.data import load_sources
+    from classifier.predict import Predictor
+    from classifier.scoring import read_predictions
+
+    monkeypatch.setattr(release, "THROUGHPUT_SECONDS", 0.2)
+    run, out = tmp_path / "unpacked", tmp_path / "model"
+    # From the released model's weights (its run folder is not needed), with the cross-validation's logits.
+    assert release.main(["--run", str(run), "--from-model", str(released["out"]), "--out", str(out),
+                         *released["data_args"], "--oof", str(cross_validated), "--n-boot", "20",
+                         "--train-every", "1", "--tta-candidates", "none", "flip", "rot4",
+                         "--cache-dir", str(released["cache"])]) == 0  # fmt: skip
+    card = read_card(out / "card.json")
+    choice = card["tta_choice"]
+    assert choice["scored_on"].startswith("out-of-fold") and set(choice["candidates"]) == {"none", "flip", "rot4"}
+    assert card["architecture"]["tta"] == choice["chosen"]
+    assert all(r["radiographs_per_s"] > 0 and r["latency_ms_batch1"] > 0 for r in choice["candidates"].values())
+    assert card["calibration"]["fitted_on"].startswith("out-of-fold")
+    assert card["operating_points"]["fitted_on"] == card["calibration"]["fitted_on"]
+    cv = card["cross_validation"]
+    assert cv["folds"] == 2 and set(cv["pooled"]) == {"none", "flip", "rot4"}
+    assert set(cv["per_fold"]) == {"fold0", "fold1"}
+
+    # The card's calibration is the one fitted on the out-of-fold logits of the chosen mode, not on val.
+    rows = [row for k in (0, 1) for row in read_predictions(cross_validated / f"oof-fold{k}.csv")]
+    by_path = {str(r.path): r for r in load_sources([Path(a) for a in released["data_args"][1::2]])}
+    oof = release.Logits(
+        [by_path[row["path"]] for row in rows],
+        np.array([float(row[f"logit_{choice['chosen']}"]) for row in rows]),
+    )
+    calibration, _, points = fit_bands(oof, ["fracatlas", "kaggle"])
+    assert card["calibration"]["a"] == pytest.approx(calibration["a"])
+    assert card["operating_points"]["sensitive"] == pytest.approx(points["sensitive"])
+    report = (out / "report.md").read_text()
+    assert "## Grouped cross-validation (2 folds over train + val)" in report
+    assert "chosen on the out-of-fold predictions" in report
+
+    # Unpacking kept the weights: rebuilt with the first release's TTA, they answer as it does.
+    first = Predictor.load(released["out"])
+    release.build_serving(run, None, tmp_path / "again", tta=first.card["architecture"]["tta"])
+    batch = np.random.default_rng(0).random((2, 64, 64, 1), dtype=np.float32)
+    again = Predictor.load(tmp_path / "again").forward(batch)
+    np.testing.assert_allclose(again.logits, first.forward(batch).logits, atol=1e-5)
+    np.testing.assert_allclose(again.cells, first.forward(batch).cells, atol=1e-5)
