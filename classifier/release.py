@@ -182,9 +182,9 @@ def write_outputs(card: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     """The card (NaN as null) and the report beside it, with the previous model's figures and the notes."""
     card = finite_json(card)
     write_card(card, args.out / CARD_FILE)
-    old_card = read_card(args.compare / CARD_FILE) if args.compare else None
+    compared = [read_card(folder / CARD_FILE) for folder in args.compare]
     notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
-    write_report(card, args.out, old_card=old_card, notes=notes)
+    write_report(card, args.out, compared=compared, notes=notes)
     return card
 
 
@@ -498,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         "--tta-candidates", nargs="*", default=[], help="choose the TTA among these on val (see choose_tta)"
     )
     p.add_argument(
-        "--compare", type=Path, default=None, help="the previous model's folder (its card's figures)"
+        "--compare", type=Path, action="append", default=[],
+        help="an earlier model's folder, whose test figures the goals table shows beside (repeatable)",
     )
     p.add_argument("--notes", type=Path, default=None, help="a Markdown file appended to the report")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)

@@ -29,108 +29,105 @@ def _ci_text(ci: dict[str, float]) -> str:
     return f"{fmt(ci['value'])} ({fmt(ci['low'])}–{fmt(ci['high'])})"
 
 
-def _old_figures(old_card: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The previous model's test figures (its card), for the side-by-side table."""
-    if not old_card:
-        return {}
-    out = {}
-    for source, v in old_card.get("metrics", {}).get("test", {}).get("sources", {}).items():
-        out[source] = {
-            "auc_images": v["images"]["auc"],
-            "auc_clusters": v["clusters"]["auc"],
-            "ece": v["images"]["ece"],
-            "one_verdict": (v.get("consistency") or {}).get("share_one_verdict"),
-            "pointing": (v.get("pointing_game") or {}).get("share"),
-            "auc_no_hardware": ((v.get("no_hardware") or {}).get("images") or {}).get("auc"),
-            "spec_at_threshold": v["images"]["specificity"],
-        }
+def _value(figure: Any) -> Any:
+    """A figure as v2 cards keep it ({"value", "low", "high"}) or as v1 cards did (a bare number)."""
+    return figure.get("value") if isinstance(figure, dict) else figure
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "**not met**"
+
+
+def goal_figures(card: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """Each goal row's (figure text, met or not) for one card's test figures.
+
+    A v2 card (two operating points, bands, localisation) fills every row; a v1 card (one threshold) the
+    rows it has a figure for, the sensitive threshold's row from its one threshold.
+    """
+    test = card.get("metrics", {}).get("test", {})
+    sources, loc = test.get("sources", {}), test.get("localisation", {})
+    k, f = sources.get("kaggle", {}), sources.get("fracatlas", {})
+    out: dict[str, tuple[str, str | None]] = {}
+    if not k or not f:
+        return out
+    kai, kac = _value(k["images"]["auc"]), _value(k["clusters"]["auc"])
+    out["kaggle_auc"] = (f"{fmt(kai)} / {fmt(kac)}", _met(at_least(kai, 0.97) and at_least(kac, 0.98)))
+    fa = _value(f["images"]["auc"])
+    fnh = _value(((f.get("no_hardware") or {}).get("images") or {}).get("auc"))
+    out["fracatlas_auc"] = (f"{fmt(fa)} ({fmt(fnh)})", _met(at_least(fa, 0.93) and at_least(fnh, 0.92)))
+    v2 = "specific" in k["images"]
+    for name, src in (("kaggle", k), ("fracatlas", f)):
+        if v2:
+            for point, (on, other) in (("specific", (0.95, 0.70)), ("sensitive", (0.95, 0.60))):
+                p = src["images"][point]
+                sens, spec = _value(p["sensitivity"]), _value(p["specificity"])
+                ok = at_least(spec, on) and at_least(sens, other) if point == "specific" else (
+                    at_least(sens, on) and at_least(spec, other)
+                )
+                out[f"{name}_{point}"] = (f"sens {fmt(sens, 2)} / spec {fmt(spec, 2)}", _met(ok))
+            doubt = src["images"]["bands"]["doubt"]["share"]
+            out[f"{name}_doubt"] = (fmt(doubt, 2), _met(at_least(0.25, doubt)))
+        else:
+            sens, spec = src["images"]["sensitivity"], src["images"]["specificity"]
+            out[f"{name}_sensitive"] = (f"sens {fmt(sens, 2)} / spec {fmt(spec, 2)}", None)
+        ece = src["images"]["ece"]
+        out[f"{name}_ece"] = (fmt(ece), _met(at_least(0.05, ece)))
+    consistency = k.get("consistency") or {}
+    if v2:
+        one = consistency.get("share_one_band")
+        out["one_band"] = (fmt(one, 2), _met(at_least(one, 0.95)))
+        out["one_call"] = (fmt(consistency.get("share_one_call_at_sensitive"), 2), None)
+    else:
+        out["one_call"] = (fmt(consistency.get("share_one_verdict"), 2), None)
+        pointing = (f.get("pointing_game") or {}).get("share")
+        if pointing is not None:
+            out["fracatlas_pointing"] = (fmt(pointing), _met(at_least(pointing, 0.70)))
+    for key in ("fracatlas", "boxes"):
+        if key in loc:
+            pg = loc[key]["pointing_game"]["share"]
+            out[f"{key}_pointing"] = (fmt(pg), _met(at_least(pg, 0.70)))
+            fr = loc[key]["froc"]["at_0.5_fp_per_image"]["sensitivity"]
+            out[f"{key}_froc"] = (fmt(fr), _met(at_least(fr, 0.70)))
     return out
 
 
-def goals_rows(card: dict[str, Any], old: dict[str, dict[str, Any]]) -> list[str]:
-    sources = card["metrics"]["test"]["sources"]
-    loc = card["metrics"]["test"]["localisation"]
-    k, f = sources.get("kaggle", {}), sources.get("fracatlas", {})
-    ok, of = old.get("kaggle", {}), old.get("fracatlas", {})
+GOAL_ROWS = (
+    ("kaggle_auc", "Kaggle ROC-AUC per image / per cluster", "≥ 0.97 / ≥ 0.98"),
+    ("fracatlas_auc", "FracAtlas ROC-AUC (without hardware)", "≥ 0.93 (≥ 0.92)"),
+    ("kaggle_specific", "Kaggle: at the specific threshold (images)", "spec ≥ 0.95, sens ≥ 0.70"),
+    ("kaggle_sensitive", "Kaggle: at the sensitive threshold (images)", "sens ≥ 0.95, spec ≥ 0.60"),
+    ("fracatlas_specific", "FracAtlas: at the specific threshold (images)", "spec ≥ 0.95, sens ≥ 0.70"),
+    ("fracatlas_sensitive", "FracAtlas: at the sensitive threshold (images)", "sens ≥ 0.95, spec ≥ 0.60"),
+    ("kaggle_doubt", "Kaggle: images in the Doubt band", "≤ 25 %"),
+    ("fracatlas_doubt", "FracAtlas: images in the Doubt band", "≤ 25 %"),
+    ("kaggle_ece", "Kaggle: ECE (images)", "≤ 0.05"),
+    ("fracatlas_ece", "FracAtlas: ECE (images)", "≤ 0.05"),
+    ("one_band", "Kaggle multi-image clusters with one band", "≥ 0.95"),
+    (
+        "one_call",
+        "Kaggle multi-image clusters with one call at the sensitive threshold (the old figure's kind)",
+        "–",
+    ),
+    ("fracatlas_pointing", "pointing game, FracAtlas test", "≥ 0.70"),
+    ("fracatlas_froc", "fracture sensitivity at 0.5 FP boxes / image, FracAtlas test", "≥ 0.70"),
+    ("boxes_pointing", "pointing game, boxes source test", "≥ 0.70"),
+    ("boxes_froc", "fracture sensitivity at 0.5 FP boxes / image, boxes source test", "≥ 0.70"),
+)
 
-    def band_text(src: dict[str, Any], level: str, point: str) -> str:
-        p = src[level][point]
-        return f"sens {fmt(p['sensitivity']['value'], 2)} / spec {fmt(p['specificity']['value'], 2)}"
 
-    def met(flag: bool) -> str:
-        return "met" if flag else "**not met**"
-
+def goals_rows(card: dict[str, Any], compared: list[dict[str, Any]]) -> list[str]:
+    """The goals table: each earlier model's test figures, the goal, this model's and whether it is met."""
+    mine = goal_figures(card)
+    theirs = [goal_figures(c) for c in compared]
+    names = " | ".join(f"`{c['version']}`" for c in compared)
     rows = [
-        "| figure | `lite0-cam-v1` | goal | this model | |",
-        "|---|---|---|---|---|",
+        f"| figure | {names + ' | ' if names else ''}goal | this model | |",
+        "|---|" + "---|" * len(compared) + "---|---|---|",
     ]
-    kai, kac = k["images"]["auc"]["value"], k["clusters"]["auc"]["value"]
-    rows.append(
-        f"| Kaggle ROC-AUC per image / per cluster | {fmt(ok.get('auc_images'))} / "
-        f"{fmt(ok.get('auc_clusters'))} "
-        f"| ≥ 0.97 / ≥ 0.98 | {fmt(kai)} / {fmt(kac)} | {met(at_least(kai, 0.97) and at_least(kac, 0.98))} |"
-    )
-    fa = f["images"]["auc"]["value"]
-    fnh = (((f.get("no_hardware") or {}).get("images") or {}).get("auc") or {}).get("value")
-    rows.append(
-        f"| FracAtlas ROC-AUC (without hardware) | {fmt(of.get('auc_images'))} "
-        f"({fmt(of.get('auc_no_hardware'))}) "
-        f"| ≥ 0.93 (≥ 0.92) | {fmt(fa)} ({fmt(fnh)}) | {met(at_least(fa, 0.93) and at_least(fnh, 0.92))} |"
-    )
-    for name, src in (("Kaggle", k), ("FracAtlas", f)):
-        spec = src["images"]["specific"]
-        ok_spec = at_least(spec["specificity"]["value"], 0.95) and at_least(
-            spec["sensitivity"]["value"], 0.70
-        )
-        rows.append(
-            f"| {name}: at the specific threshold (images) | – | spec ≥ 0.95, sens ≥ 0.70 "
-            f"| {band_text(src, 'images', 'specific')} | {met(ok_spec)} |"
-        )
-        sens = src["images"]["sensitive"]
-        ok_sens = at_least(sens["sensitivity"]["value"], 0.95) and at_least(
-            sens["specificity"]["value"], 0.60
-        )
-        old_spec = (old.get(name.lower()) or {}).get("spec_at_threshold")
-        rows.append(
-            f"| {name}: at the sensitive threshold (images) | spec {fmt(old_spec, 2)} | sens ≥ 0.95, spec ≥ "
-            "0.60 "
-            f"| {band_text(src, 'images', 'sensitive')} | {met(ok_sens)} |"
-        )
-    for name, src in (("Kaggle", k), ("FracAtlas", f)):
-        doubt = src["images"]["bands"]["doubt"]["share"]
-        rows.append(
-            f"| {name}: images in the Doubt band | – | ≤ 25 % | {fmt(doubt, 2)} "
-            f"| {met(at_least(0.25, doubt))} |"
-        )
-    for name, src, o in (("Kaggle", k, ok), ("FracAtlas", f, of)):
-        ece = src["images"]["ece"]
-        rows.append(
-            f"| {name}: ECE (images) | {fmt(o.get('ece'))} | ≤ 0.05 | {fmt(ece)} "
-            f"| {met(at_least(0.05, ece))} |"
-        )
-    one = (k.get("consistency") or {}).get("share_one_band")
-    rows.append(
-        f"| Kaggle multi-image clusters with one band | {fmt(ok.get('one_verdict'), 2)} | ≥ 0.95 | "
-        f"{fmt(one, 2)} "
-        f"| {met(at_least(one, 0.95))} |"
-    )
-    call = (k.get("consistency") or {}).get("share_one_call_at_sensitive")
-    rows.append(
-        f"| Kaggle multi-image clusters with one call at the sensitive threshold (the old figure's kind) "
-        f"| {fmt(ok.get('one_verdict'), 2)} | – | {fmt(call, 2)} | |"
-    )
-    for name, key in (("FracAtlas", "fracatlas"), ("boxes source", "boxes")):
-        pg = loc[key]["pointing_game"]["share"]
-        old_pg = of.get("pointing") if key == "fracatlas" else None
-        rows.append(
-            f"| pointing game, {name} test | {fmt(old_pg, 3)} | ≥ 0.70 | {fmt(pg)} "
-            f"| {met(at_least(pg, 0.70))} |"
-        )
-        fr = loc[key]["froc"]["at_0.5_fp_per_image"]["sensitivity"]
-        rows.append(
-            f"| fracture sensitivity at 0.5 FP boxes / image, {name} test | – | ≥ 0.70 | {fmt(fr)} "
-            f"| {met(at_least(fr, 0.70))} |"
-        )
+    for key, label, goal in GOAL_ROWS:
+        text, met = mine.get(key, ("–", None))
+        old = "".join(f"{t.get(key, ('–', None))[0]} | " for t in theirs)
+        rows.append(f"| {label} | {old}{goal} | {text} | {met or ''} |")
     return rows
 
 
@@ -181,7 +178,7 @@ def source_rows(name: str, src: dict[str, Any]) -> list[str]:
     return rows
 
 
-def write_report(card: dict[str, Any], out: Path, *, old_card: dict[str, Any] | None, notes: str) -> Path:
+def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, Any]], notes: str) -> Path:
     test = card["metrics"]["test"]
     points = card["operating_points"]
     fitted_on = points.get("fitted_on", "val")
@@ -197,7 +194,7 @@ def write_report(card: dict[str, Any], out: Path, *, old_card: dict[str, Any] | 
         "",
         "## Goals (test splits)",
         "",
-        *goals_rows(card, _old_figures(old_card)),
+        *goals_rows(card, compared),
         "",
         "## How these figures were obtained",
         "",

@@ -215,3 +215,19 @@ def test_a_release_fits_calibration_bands_and_tta_on_the_out_of_fold_logits(
     again = Predictor.load(tmp_path / "again").forward(batch)
     np.testing.assert_allclose(again.logits, first.forward(batch).logits, atol=1e-5)
     np.testing.assert_allclose(again.cells, first.forward(batch).cells, atol=1e-5)
+
+
+def test_the_goals_table_shows_every_earlier_model_in_its_own_column() -> None:
+    from classifier.card import read_card
+    from classifier.release_report import GOAL_ROWS, goals_rows
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    v1, v2 = read_card(models / "lite0-cam-v1" / "card.json"), read_card(models / "lite0-det-v2" / "card.json")
+    rows = goals_rows(v2, [v1, v2])
+    assert rows[0] == "| figure | `lite0-cam-v1` | `lite0-det-v2` | goal | this model | |"
+    assert len(rows) == 2 + len(GOAL_ROWS) and all(row.count("|") == 7 for row in rows)
+    auc = next(row for row in rows if row.startswith("| Kaggle ROC-AUC"))
+    # v1 kept bare numbers, v2 keeps values with intervals: both read.
+    assert "| 0.969 / 0.967 | 0.987 / 0.989 | ≥ 0.97 / ≥ 0.98 | 0.987 / 0.989 | met |" in auc
+    doubt = next(row for row in rows if row.startswith("| FracAtlas: images in the Doubt band"))
+    assert doubt.endswith("| – | 0.47 | ≤ 25 % | 0.47 | **not met** |")  # v1 had no bands
