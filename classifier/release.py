@@ -84,9 +84,13 @@ TRAINED_REGIONS = (
 )  # fmt: skip
 
 
-def build_serving(run: Path, epoch: int | None, out: Path, *, tta: str | None = None) -> dict[str, Any]:
-    """Save the serving graph of the run's chosen epoch as ``out/model.keras``; return the run's card."""
+def build_serving(
+    run: Path, epoch: int | None, out: Path, *, tta: str | None = None, version: str | None = None
+) -> dict[str, Any]:
+    """Save the serving graph of the run's chosen epoch as ``out/model.keras``; return the run's card (under
+    ``version`` when given: a re-release of the same weights is a new model version)."""
     card = read_card(run / CARD_FILE)
+    card["version"] = version or card["version"]
     chosen = epoch or int(card["training"]["best_epoch"])
     core = lite0_detector_core(int(card["input"]["size"]))
     core.load_weights(run / f"epoch{chosen}.weights.h5")
@@ -114,6 +118,9 @@ def unpack_released(model_dir: Path, run: Path) -> None:
     card = {k: v for k, v in card.items() if k not in fitted}
     card |= {"calibration": {"method": "identity"}, "threshold": 0.5, "status": f"unpacked from {model_dir}"}
     write_card(card, run / CARD_FILE)
+    curves = model_dir / "figures" / "curves.png"  # the training curves travel with the weights
+    if curves.exists():
+        (run / "curves.png").write_bytes(curves.read_bytes())
 
 
 def read_out_of_fold(
@@ -269,7 +276,8 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         read_out_of_fold(args.oof, records, args.tta_candidates or [args.tta]) if args.oof else (None, None)
     )
     tta_choice = choose_tta(args, records, classified, out_of_fold) if args.tta_candidates else None
-    card = build_serving(args.run, args.epoch, args.out, tta=tta_choice["chosen"] if tta_choice else args.tta)
+    tta = tta_choice["chosen"] if tta_choice else args.tta
+    card = build_serving(args.run, args.epoch, args.out, tta=tta, version=args.version)
     if tta_choice:
         card["tta_choice"] = tta_choice
     predictor = Predictor.load(args.out)
@@ -484,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=N_BOOT)
     p.add_argument("--refit-ood", action="store_true", help="refit only the OOD reference of --out's release")
     p.add_argument("--refit-colour", action="store_true", help="fit only the colour check of --out's release")
+    p.add_argument("--version", default=None, help="the released model's version (default: the run's)")
     p.add_argument("--tta", default=None, help="test-time augmentation of the release (default: the run's)")
     p.add_argument(
         "--oof", type=Path, default=None,

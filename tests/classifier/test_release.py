@@ -182,8 +182,9 @@ def test_a_release_fits_calibration_bands_and_tta_on_the_out_of_fold_logits(
     assert release.main(["--run", str(run), "--from-model", str(released["out"]), "--out", str(out),
                          *released["data_args"], "--oof", str(cross_validated), "--n-boot", "20",
                          "--train-every", "1", "--tta-candidates", "none", "flip", "rot4",
-                         "--cache-dir", str(released["cache"])]) == 0  # fmt: skip
+                         "--version", "v2-again", "--cache-dir", str(released["cache"])]) == 0  # fmt: skip
     card = read_card(out / "card.json")
+    assert card["version"] == "v2-again" and Predictor.load(out).version == "v2-again"
     choice = card["tta_choice"]
     assert choice["scored_on"].startswith("out-of-fold") and set(choice["candidates"]) == {"none", "flip", "rot4"}
     assert card["architecture"]["tta"] == choice["chosen"]
