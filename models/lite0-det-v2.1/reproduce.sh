@@ -28,12 +28,18 @@ fi
 
 # 2. Grouped cross-validation of the same recipe: 3 folds of whole clusters over train + val (clusters over
 #    40 images always train), each fold's last epoch scoring its held-out part under none / flip / rot4 TTA.
-$PY -m classifier.train "${DATA[@]}" "${RECIPE[@]}" --cv 3 --cv-tta none flip rot4 \
-    --out classifier_runs/cv-lite0-det-v2 --verbose 2
+#    Its out-of-fold logits are kept in models/lite0-det-v2.1/cross-validation/: CV=kept skips this step
+#    and releases from them.
+CV_DIR=classifier_runs/cv-lite0-det-v2
+if [[ "${CV:-run}" == kept ]]; then
+    CV_DIR=models/lite0-det-v2.1/cross-validation
+else
+    $PY -m classifier.train "${DATA[@]}" "${RECIPE[@]}" --cv 3 --cv-tta none flip rot4 --out "$CV_DIR" --verbose 2
+fi
 
 # 3. Release: TTA, calibration and operating points on the out-of-fold logits; box threshold and references
 #    on val; test figures, card, report and figures/.
 $PY -m classifier.release --run classifier_runs/lite0-det-v2 "${FROM[@]}" --out models/lite0-det-v2.1 \
-    --version lite0-det-v2.1 "${DATA[@]}" --oof classifier_runs/cv-lite0-det-v2 \
+    --version lite0-det-v2.1 "${DATA[@]}" --oof "$CV_DIR" \
     --tta-candidates none flip rot4 --compare models/lite0-cam-v1 --compare models/lite0-det-v2 \
     --notes models/lite0-det-v2.1/notes.md
