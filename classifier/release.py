@@ -53,7 +53,7 @@ from classifier.figures import plot_box_examples, plot_froc, plot_reliability, p
 from classifier.localisation import FP_PER_IMAGE_TARGET, MAX_BOXES, choose_box_threshold, localisation_report
 from classifier.metrics import N_BOOT, cluster_means, expected_calibration_error, fit_platt, source_metrics
 from classifier.predict import Predictor
-from classifier.preprocessing import to_model_input
+from classifier.preprocessing import InputSpec, to_model_input
 from classifier.references import colour_reference, drift_reference, ood_reference
 from classifier.release_report import at_least, fmt, write_report
 from classifier.scoring import Logits, Scored, read_predictions, write_predictions
@@ -229,17 +229,19 @@ def choose_tta(
     figure was computed.)
     """
     rows: dict[str, dict[str, Any]] = {}
-    sample = [r for r in select(records, splits=["val"]) if r.source in classified][:THROUGHPUT_BATCH]
+    # Every mode serves the same weights at the same input: the val images are loaded once.
+    val_records = [r for r in select(records, splits=["val"]) if r.source in classified]
+    val = load_images(
+        val_records if out_of_fold is None else val_records[:THROUGHPUT_BATCH],
+        InputSpec.from_dict(read_card(args.run / CARD_FILE)["input"]),
+        cache_dir=args.cache_dir,
+    )
+    images = val.images[:THROUGHPUT_BATCH]
     for mode in args.tta_candidates:
         folder = args.out / f".tta-{mode}"
         build_serving(args.run, args.epoch, folder, tta=mode)
         predictor = Predictor.load(folder)
-        images = load_images(sample, predictor.input_spec, cache_dir=args.cache_dir).images
-        if out_of_fold is not None:
-            scores: Logits = out_of_fold[mode]
-        else:
-            chosen = [r for r in select(records, splits=["val"]) if r.source in classified]
-            scores = Scored(predictor, load_images(chosen, predictor.input_spec, cache_dir=args.cache_dir))
+        scores: Logits = out_of_fold[mode] if out_of_fold is not None else Scored(predictor, val)
         rows[mode] = tta_row(scores, classified) | {
             "latency_ms_batch1": latency_ms(predictor, images[0]),
             "radiographs_per_s": throughput(predictor, images),

@@ -108,22 +108,11 @@ def run_detector_cv(
     for k in args.folds if args.folds is not None else range(args.cv):
         train_idx, held_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         log.info("fold %d/%d: %d training, %d held-out images", k + 1, args.cv, len(train_idx), len(held_idx))
-        result = fit_detector(
-            detector_data(
-                pool.subset(train_idx),
-                image_sources=classified,
-                balance_sources=recipe.balance_sources,
-                cluster_power=recipe.cluster_power,
-            ),
-            size=recipe.size,
-            epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            lr=recipe.lr,
-            weight_decay=recipe.weight_decay,
-            warmup=recipe.warmup,
-            augment=recipe.augment,
-            cell_loss_weight=recipe.cell_loss_weight,
-            backbone_weights=str(backbone) if backbone else None,
+        result = fit_recipe(
+            recipe,
+            pool.subset(train_idx),
+            classified,
+            backbone,
             seed=args.seed + k,
             select_best=False,  # the recipe's last epoch: nothing is chosen on the held-out part
             max_steps=args.max_steps,
@@ -144,6 +133,30 @@ def run_detector_cv(
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("fold %d done in %.0f s: %s", k + 1, result.seconds, summary[f"fold{k}"])
     return 0
+
+
+def fit_recipe(
+    recipe: Any, train: ImageSet, classified: Sequence[str], backbone: Path | None, **options: Any
+) -> DetectorFit:
+    """Train the recipe's detector on ``train`` (the image loss on the ``classified`` sources only)."""
+    return fit_detector(
+        detector_data(
+            train,
+            image_sources=list(classified),
+            balance_sources=recipe.balance_sources,
+            cluster_power=recipe.cluster_power,
+        ),
+        size=recipe.size,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup=recipe.warmup,
+        augment=recipe.augment,
+        cell_loss_weight=recipe.cell_loss_weight,
+        backbone_weights=str(backbone) if backbone else None,
+        **options,
+    )
 
 
 def _in(data: ImageSet, sources: Sequence[str]) -> np.ndarray:
@@ -169,13 +182,7 @@ def run_detector(
     )
     train = load_images(train_records, spec, cache_dir=args.cache_dir)
     val = load_images(val_records, spec, cache_dir=args.cache_dir)
-    training = detector_data(
-        train,
-        image_sources=classified,
-        balance_sources=recipe.balance_sources,
-        cluster_power=recipe.cluster_power,
-    )
-    val_classified = np.array([r.source in classified for r in val.records])
+    val_classified = _in(val, classified)
 
     def evaluate_epoch(core: Any) -> dict[str, Any]:
         logits, cells = predict_detector(core, val.images)
@@ -190,17 +197,11 @@ def run_detector(
         core.save_weights(args.out / f"epoch{epoch}.weights.h5")
         (args.out / "history.partial.json").write_text(json.dumps(row, indent=2))
 
-    result: DetectorFit = fit_detector(
-        training,
-        size=recipe.size,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
-        warmup=recipe.warmup,
-        augment=recipe.augment,
-        cell_loss_weight=recipe.cell_loss_weight,
-        backbone_weights=str(backbone) if backbone else None,
+    result = fit_recipe(
+        recipe,
+        train,
+        classified,
+        backbone,
         seed=args.seed,
         evaluate_epoch=evaluate_epoch,
         select_best=not args.last_epoch,
