@@ -451,7 +451,7 @@ def cross_validation_summary(
         "seed": summary.get("seed"),
         "seconds_per_fold": summary["seconds_per_fold"],
         "held_out": counts,
-        "per_fold": {k: v for k, v in summary.items() if k.startswith("fold") and k != "folds"},
+        "per_fold": {k: v for k, v in summary.items() if k.startswith("fold") and k[4:].isdigit()},
         "pooled": pooled,
     }
 

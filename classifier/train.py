@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cv", type=int, default=0, help="cross-validate with this many grouped folds")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="run only these CV folds")
     p.add_argument("--cv-tta", nargs="*", default=["none", "flip", "dihedral"])
+    p.add_argument(
+        "--cv-test",
+        action="store_true",
+        help="lite0det: also score test with each fold model (reported beside the CV figures, never chosen on)",
+    )
     p.add_argument("--max-held-cluster", type=int, default=40, help="larger clusters always train in CV")
     p.add_argument("--backbone-weights", type=Path, default=None)
     p.add_argument(

@@ -78,8 +78,11 @@ def localisation_score(data: ImageSet, cells: np.ndarray) -> dict[str, float]:
     return out
 
 
-def view_logits(core: Any, images: np.ndarray, modes: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each TTA mode's image logits: the mean of its views' logits, each distinct view run once.
+def view_logits(
+    core: Any, images: np.ndarray, modes: Sequence[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each TTA mode's image logits (the mean of its views' logits, each distinct view run once), and the
+    cell maps of the plain view.
 
     Equal to the serving graph's logit for that mode: the image logit is the mean of the logit map, and
     TTAMerge maps each view's map back (a permutation) before averaging them.
@@ -87,10 +90,26 @@ def view_logits(core: Any, images: np.ndarray, modes: Sequence[str]) -> dict[str
     from classifier.layers import TTA_VIEWS, apply_view
 
     per_view: dict[tuple[str, ...], np.ndarray] = {}
-    for view in dict.fromkeys(v for mode in modes for v in TTA_VIEWS[mode]):
+    plain_cells = np.zeros((0, 1, 1), np.float32)
+    for view in dict.fromkeys(((),) + tuple(v for mode in modes for v in TTA_VIEWS[mode])):
         turned = np.asarray(apply_view(images[..., None], view))[..., 0]
-        per_view[view], _ = predict_detector(core, turned)
-    return {mode: np.mean([per_view[v] for v in TTA_VIEWS[mode]], axis=0) for mode in modes}
+        per_view[view], cells = predict_detector(core, turned)
+        if view == ():
+            plain_cells = cells
+    logits = {mode: np.mean([per_view[v] for v in TTA_VIEWS[mode]], axis=0) for mode in modes}
+    return logits, plain_cells
+
+
+def fold_figures(
+    data: ImageSet, classified: Sequence[str], logits: dict[str, np.ndarray], cells: np.ndarray
+) -> dict[str, Any]:
+    """A fold model's figures on one image set: per TTA mode the AUCs of source_metrics (on the sources
+    with both classes), and the cell head's pointing game on the images with boxes."""
+    scored = _in(data, classified)
+    records = [r for r, s in zip(data.records, scored, strict=True) if s]
+    figures: dict[str, Any] = {mode: source_metrics(records, v[scored]) for mode, v in logits.items()}
+    figures["localisation"] = localisation_score(data, cells)
+    return figures
 
 
 def run_detector_cv(
@@ -100,6 +119,7 @@ def run_detector_cv(
     pool = load_images(select(records, splits=["train", "val"]), spec, cache_dir=args.cache_dir)
     classified = image_sources(records)
     folds = grouped_folds(pool.records, args.cv, seed=args.seed, max_held_cluster=args.max_held_cluster)
+    test = load_images(select(records, splits=["test"]), spec, cache_dir=args.cache_dir) if args.cv_test else None
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "cv_summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -118,18 +138,23 @@ def run_detector_cv(
             max_steps=args.max_steps,
         )
         held = pool.subset(held_idx)
-        logits = view_logits(result.core, held.images, args.cv_tta)
+        logits, cells = view_logits(result.core, held.images, args.cv_tta)
         write_predictions(
             args.out / f"oof-fold{k}.csv",
             held.records,
             {f"logit_{mode}": v for mode, v in logits.items()} | {"fold": np.full(len(held_idx), k)},
         )
         summary["seconds_per_fold"][str(k)] = round(result.seconds, 1)
-        scored = _in(held, classified)
-        summary[f"fold{k}"] = {
-            mode: source_metrics([r for r, s in zip(held.records, scored, strict=True) if s], v[scored])
-            for mode, v in logits.items()
-        }
+        summary[f"fold{k}"] = fold_figures(held, classified, logits, cells)
+        if test is not None:
+            # Read after the fold, reported beside its cross-validated figures, never chosen on.
+            test_logits, test_cells = view_logits(result.core, test.images, args.cv_tta)
+            write_predictions(
+                args.out / f"test-fold{k}.csv",
+                test.records,
+                {f"logit_{mode}": v for mode, v in test_logits.items()},
+            )
+            summary[f"fold{k}_test"] = fold_figures(test, classified, test_logits, test_cells)
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("fold %d done in %.0f s: %s", k + 1, result.seconds, summary[f"fold{k}"])
     return 0

@@ -113,7 +113,7 @@ def cross_validated(released: dict[str, Path], tmp_path_factory: pytest.TempPath
     run = tmp_path_factory.mktemp("cv") / "cv"
     assert train.main([*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1",
                        "--max-steps", "1", "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2",
-                       "--max-held-cluster", "1000", "--cv-tta", "none", "flip", "rot4",
+                       "--max-held-cluster", "1000", "--cv-tta", "none", "flip", "rot4", "--cv-test",
                        "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
     return run
 
@@ -139,6 +139,14 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
     assert all(len(f) == 1 for f in fold_of.values())
     summary = json.loads((run / "cv_summary.json").read_text())
     assert set(summary["seconds_per_fold"]) == {"0", "1"} and "rot4" in summary["fold0"]
+    # Each fold model's localisation on its held-out boxes, and (--cv-test) its test figures beside them.
+    assert set(summary["fold0"]["localisation"]) <= {"fracatlas_pointing", "boxes_pointing"}
+    assert summary["fold0"]["localisation"] and all(0 <= v <= 1 for v in summary["fold0"]["localisation"].values())
+    for k in (0, 1):
+        test_rows = read_predictions(run / f"test-fold{k}.csv")
+        assert {row["split"] for row in test_rows} == {"test"}
+        assert len(test_rows) == sum(",test," in line for line in pool)
+        assert "fracatlas_auc" in summary[f"fold{k}_test"]["flip"]
 
 
 def test_per_view_logits_equal_the_serving_graphs_tta_logit() -> None:
@@ -157,7 +165,8 @@ def test_per_view_logits_equal_the_serving_graphs_tta_logit() -> None:
     embedding = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 8, strides=8)(image))
     core = keras.Model(image, [cam, cells, embedding])
     images = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
-    per_mode = view_logits(core, images, ["none", "flip", "rot4"])
+    per_mode, plain_cells = view_logits(core, images, ["none", "flip", "rot4"])
+    np.testing.assert_allclose(plain_cells, predict_detector(core, images)[1], atol=1e-5)
     for mode in ("none", "flip", "rot4"):
         served, _ = predict_detector(core, images, tta=mode)
         np.testing.assert_allclose(per_mode[mode], served, atol=1e-4)
