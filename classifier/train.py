@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cv-test",
         action="store_true",
-        help="lite0det: also score test with each fold model (reported beside the CV figures, never chosen on)",
+        help="lite0det: each fold model also scores test (shown beside the CV figures, never chosen on)",
     )
     p.add_argument("--max-held-cluster", type=int, default=40, help="larger clusters always train in CV")
     p.add_argument("--backbone-weights", type=Path, default=None)

@@ -91,7 +91,7 @@ def view_logits(
 
     per_view: dict[tuple[str, ...], np.ndarray] = {}
     plain_cells = np.zeros((0, 1, 1), np.float32)
-    for view in dict.fromkeys(((),) + tuple(v for mode in modes for v in TTA_VIEWS[mode])):
+    for view in dict.fromkeys([(), *(v for mode in modes for v in TTA_VIEWS[mode])]):
         turned = np.asarray(apply_view(images[..., None], view))[..., 0]
         per_view[view], cells = predict_detector(core, turned)
         if view == ():
@@ -119,7 +119,9 @@ def run_detector_cv(
     pool = load_images(select(records, splits=["train", "val"]), spec, cache_dir=args.cache_dir)
     classified = image_sources(records)
     folds = grouped_folds(pool.records, args.cv, seed=args.seed, max_held_cluster=args.max_held_cluster)
-    test = load_images(select(records, splits=["test"]), spec, cache_dir=args.cache_dir) if args.cv_test else None
+    test = None
+    if args.cv_test:
+        test = load_images(select(records, splits=["test"]), spec, cache_dir=args.cache_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "cv_summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -1,0 +1,301 @@
+"""Every recipe experiment side by side, on the folds of the grouped cross-validation they share.
+
+    python -m classifier.experiments --baseline classifier_runs/screen-base \\
+        --run classifier_runs/screen-cp1 --run classifier_runs/screen-s384 \\
+        --run models/lite0-det-v2.1/cross-validation --out models/experiments
+
+An experiment is one ``classifier.train --arch lite0det --cv 3 [--folds K] --cv-test`` run: the same folds
+(same seed), a recipe that differs from the baseline's in the options the table names. For each fold both
+runs held out (the same images), this reads the out-of-fold logits and gives:
+
+- the cross-validated figures: AUC per source, per image and per cluster; the AUC difference to the baseline
+  on the same held-out images with a cluster-bootstrap interval (paired: the interval is the recipe's
+  effect, not the fold's difficulty); calibration and both operating points fitted on the fold's held-out
+  part (per cluster, as a release fits them), and on that same part the Doubt share and the share of
+  multi-image Kaggle clusters in one band; the cell head's pointing game on the held-out boxes;
+- the test figures of the same fold model, under that calibration and those points (``--cv-test``): what
+  the experiment would have given on test. They are shown, never chosen on: the choice is the paired
+  cross-validated difference.
+
+Writes ``experiments.json`` and ``experiments.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier.bands import BAND_NAMES, band_of, fit_bands, one_band_share, source_report
+from classifier.card import calibrate
+from classifier.data import Record
+from classifier.metrics import cluster_bootstrap, roc_auc, source_metrics
+from classifier.scoring import Logits, read_predictions
+
+# Intervals of the paired differences and of the test figures (cluster bootstrap).
+N_BOOT = 500
+# The recipe fields compared between runs (the rest of a CV summary is not the recipe).
+IGNORED_RECIPE_FIELDS = {"tta"}
+
+
+@dataclass
+class Experiment:
+    """One cross-validation run: its summary, and per fold its held-out and (with --cv-test) test rows."""
+
+    name: str
+    path: Path
+    summary: dict[str, Any]
+    held: dict[int, list[dict[str, str]]]
+    test: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+
+
+def read_experiment(path: Path) -> Experiment:
+    summary = json.loads((path / "cv_summary.json").read_text())
+    held = {int(f.stem.removeprefix("oof-fold")): read_predictions(f) for f in path.glob("oof-fold*.csv")}
+    test = {int(f.stem.removeprefix("test-fold")): read_predictions(f) for f in path.glob("test-fold*.csv")}
+    return Experiment(path.name, path, summary, held, test)
+
+
+def rows_to_logits(rows: Sequence[dict[str, str]], mode: str) -> Logits:
+    records = [
+        Record(
+            path=Path(row["path"]),
+            source=row["source"],
+            split=row["split"],
+            label=int(float(row["label"])),
+            cluster=row["cluster"],
+            hardware=int(float(row["hardware"])),
+        )
+        for row in rows
+    ]
+    return Logits(records, np.array([float(row[f"logit_{mode}"]) for row in rows]))
+
+
+def classified_sources(scores: Logits) -> list[str]:
+    """The sources with both classes: the only ones an AUC, calibration or operating point can use."""
+    return sorted(s for s in set(scores.sources) if set(scores.labels[scores.where(s)]) == {0, 1})
+
+
+def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """The options in which ``recipe`` differs from the baseline's, as ``name: old -> new``."""
+    changes = []
+    for name in sorted(set(recipe) | set(baseline)):
+        if name in IGNORED_RECIPE_FIELDS or recipe.get(name) == baseline.get(name):
+            continue
+        if isinstance(recipe.get(name), dict) and isinstance(baseline.get(name), dict):
+            inner = recipe_changes(recipe[name], baseline[name])
+            changes.append(f"{name} ({inner})")
+        else:
+            changes.append(f"{name}: {baseline.get(name)} -> {recipe.get(name)}")
+    return "; ".join(changes) or "the baseline recipe"
+
+
+def paired_auc_difference(
+    run: Logits, baseline: Logits, source: str, *, n_boot: int = N_BOOT
+) -> dict[str, float]:
+    """AUC(run) - AUC(baseline) on the images of ``source`` both scored, resampling whole clusters."""
+    theirs = {str(r.path): i for i, r in enumerate(baseline.records) if r.source == source}
+    mine = [i for i, r in enumerate(run.records) if str(r.path) in theirs]
+    other = [theirs[str(run.records[i].path)] for i in mine]
+    labels = run.labels[mine]
+    a, b = run.logits[mine], baseline.logits[other]
+
+    def difference(w: np.ndarray) -> float:
+        return roc_auc(labels, a, w) - roc_auc(labels, b, w)
+
+    value, low, high = cluster_bootstrap(difference, run.clusters[mine], labels, n_boot=n_boot)
+    return {"value": value, "low": low, "high": high, "images": len(mine)}
+
+
+def band_figures(scores: Logits, probabilities: np.ndarray, points: dict[str, Any]) -> dict[str, Any]:
+    """Per source: the Doubt share, ECE and (where clusters group images) the one-band share."""
+    out: dict[str, Any] = {}
+    bands = band_of(probabilities, points["sensitive"], points["specific"])
+    for source in classified_sources(scores):
+        idx = scores.where(source)
+        one_band, multi = one_band_share(scores.clusters[idx], bands[idx])
+        out[source] = {
+            "doubt_share": float(np.mean(bands[idx] == BAND_NAMES.index("doubt"))),
+            "one_band": one_band if multi else None,
+        }
+    return out
+
+
+def fold_figures(
+    run: Experiment, baseline: Experiment, fold: int, mode: str, *, n_boot: int = N_BOOT
+) -> dict[str, Any]:
+    """One run's figures on one fold: cross-validated, paired against the baseline, and on test."""
+    held = rows_to_logits(run.held[fold], mode)
+    base = rows_to_logits(baseline.held[fold], mode)
+    sources = classified_sources(held)
+    keep = np.isin(held.sources, sources)
+    figures: dict[str, Any] = {
+        "auc": source_metrics([held.records[i] for i in np.flatnonzero(keep)], held.logits[keep]),
+        "vs_baseline": {s: paired_auc_difference(held, base, s, n_boot=n_boot) for s in sources},
+        "localisation": run.summary.get(f"fold{fold}", {}).get("localisation", {}),
+        "minutes": float(run.summary["seconds_per_fold"][str(fold)]) / 60,
+    }
+    # Calibration and both operating points on this held-out part, per cluster, as a release fits them.
+    calibration, probabilities, points = fit_bands(held, sources, fitted_on=f"held-out fold {fold}")
+    figures["bands"] = band_figures(held, probabilities, points)
+    figures["points"] = {"sensitive": points["sensitive"], "specific": points["specific"]}
+    if fold in run.test:
+        test = rows_to_logits(run.test[fold], mode)
+        test_probabilities = calibrate(test.logits, calibration)
+        figures["test"] = {
+            source: summarise_source(
+                source_report(test, test.where(source), test_probabilities, points, n_boot)
+            )
+            for source in sources
+        }
+        figures["test_localisation"] = run.summary.get(f"fold{fold}_test", {}).get("localisation", {})
+    return figures
+
+
+def summarise_source(report: dict[str, Any]) -> dict[str, Any]:
+    """What the experiments table shows of one source's test report (``bands.source_report``)."""
+    images = report["images"]
+    out = {
+        "auc": images["auc"],
+        "cluster_auc": report["clusters"]["auc"]["value"],
+        "sensitive": {k: images["sensitive"][k]["value"] for k in ("sensitivity", "specificity")},
+        "specific": {k: images["specific"][k]["value"] for k in ("sensitivity", "specificity")},
+        "doubt_share": images["bands"]["doubt"]["share"],
+        "ece": images["ece"],
+    }
+    if "consistency" in report:
+        out["one_band"] = report["consistency"]["share_one_band"]
+    if "no_hardware" in report:
+        out["auc_no_hardware"] = report["no_hardware"]["images"]["auc"]["value"]
+    return out
+
+
+def compare(
+    baseline: Experiment, runs: Sequence[Experiment], mode: str, *, n_boot: int = N_BOOT
+) -> dict[str, Any]:
+    """Every run (the baseline first) on every fold it shares with the baseline."""
+    base_recipe = baseline.summary["recipe"]
+    out: dict[str, Any] = {"mode": mode, "baseline": baseline.name, "experiments": []}
+    for run in [baseline, *runs]:
+        folds = sorted(set(run.held) & set(baseline.held))
+        out["experiments"].append(
+            {
+                "name": run.name,
+                "path": str(run.path),
+                "changes": recipe_changes(run.summary["recipe"], base_recipe),
+                "folds": {str(k): fold_figures(run, baseline, k, mode, n_boot=n_boot) for k in folds},
+            }
+        )
+    return out
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, dict):
+        return _f(value.get("value"), digits)
+    return f"{value:.{digits}f}"
+
+
+def _delta(d: dict[str, float] | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = [
+        "# Recipe experiments (grouped cross-validation)",
+        "",
+        f"Every run below trained on the same grouped folds of train + val (seed 0, whole clusters per fold, "
+        f"clusters over 40 images always train) and kept its last epoch; TTA **{result['mode']}**. "
+        f"Differences are paired against `{result['baseline']}` on the same held-out images, with 95 % "
+        "cluster-bootstrap intervals. Calibration and both operating points are fitted on each fold's "
+        "held-out part (per cluster, as a release fits them); the Doubt and one-band shares under "
+        "*cross-validated* are on that same part. The *test* table applies that fold's calibration and "
+        "points to the fold model's test logits: shown, never chosen on. Built by "
+        "`python -m classifier.experiments`.",
+        "",
+        "## Cross-validated",
+        "",
+        "| experiment | changes | fold | min | Kaggle AUC image / cluster | FracAtlas AUC (no hardware) "
+        "| Δ Kaggle AUC | Δ FracAtlas AUC | Doubt Kaggle / FracAtlas | Kaggle one band "
+        "| pointing FracAtlas / boxes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in result["experiments"]:
+        for fold, f in e["folds"].items():
+            a, b, loc = f["auc"], f["bands"], f["localisation"]
+            rows.append(
+                f"| {e['name']} | {e['changes']} | {fold} | {f['minutes']:.0f} "
+                f"| {_f(a.get('kaggle_auc'))} / {_f(a.get('kaggle_cluster_auc'))} "
+                f"| {_f(a.get('fracatlas_auc'))} ({_f(a.get('fracatlas_auc_no_hardware'))}) "
+                f"| {_delta(f['vs_baseline'].get('kaggle'))} | {_delta(f['vs_baseline'].get('fracatlas'))} "
+                f"| {_f(b.get('kaggle', {}).get('doubt_share'), 2)} / "
+                f"{_f(b.get('fracatlas', {}).get('doubt_share'), 2)} "
+                f"| {_f(b.get('kaggle', {}).get('one_band'), 2)} "
+                f"| {_f(loc.get('fracatlas_pointing'), 2)} / {_f(loc.get('boxes_pointing'), 2)} |"
+            )
+    rows += [
+        "",
+        "## Test (the fold models, read after the fact)",
+        "",
+        "| experiment | fold | source | AUC image [95 % CI] / cluster | no hardware | sensitive: sens / spec "
+        "| specific: sens / spec | Doubt | ECE | one band | pointing |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in result["experiments"]:
+        for fold, f in e["folds"].items():
+            for source, t in f.get("test", {}).items():
+                auc = t["auc"]
+                pointing = f.get("test_localisation", {}).get(f"{source}_pointing")
+                rows.append(
+                    f"| {e['name']} | {fold} | {source} "
+                    f"| {_f(auc)} [{_f(auc['low'])}, {_f(auc['high'])}] / {_f(t['cluster_auc'])} "
+                    f"| {_f(t.get('auc_no_hardware'))} "
+                    f"| {_f(t['sensitive']['sensitivity'], 2)} / {_f(t['sensitive']['specificity'], 2)} "
+                    f"| {_f(t['specific']['sensitivity'], 2)} / {_f(t['specific']['specificity'], 2)} "
+                    f"| {_f(t['doubt_share'], 2)} | {_f(t['ece'])} | {_f(t.get('one_band'), 2)} "
+                    f"| {_f(pointing, 2)} |"
+                )
+            boxes = f.get("test_localisation", {}).get("boxes_pointing")
+            if boxes is not None:
+                blank = " – |" * 7
+                rows.append(f"| {e['name']} | {fold} | boxes (positives only) |{blank} {_f(boxes, 2)} |")
+    return "\n".join(rows) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m classifier.experiments", description=__doc__.split("\n")[0])
+    p.add_argument("--baseline", type=Path, required=True, help="the CV run every other run is paired with")
+    p.add_argument("--run", type=Path, action="append", default=[], help="a CV run to compare (repeatable)")
+    p.add_argument("--mode", default="flip", help="the TTA mode whose logits are compared")
+    p.add_argument("--n-boot", type=int, default=N_BOOT)
+    p.add_argument("--notes", type=Path, default=None, help="markdown appended to experiments.md")
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    baseline = read_experiment(args.baseline)
+    runs = [read_experiment(path) for path in args.run]
+    result = compare(baseline, runs, args.mode, n_boot=args.n_boot)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "experiments.json").write_text(json.dumps(result, indent=2))
+    text = render(result)
+    if args.notes is not None:
+        text += "\n" + args.notes.read_text()
+    (args.out / "experiments.md").write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

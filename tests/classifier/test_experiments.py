@@ -1,0 +1,95 @@
+"""classifier.experiments: recipe runs compared on the folds they share, paired against a baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier import experiments
+from classifier.data import Record
+from classifier.scoring import write_predictions
+
+BASE_RECIPE = {"size": 320, "cluster_power": 0.5, "tta": "flip", "augment": {"rotation": 45.0, "zoom": 0.2}}
+
+
+def held_out(seed: int, *, noise: float) -> tuple[list[Record], np.ndarray]:
+    """Two sources, both classes; kaggle in clusters of three copies. Logits = label signal + noise."""
+    rng = np.random.default_rng(seed)
+    records, signal = [], []
+    for i in range(60):
+        label = i % 2
+        records.append(Record(Path(f"fa/{i}.png"), "fracatlas", "train", label, f"fracatlas:{i}", hardware=int(i % 7 == 0)))
+        signal.append(label)
+    for c in range(30):
+        for copy in range(3):
+            records.append(Record(Path(f"kg/{c}-{copy}.png"), "kaggle", "val", c % 2, f"kaggle:{c}"))
+            signal.append(c % 2)
+    logits = 2.0 * np.array(signal, float) - 1.0 + noise * rng.normal(size=len(records))
+    return records, logits
+
+
+def write_run(path: Path, recipe: dict, noise: float, *, test: bool) -> Path:
+    path.mkdir(parents=True)
+    records, logits = held_out(1, noise=noise)
+    write_predictions(path / "oof-fold0.csv", records, {"logit_flip": logits, "fold": np.zeros(len(records))})
+    summary = {"recipe": recipe, "folds": 3, "seed": 0, "seconds_per_fold": {"0": 1800.0},
+               "fold0": {"localisation": {"fracatlas_pointing": 0.5, "boxes_pointing": 0.25}}}  # fmt: skip
+    if test:
+        test_records, test_logits = held_out(2, noise=noise)
+        write_predictions(path / "test-fold0.csv", test_records, {"logit_flip": test_logits})
+        summary["fold0_test"] = {"localisation": {"fracatlas_pointing": 0.4, "boxes_pointing": 0.3}}
+    (path / "cv_summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_a_better_recipe_shows_a_positive_paired_difference_and_its_test_figures(tmp_path: Path) -> None:
+    baseline = experiments.read_experiment(write_run(tmp_path / "base", BASE_RECIPE, noise=2.5, test=False))
+    better_recipe = {**BASE_RECIPE, "cluster_power": 1.0, "tta": "rot4", "augment": {"rotation": 45.0, "zoom": 0.3}}
+    better = experiments.read_experiment(write_run(tmp_path / "cp1", better_recipe, noise=0.5, test=True))
+
+    result = experiments.compare(baseline, [better], "flip", n_boot=200)
+    base_row, better_row = result["experiments"]
+    assert base_row["changes"] == "the baseline recipe"
+    # The TTA is a release choice, not a recipe option; nested augmentation changes are named.
+    assert better_row["changes"] == "augment (zoom: 0.2 -> 0.3); cluster_power: 0.5 -> 1.0"
+
+    same = base_row["folds"]["0"]["vs_baseline"]["fracatlas"]
+    assert same["value"] == 0.0 and same["images"] == 60
+    for source in ("fracatlas", "kaggle"):
+        delta = better_row["folds"]["0"]["vs_baseline"][source]
+        assert delta["value"] > 0.1 and 0 < delta["low"] <= delta["value"] <= delta["high"]
+
+    fold = better_row["folds"]["0"]
+    assert fold["minutes"] == 30.0 and fold["localisation"]["boxes_pointing"] == 0.25
+    # Points fitted on the held-out part: sensitive at or below specific; kaggle's copies are scored for
+    # one band; the cleaner logits leave fewer radiographs in Doubt than the noisy baseline's.
+    assert fold["points"]["sensitive"] <= fold["points"]["specific"]
+    assert 0.0 <= fold["bands"]["kaggle"]["one_band"] <= 1.0 and fold["bands"]["fracatlas"]["one_band"] is None
+    base_fold = base_row["folds"]["0"]
+    for source in ("fracatlas", "kaggle"):
+        assert fold["bands"][source]["doubt_share"] < base_fold["bands"][source]["doubt_share"]
+    # Test figures only where the run scored test (the baseline here did not).
+    assert "test" not in base_fold
+    test = fold["test"]
+    assert set(test) == {"fracatlas", "kaggle"} and test["kaggle"]["auc"]["value"] > 0.9
+    assert "auc_no_hardware" in test["fracatlas"] and "one_band" in test["kaggle"]
+    assert fold["test_localisation"]["fracatlas_pointing"] == 0.4
+
+    text = experiments.render(result)
+    assert text.count("| cp1 |") == 4  # one cross-validated row, three test rows (two sources + boxes)
+    assert "| base | the baseline recipe | 0 | 30 |" in text
+
+
+def test_the_command_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = write_run(tmp_path / "base", BASE_RECIPE, noise=1.0, test=True)
+    notes = tmp_path / "notes.md"
+    notes.write_text("## What was tried\n")
+    out = tmp_path / "out"
+    assert experiments.main(["--baseline", str(base), "--out", str(out), "--n-boot", "50", "--notes", str(notes)]) == 0
+    assert json.loads((out / "experiments.json").read_text())["baseline"] == "base"
+    text = (out / "experiments.md").read_text()
+    assert text.startswith("# Recipe experiments") and text.endswith("## What was tried\n")
+    assert "Recipe experiments" in capsys.readouterr().out
