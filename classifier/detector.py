@@ -173,8 +173,14 @@ def detector_data(
     return DetectorData(data, masks, modes, weights)
 
 
-def detector_dataset(train: DetectorData, *, batch_size: int, augment: AugmentSpec, seed: int) -> Any:
-    """Endless shuffled batches: (images (B,S,S,1), labels (B,), weights (B,), cell targets, cell weights)."""
+def detector_dataset(
+    train: DetectorData, *, batch_size: int, augment: AugmentSpec, seed: int, paired: bool = False
+) -> Any:
+    """Endless shuffled batches: (images (B,S,S,1), labels (B,), weights (B,), cell targets, cell weights).
+
+    ``paired``: each batch holds B/2 images twice, in adjacent rows (2i, 2i+1), each copy augmented on its
+    own: the two views a consistency loss compares, at the cost of an ordinary step.
+    """
     import tensorflow as tf
 
     data = train.images
@@ -189,7 +195,12 @@ def detector_dataset(train: DetectorData, *, batch_size: int, augment: AugmentSp
     images, masks = data.images, train.masks
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(labels)),))
     ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch_size, drop_remainder=True)
+    if paired:
+        if batch_size % 2:
+            raise ValueError(f"paired views need an even batch size, not {batch_size}")
+        ds = ds.batch(batch_size // 2, drop_remainder=True).map(lambda index: tf.repeat(index, 2))
+    else:
+        ds = ds.batch(batch_size, drop_remainder=True)
 
     def gather(index: Any) -> Any:
         imgs, msks = tf.numpy_function(lambda i: (images[i], masks[i]), [index], (tf.uint8, tf.uint8))
@@ -235,6 +246,15 @@ def detector_losses(
     return image_loss, cell_loss
 
 
+def view_consistency(logits: Any) -> Any:
+    """Mean squared difference between the image logits of the two views of each image (rows 2i, 2i+1 of
+    a ``paired`` batch): rotated, zoomed or shifted copies of one radiograph should score alike."""
+    import tensorflow as tf
+
+    pairs = tf.reshape(logits, [-1, 2])
+    return tf.reduce_mean(tf.square(pairs[:, 0] - pairs[:, 1]))
+
+
 def predict_detector(
     core: Any, images: np.ndarray, *, tta: str = "none", batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +289,7 @@ def fit_detector(
     augment: AugmentSpec,
     cell_loss_weight: float,
     backbone_weights: str | None,
+    consistency_weight: float = 0.0,
     seed: int,
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
     select_best: bool = True,
@@ -288,25 +309,27 @@ def fit_detector(
         steps = min(steps, max_steps)
     schedule = warmup_cosine(lr, steps * epochs, warmup)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
-    dataset = iter(detector_dataset(train, batch_size=batch_size, augment=augment, seed=seed))
+    paired = consistency_weight > 0
+    dataset = iter(detector_dataset(train, batch_size=batch_size, augment=augment, seed=seed, paired=paired))
 
     @tf.function
-    def step(x: Any, y: Any, w: Any, target: Any, weight: Any) -> tuple[Any, Any]:
+    def step(x: Any, y: Any, w: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
         with tf.GradientTape() as tape:
             cam, cells, _ = core(x, training=True)
             logits = tf.reduce_mean(cam, axis=[1, 2, 3])
             image_loss, cell_loss = detector_losses(logits, y, w, cells[..., 0], target, weight)
-            loss = image_loss + cell_loss_weight * cell_loss
+            consistency = view_consistency(logits) if paired else tf.constant(0.0)
+            loss = image_loss + cell_loss_weight * cell_loss + consistency_weight * consistency
         variables = core.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return image_loss, cell_loss
+        return image_loss, cell_loss, consistency
 
     history: list[dict[str, Any]] = []
     best = BestEpoch(core, select_best=select_best and evaluate_epoch is not None)
     record = EpochRecord(
         (lambda: evaluate_epoch(core)) if evaluate_epoch is not None else None,
         history=history,
-        loss_keys=("image_loss", "cell_loss"),
+        loss_keys=("image_loss", "cell_loss", "consistency") if paired else ("image_loss", "cell_loss"),
     )
     extra = [SaveEachEpoch(core, on_epoch)] if on_epoch is not None else []
     # A hand-written loop (two losses, per-cell targets) driving the same callbacks as Keras's fit.
@@ -316,13 +339,13 @@ def fit_detector(
     for epoch in range(epochs):
         callbacks.on_epoch_begin(epoch)
         t0 = time.perf_counter()
-        sums = np.zeros(2)
+        sums = np.zeros(3)
         for k in range(steps):
-            image_loss, cell_loss = step(*next(dataset))
-            sums += (float(image_loss), float(cell_loss))
+            sums += [float(v) for v in step(*next(dataset))]
             if (k + 1) % 25 == 0:
                 log.info("epoch %d step %d/%d: %.1f s", epoch + 1, k + 1, steps, time.perf_counter() - t0)
-        callbacks.on_epoch_end(epoch, {"image_loss": sums[0] / steps, "cell_loss": sums[1] / steps})
+        losses = {"image_loss": sums[0] / steps, "cell_loss": sums[1] / steps}
+        callbacks.on_epoch_end(epoch, losses | ({"consistency": sums[2] / steps} if paired else {}))
     callbacks.on_train_end()
     best.restore()
     return DetectorFit(core, history, best.epoch, time.perf_counter() - started)

@@ -49,6 +49,11 @@ class Recipe:
     pooling: str = _option("mean", "logit map -> image logit (lse: log-sum-exp)", ("mean", "lse"))
     patience: int = _option(0, "early stopping patience in epochs (0: off)")
     cell_loss_weight: float = _option(1.0, "lite0det: weight of the per-cell localisation loss")
+    consistency_weight: float = _option(
+        0.0,
+        "lite0det: weight of the squared logit difference between two augmented views of each image (0: off; "
+        "a batch then holds batch_size / 2 images twice)",
+    )
     # Not an option of its own: --augment names a preset, --rotation / --zoom adjust it.
     augment: AugmentSpec = field(default_factory=AugmentSpec)
 

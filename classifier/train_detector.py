@@ -181,6 +181,7 @@ def fit_recipe(
         warmup=recipe.warmup,
         augment=recipe.augment,
         cell_loss_weight=recipe.cell_loss_weight,
+        consistency_weight=recipe.consistency_weight,
         backbone_weights=str(backbone) if backbone else None,
         **options,
     )

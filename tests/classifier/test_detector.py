@@ -168,3 +168,66 @@ def test_the_positives_only_source_teaches_localisation_and_never_the_image_head
     )
     assert data.image_weights[4] == 0.0 and np.all(data.image_weights[:4] > 0)
     assert data.masks[2].sum() > 0 and data.masks[4].sum() > 0 and data.masks[0].sum() == 0
+
+
+def _distinct_images(n: int, size: int = 64) -> tuple[ImageSet, list[Record]]:
+    """n images, each a bright square at its own place (so each row of a batch can be told apart)."""
+    records = [_record("kaggle", i % 2, cluster=f"k{i}") for i in range(n)]
+    images = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        images[i, 4 * i : 4 * i + 8, 8:40] = 200
+    spec = InputSpec(size=size)
+    geometries = [letterbox_uint8(np.zeros((size, size), np.uint8), spec)[1] for _ in range(n)]
+    return ImageSet(records, images, geometries, spec), records
+
+
+def test_paired_batches_hold_each_image_twice_in_two_different_views() -> None:
+    from classifier.detector import detector_dataset
+    from classifier.pipeline import AugmentSpec
+
+    data, _ = _distinct_images(8)
+    train = detector_data(data, image_sources=["kaggle"])
+    augment = AugmentSpec(hflip=True, rotation=30.0, zoom=0.2, shift=0.1)
+    x, y, w, _, _ = next(iter(detector_dataset(train, batch_size=8, augment=augment, seed=0, paired=True)))
+    x, y, w = np.asarray(x), np.asarray(y), np.asarray(w)
+    assert x.shape == (8, 64, 64, 1)
+    # Rows 2i and 2i+1 are one image: same label and weight, four distinct images per batch...
+    np.testing.assert_array_equal(y[0::2], y[1::2])
+    np.testing.assert_array_equal(w[0::2], w[1::2])
+    # ...each copy augmented on its own (same brightness mass, different placement).
+    assert all(not np.allclose(x[2 * i], x[2 * i + 1]) for i in range(4))
+    plain = next(iter(detector_dataset(train, batch_size=8, augment=augment, seed=0)))
+    assert len(set(np.asarray(plain[1]).tolist())) == 2 and np.asarray(plain[0]).shape == (8, 64, 64, 1)
+    with pytest.raises(ValueError, match="even batch size"):
+        detector_dataset(train, batch_size=7, augment=augment, seed=0, paired=True)
+
+
+def test_view_consistency_is_the_mean_squared_difference_within_each_pair() -> None:
+    from classifier.detector import view_consistency
+
+    logits = np.array([1.0, 3.0, -2.0, -2.0, 0.5, -0.5], np.float32)  # pairs differ by 2, 0, 1
+    assert float(view_consistency(logits)) == pytest.approx((4 + 0 + 1) / 3)
+
+
+def test_a_fit_with_the_consistency_loss_records_it() -> None:
+    from classifier.detector import fit_detector
+    from classifier.pipeline import AugmentSpec
+
+    data, _ = _distinct_images(8)
+    fit = fit_detector(
+        detector_data(data, image_sources=["kaggle"]),
+        size=64,
+        epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup=0.1,
+        augment=AugmentSpec(rotation=45.0, zoom=0.2),
+        cell_loss_weight=1.0,
+        consistency_weight=0.1,
+        backbone_weights=None,
+        seed=0,
+        max_steps=2,
+    )
+    (row,) = fit.history
+    assert np.isfinite(row["consistency"]) and row["consistency"] >= 0 and np.isfinite(row["image_loss"])
