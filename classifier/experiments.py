@@ -2,7 +2,7 @@
 
     python -m classifier.experiments --baseline classifier_runs/screen-base \\
         --run classifier_runs/screen-cp1 --run classifier_runs/screen-s384 \\
-        --run models/lite0-det-v2.1/cross-validation --out models/experiments
+        --run v2.1-cv=models/lite0-det-v2.1/cross-validation --out models/experiments
 
 An experiment is one ``classifier.train --arch lite0det --cv 3 [--folds K] --cv-test`` run: the same folds
 (same seed), a recipe that differs from the baseline's in the options the table names. For each fold both
@@ -55,11 +55,14 @@ class Experiment:
     test: dict[int, list[dict[str, str]]] = field(default_factory=dict)
 
 
-def read_experiment(path: Path) -> Experiment:
+def read_experiment(path: Path | str) -> Experiment:
+    """A CV run's folder, or ``NAME=FOLDER`` to show it under another name than the folder's."""
+    name, _, folder = str(path).rpartition("=")
+    path = Path(folder)
     summary = json.loads((path / "cv_summary.json").read_text())
     held = {int(f.stem.removeprefix("oof-fold")): read_predictions(f) for f in path.glob("oof-fold*.csv")}
     test = {int(f.stem.removeprefix("test-fold")): read_predictions(f) for f in path.glob("test-fold*.csv")}
-    return Experiment(path.name, path, summary, held, test)
+    return Experiment(name or path.name, path, summary, held, test)
 
 
 def rows_to_logits(rows: Sequence[dict[str, str]], mode: str) -> Logits:
@@ -273,8 +276,8 @@ def render(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m classifier.experiments", description=__doc__.split("\n")[0])
-    p.add_argument("--baseline", type=Path, required=True, help="the CV run every other run is paired with")
-    p.add_argument("--run", type=Path, action="append", default=[], help="a CV run to compare (repeatable)")
+    p.add_argument("--baseline", required=True, help="[NAME=]FOLDER: the run others pair with")
+    p.add_argument("--run", action="append", default=[], help="[NAME=]FOLDER: a CV run (repeatable)")
     p.add_argument("--mode", default="flip", help="the TTA mode whose logits are compared")
     p.add_argument("--n-boot", type=int, default=N_BOOT)
     p.add_argument("--notes", type=Path, default=None, help="markdown appended to experiments.md")
