@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Rebuild models/experiments/experiments.md: recipe options screened on fold 1 of the 3-fold grouped
+# cross-validation that lite0-det-v2.1 was released from (same seed, same held-out clusters), each against the
+# shipped recipe on the same held-out images. Run from the repository root after `make install`.
+# Time on 2 CPU cores: about 33 min per 320-px run and 47 min for the 384-px one (RERUN=1); the table alone
+# (from the runs kept in runs/) takes seconds.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+D=../shared/datasets
+DATA=(--data $D/bone-fracture-xray --data $D/fracatlas --data $D/bone-fracture-boxes)
+# lite0-det-v2.1's recipe (models/lite0-det-v2.1/reproduce.sh); each run changes one option of it.
+RECIPE=(--arch lite0det --size 320 --epochs 5 --batch-size 32 --augment strong --balance-sources
+        --cluster-power 0.5 --tta flip)
+CV=(--cv 3 --folds 0 --cv-tta none flip --cv-test)
+RUNS=models/experiments/runs
+
+if [[ "${RERUN:-0}" == 1 ]]; then
+    $PY -m classifier.convert
+    run() {
+        local name=$1; shift
+        $PY -m classifier.train "${DATA[@]}" "${RECIPE[@]}" "$@" "${CV[@]}" --out classifier_runs/screen-$name
+        mkdir -p $RUNS/$name
+        cp classifier_runs/screen-$name/{cv_summary.json,oof-fold0.csv,test-fold0.csv} $RUNS/$name/
+    }
+    run base                            # the shipped recipe again: localisation, test figures, run-to-run spread
+    run cp1 --cluster-power 1.0         # every distinct radiograph weighs the same (1 / cluster size)
+    run cons --consistency-weight 0.1   # two views of each image per batch, their logits pulled together
+    run s384 --size 384                 # a larger input for small fractures
+fi
+
+$PY -m classifier.experiments --baseline base=$RUNS/base \
+    --run v2.1-cv=models/lite0-det-v2.1/cross-validation \
+    --run cp1=$RUNS/cp1 --run cons=$RUNS/cons --run s384=$RUNS/s384 \
+    --notes models/experiments/notes.md --out models/experiments
