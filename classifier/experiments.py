@@ -232,6 +232,10 @@ def render(result: dict[str, Any]) -> str:
         "| pointing FracAtlas / boxes |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def deltas(name: str, figures: dict[str, Any], source: str) -> str:
+        return "baseline" if name == result["baseline"] else _delta(figures["vs_baseline"].get(source))
+
     for e in result["experiments"]:
         for fold, f in e["folds"].items():
             a, b, loc = f["auc"], f["bands"], f["localisation"]
@@ -239,7 +243,7 @@ def render(result: dict[str, Any]) -> str:
                 f"| {e['name']} | {e['changes']} | {fold} | {f['minutes']:.0f} "
                 f"| {_f(a.get('kaggle_auc'))} / {_f(a.get('kaggle_cluster_auc'))} "
                 f"| {_f(a.get('fracatlas_auc'))} ({_f(a.get('fracatlas_auc_no_hardware'))}) "
-                f"| {_delta(f['vs_baseline'].get('kaggle'))} | {_delta(f['vs_baseline'].get('fracatlas'))} "
+                f"| {deltas(e['name'], f, 'kaggle')} | {deltas(e['name'], f, 'fracatlas')} "
                 f"| {_f(b.get('kaggle', {}).get('doubt_share'), 2)} / "
                 f"{_f(b.get('fracatlas', {}).get('doubt_share'), 2)} "
                 f"| {_f(b.get('kaggle', {}).get('one_band'), 2)} "

@@ -80,7 +80,8 @@ def test_a_better_recipe_shows_a_positive_paired_difference_and_its_test_figures
 
     text = experiments.render(result)
     assert text.count("| cp1 |") == 4  # one cross-validated row, three test rows (two sources + boxes)
-    assert "| base | the baseline recipe | 0 | 30 |" in text
+    assert "| base | the baseline recipe | 0 | 30 |" in text and "| baseline | baseline |" in text
+    assert "| +0." in text.split("| cp1 |")[1]  # the better run's paired differences
 
 
 def test_the_command_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
