@@ -36,6 +36,7 @@ from classifier.bands import BAND_NAMES, band_of, fit_bands, one_band_share, sou
 from classifier.card import calibrate
 from classifier.data import Record
 from classifier.metrics import cluster_bootstrap, roc_auc, source_metrics
+from classifier.recipe import Recipe
 from classifier.scoring import Logits, read_predictions
 
 # Intervals of the paired differences and of the test figures (cluster bootstrap).
@@ -97,6 +98,11 @@ def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> str:
         else:
             changes.append(f"{name}: {baseline.get(name)} -> {recipe.get(name)}")
     return "; ".join(changes) or "the baseline recipe"
+
+
+def full_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A stored recipe with the options it predates at their defaults (which is what it trained with)."""
+    return Recipe.from_dict(recipe).to_dict()
 
 
 def paired_auc_difference(
@@ -183,7 +189,7 @@ def compare(
     baseline: Experiment, runs: Sequence[Experiment], mode: str, *, n_boot: int = N_BOOT
 ) -> dict[str, Any]:
     """Every run (the baseline first) on every fold it shares with the baseline."""
-    base_recipe = baseline.summary["recipe"]
+    base_recipe = full_recipe(baseline.summary["recipe"])
     out: dict[str, Any] = {"mode": mode, "baseline": baseline.name, "experiments": []}
     for run in [baseline, *runs]:
         folds = sorted(set(run.held) & set(baseline.held))
@@ -191,7 +197,7 @@ def compare(
             {
                 "name": run.name,
                 "path": str(run.path),
-                "changes": recipe_changes(run.summary["recipe"], base_recipe),
+                "changes": recipe_changes(full_recipe(run.summary["recipe"]), base_recipe),
                 "folds": {str(k): fold_figures(run, baseline, k, mode, n_boot=n_boot) for k in folds},
             }
         )
