@@ -223,7 +223,8 @@ def render(result: dict[str, Any]) -> str:
         "# Recipe experiments (grouped cross-validation)",
         "",
         f"Every run below trained on the same grouped folds of train + val (seed 0, whole clusters per fold, "
-        f"clusters over 40 images always train) and kept its last epoch; TTA **{result['mode']}**. "
+        f"clusters over 40 images always train) and kept its last epoch; TTA **{result['mode']}**; folds are "
+        "numbered from 1 (fold 1 is `oof-fold0.csv`). "
         f"Differences are paired against `{result['baseline']}` on the same held-out images, with 95 % "
         "cluster-bootstrap intervals. Calibration and both operating points are fitted on each fold's "
         "held-out part (per cluster, as a release fits them); the Doubt and one-band shares under "
@@ -246,7 +247,7 @@ def render(result: dict[str, Any]) -> str:
         for fold, f in e["folds"].items():
             a, b, loc = f["auc"], f["bands"], f["localisation"]
             rows.append(
-                f"| {e['name']} | {e['changes']} | {fold} | {f['minutes']:.0f} "
+                f"| {e['name']} | {e['changes']} | {int(fold) + 1} | {f['minutes']:.0f} "
                 f"| {_f(a.get('kaggle_auc'))} / {_f(a.get('kaggle_cluster_auc'))} "
                 f"| {_f(a.get('fracatlas_auc'))} ({_f(a.get('fracatlas_auc_no_hardware'))}) "
                 f"| {deltas(e['name'], f, 'kaggle')} | {deltas(e['name'], f, 'fracatlas')} "
@@ -269,7 +270,7 @@ def render(result: dict[str, Any]) -> str:
                 auc = t["auc"]
                 pointing = f.get("test_localisation", {}).get(f"{source}_pointing")
                 rows.append(
-                    f"| {e['name']} | {fold} | {source} "
+                    f"| {e['name']} | {int(fold) + 1} | {source} "
                     f"| {_f(auc)} [{_f(auc['low'])}, {_f(auc['high'])}] / {_f(t['cluster_auc'])} "
                     f"| {_f(t.get('auc_no_hardware'))} "
                     f"| {_f(t['sensitive']['sensitivity'], 2)} / {_f(t['sensitive']['specificity'], 2)} "
@@ -280,7 +281,7 @@ def render(result: dict[str, Any]) -> str:
             boxes = f.get("test_localisation", {}).get("boxes_pointing")
             if boxes is not None:
                 blank = " – |" * 7
-                rows.append(f"| {e['name']} | {fold} | boxes (positives only) |{blank} {_f(boxes, 2)} |")
+                rows.append(f"| {e['name']} | {int(fold) + 1} | boxes (positives only) |{blank} {_f(boxes, 2)} |")
     return "\n".join(rows) + "\n"
 
 

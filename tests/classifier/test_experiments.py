@@ -82,7 +82,7 @@ def test_a_better_recipe_shows_a_positive_paired_difference_and_its_test_figures
 
     text = experiments.render(result)
     assert text.count("| cp1 |") == 4  # one cross-validated row, three test rows (two sources + boxes)
-    assert "| base | the baseline recipe | 0 | 30 |" in text and "| baseline | baseline |" in text
+    assert "| base | the baseline recipe | 1 | 30 |" in text and "| baseline | baseline |" in text
     assert "| +0." in text.split("| cp1 |")[1]  # the better run's paired differences
 
 
