@@ -280,8 +280,8 @@ def render(result: dict[str, Any]) -> str:
                 )
             boxes = f.get("test_localisation", {}).get("boxes_pointing")
             if boxes is not None:
-                blank = " – |" * 7
-                rows.append(f"| {e['name']} | {int(fold) + 1} | boxes (positives only) |{blank} {_f(boxes, 2)} |")
+                label = f"| {e['name']} | {int(fold) + 1} | boxes (positives only) |"
+                rows.append(f"{label}{' – |' * 7} {_f(boxes, 2)} |")
     return "\n".join(rows) + "\n"
 
 
