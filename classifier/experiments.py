@@ -123,7 +123,7 @@ def paired_auc_difference(
 
 
 def band_figures(scores: Logits, probabilities: np.ndarray, points: dict[str, Any]) -> dict[str, Any]:
-    """Per source: the Doubt share, ECE and (where clusters group images) the one-band share."""
+    """Per source: the share of images in Doubt and (where clusters group images) the one-band share."""
     out: dict[str, Any] = {}
     bands = band_of(probabilities, points["sensitive"], points["specific"])
     for source in classified_sources(scores):
