@@ -5,12 +5,8 @@
 # Time on 2 CPU cores: about 33 min per 320-px run and 47 min for the 384-px one (RERUN=1); the table alone
 # (from the runs kept in runs/) takes seconds.
 set -euo pipefail
-PY=${PY:-.venv/bin/python}
-D=../shared/datasets
-DATA=(--data $D/bone-fracture-xray --data $D/fracatlas --data $D/bone-fracture-boxes)
-# lite0-det-v2.1's recipe (models/lite0-det-v2.1/reproduce.sh); each run changes one option of it.
-RECIPE=(--arch lite0det --size 320 --epochs 5 --batch-size 32 --augment strong --balance-sources
-        --cluster-power 0.5 --tta flip)
+# lite0-det-v2.1's data and recipe (PY, DATA, RECIPE); each run changes one option of it.
+source models/lite0-det-v2.1/recipe.sh
 CV=(--cv 3 --folds 0 --cv-tta none flip --cv-test)
 RUNS=models/experiments/runs
 

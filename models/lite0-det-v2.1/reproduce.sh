@@ -7,11 +7,7 @@
 # stay fitted on val; test is used only for the report.
 # Time on 2 CPU cores: training 38.5 min (step 1), cross-validation about 95 min (step 2), release 10 min.
 set -euo pipefail
-PY=${PY:-.venv/bin/python}
-D=../shared/datasets
-DATA=(--data $D/bone-fracture-xray --data $D/fracatlas --data $D/bone-fracture-boxes)
-RECIPE=(--arch lite0det --size 320 --epochs 5 --batch-size 32 --augment strong --balance-sources
-        --cluster-power 0.5 --tta flip)
+source models/lite0-det-v2.1/recipe.sh  # PY, DATA, RECIPE
 
 # 0. The registry-shipped ImageNet EfficientNet-Lite0 weights, converted to Keras and checked against PyTorch.
 $PY -m classifier.convert
