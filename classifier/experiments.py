@@ -38,6 +38,7 @@ from classifier.data import Record
 from classifier.metrics import cluster_bootstrap, roc_auc, source_metrics
 from classifier.recipe import Recipe
 from classifier.scoring import Logits, read_predictions
+from classifier.train_detector import image_sources
 
 # Intervals of the paired differences and of the test figures (cluster bootstrap).
 N_BOOT = 500
@@ -81,11 +82,6 @@ def rows_to_logits(rows: Sequence[dict[str, str]], mode: str) -> Logits:
     return Logits(records, np.array([float(row[f"logit_{mode}"]) for row in rows]))
 
 
-def classified_sources(scores: Logits) -> list[str]:
-    """The sources with both classes: the only ones an AUC, calibration or operating point can use."""
-    return sorted(s for s in set(scores.sources) if set(scores.labels[scores.where(s)]) == {0, 1})
-
-
 def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> str:
     """The options in which ``recipe`` differs from the baseline's, as ``name: old -> new``."""
     changes = []
@@ -126,7 +122,7 @@ def band_figures(scores: Logits, probabilities: np.ndarray, points: dict[str, An
     """Per source: the share of images in Doubt and (where clusters group images) the one-band share."""
     out: dict[str, Any] = {}
     bands = band_of(probabilities, points["sensitive"], points["specific"])
-    for source in classified_sources(scores):
+    for source in image_sources(scores.records):
         idx = scores.where(source)
         one_band, multi = one_band_share(scores.clusters[idx], bands[idx])
         out[source] = {
@@ -142,7 +138,7 @@ def fold_figures(
     """One run's figures on one fold: cross-validated, paired against the baseline, and on test."""
     held = rows_to_logits(run.held[fold], mode)
     base = rows_to_logits(baseline.held[fold], mode)
-    sources = classified_sources(held)
+    sources = image_sources(held.records)
     keep = np.isin(held.sources, sources)
     figures: dict[str, Any] = {
         "auc": source_metrics([held.records[i] for i in np.flatnonzero(keep)], held.logits[keep]),
