@@ -44,6 +44,8 @@ from classifier.train_detector import image_sources
 N_BOOT = 500
 # The recipe fields compared between runs (the rest of a CV summary is not the recipe).
 IGNORED_RECIPE_FIELDS = {"tta"}
+# The key of the figures over all the folds a run shares with the baseline, beside the per-fold keys.
+POOLED = "all"
 
 
 @dataclass
@@ -132,24 +134,37 @@ def band_figures(scores: Logits, probabilities: np.ndarray, points: dict[str, An
     return out
 
 
+def held_out_figures(
+    held: Logits, base: Logits, *, fitted_on: str, n_boot: int = N_BOOT
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The cross-validated figures of held-out logits, paired against the baseline's on the same images.
+
+    Returns (figures, calibration, operating points): both fitted on ``held`` per cluster, as a release
+    fits them.
+    """
+    sources = image_sources(held.records)
+    keep = np.isin(held.sources, sources)
+    calibration, probabilities, points = fit_bands(held, sources, fitted_on=fitted_on)
+    figures: dict[str, Any] = {
+        "auc": source_metrics([held.records[i] for i in np.flatnonzero(keep)], held.logits[keep]),
+        "vs_baseline": {s: paired_auc_difference(held, base, s, n_boot=n_boot) for s in sources},
+        "bands": band_figures(held, probabilities, points),
+        "points": {"sensitive": points["sensitive"], "specific": points["specific"]},
+    }
+    return figures, calibration, points
+
+
 def fold_figures(
     run: Experiment, baseline: Experiment, fold: int, mode: str, *, n_boot: int = N_BOOT
 ) -> dict[str, Any]:
     """One run's figures on one fold: cross-validated, paired against the baseline, and on test."""
     held = rows_to_logits(run.held[fold], mode)
     base = rows_to_logits(baseline.held[fold], mode)
-    sources = image_sources(held.records)
-    keep = np.isin(held.sources, sources)
-    figures: dict[str, Any] = {
-        "auc": source_metrics([held.records[i] for i in np.flatnonzero(keep)], held.logits[keep]),
-        "vs_baseline": {s: paired_auc_difference(held, base, s, n_boot=n_boot) for s in sources},
-        "localisation": run.summary.get(f"fold{fold}", {}).get("localisation", {}),
-        "minutes": float(run.summary["seconds_per_fold"][str(fold)]) / 60,
-    }
-    # Calibration and both operating points on this held-out part, per cluster, as a release fits them.
-    calibration, probabilities, points = fit_bands(held, sources, fitted_on=f"held-out fold {fold}")
-    figures["bands"] = band_figures(held, probabilities, points)
-    figures["points"] = {"sensitive": points["sensitive"], "specific": points["specific"]}
+    figures, calibration, points = held_out_figures(
+        held, base, fitted_on=f"held-out fold {fold}", n_boot=n_boot
+    )
+    figures["localisation"] = run.summary.get(f"fold{fold}", {}).get("localisation", {})
+    figures["minutes"] = float(run.summary["seconds_per_fold"][str(fold)]) / 60
     if fold in run.test:
         test = rows_to_logits(run.test[fold], mode)
         test_probabilities = calibrate(test.logits, calibration)
@@ -157,9 +172,28 @@ def fold_figures(
             source: summarise_source(
                 source_report(test, test.where(source), test_probabilities, points, n_boot)
             )
-            for source in sources
+            for source in image_sources(held.records)
         }
         figures["test_localisation"] = run.summary.get(f"fold{fold}_test", {}).get("localisation", {})
+    return figures
+
+
+def pooled_figures(
+    run: Experiment, baseline: Experiment, folds: Sequence[int], mode: str, *, n_boot: int = N_BOOT
+) -> dict[str, Any]:
+    """The folds' held-out parts together: every image once, scored by the fold model that did not train
+    on it. Calibration and points are then fitted on all of them, as a release from these out-of-fold
+    logits would fit them; pointing is the mean over the folds."""
+    held = rows_to_logits([row for k in folds for row in run.held[k]], mode)
+    base = rows_to_logits([row for k in folds for row in baseline.held[k]], mode)
+    figures, _, _ = held_out_figures(held, base, fitted_on=f"held-out folds {list(folds)}", n_boot=n_boot)
+    per_fold = [run.summary.get(f"fold{k}", {}).get("localisation", {}) for k in folds]
+    figures["localisation"] = {
+        key: float(np.mean([loc[key] for loc in per_fold]))
+        for key in set.intersection(*(set(loc) for loc in per_fold))
+        if key.endswith("_pointing")
+    }
+    figures["minutes"] = sum(float(run.summary["seconds_per_fold"][str(k)]) for k in folds) / 60
     return figures
 
 
@@ -197,6 +231,9 @@ def compare(
                 "folds": {str(k): fold_figures(run, baseline, k, mode, n_boot=n_boot) for k in folds},
             }
         )
+        if len(folds) > 1:
+            pooled = pooled_figures(run, baseline, folds, mode, n_boot=n_boot)
+            out["experiments"][-1]["folds"][POOLED] = pooled
     return out
 
 
@@ -206,6 +243,11 @@ def _f(value: Any, digits: int = 3) -> str:
     if isinstance(value, dict):
         return _f(value.get("value"), digits)
     return f"{value:.{digits}f}"
+
+
+def _fold_label(fold: str) -> str:
+    """Folds are shown numbered from 1; the pooled row as ``all``."""
+    return "**all**" if fold == POOLED else str(int(fold) + 1)
 
 
 def _delta(d: dict[str, float] | None) -> str:
@@ -220,7 +262,10 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Every run below trained on the same grouped folds of train + val (seed 0, whole clusters per fold, "
         f"clusters over 40 images always train) and kept its last epoch; TTA **{result['mode']}**; folds are "
-        "numbered from 1 (fold 1 is `oof-fold0.csv`). "
+        "numbered from 1 (fold 1 is `oof-fold0.csv`); **all** pools the held-out parts of every fold a run "
+        "shares with the baseline (each image once, scored by the model that did not train on it; "
+        "calibration and points fitted on all of them, as a release from those logits would; pointing "
+        "averaged over folds). "
         f"Differences are paired against `{result['baseline']}` on the same held-out images, with 95 % "
         "cluster-bootstrap intervals. Calibration and both operating points are fitted on each fold's "
         "held-out part (per cluster, as a release fits them); the Doubt and one-band shares under "
@@ -243,7 +288,7 @@ def render(result: dict[str, Any]) -> str:
         for fold, f in e["folds"].items():
             a, b, loc = f["auc"], f["bands"], f["localisation"]
             rows.append(
-                f"| {e['name']} | {e['changes']} | {int(fold) + 1} | {f['minutes']:.0f} "
+                f"| {e['name']} | {e['changes']} | {_fold_label(fold)} | {f['minutes']:.0f} "
                 f"| {_f(a.get('kaggle_auc'))} / {_f(a.get('kaggle_cluster_auc'))} "
                 f"| {_f(a.get('fracatlas_auc'))} ({_f(a.get('fracatlas_auc_no_hardware'))}) "
                 f"| {deltas(e['name'], f, 'kaggle')} | {deltas(e['name'], f, 'fracatlas')} "

@@ -96,3 +96,45 @@ def test_the_command_writes_json_and_markdown(tmp_path: Path, capsys: pytest.Cap
     text = (out / "experiments.md").read_text()
     assert text.startswith("# Recipe experiments") and text.endswith("## What was tried\n")
     assert "Recipe experiments" in capsys.readouterr().out
+
+
+def write_folds(path: Path, recipe: dict, noise: float, folds: int) -> Path:
+    """A run with ``folds`` held-out parts, each of different radiographs (``held_out``'s, renamed)."""
+    path.mkdir(parents=True)
+    summary: dict = {"recipe": recipe, "folds": folds, "seed": 0, "seconds_per_fold": {}}
+    for k in range(folds):
+        records, logits = held_out(10 + k, noise=noise)
+        records = [Record(r.path.with_name(f"f{k}-{r.path.name}"), r.source, r.split, r.label,
+                          f"{r.cluster}-f{k}", r.hardware) for r in records]  # fmt: skip
+        write_predictions(path / f"oof-fold{k}.csv", records, {"logit_flip": logits, "fold": np.full(len(records), k)})
+        summary["seconds_per_fold"][str(k)] = 600.0 * (k + 1)
+        summary[f"fold{k}"] = {"localisation": {"fracatlas_pointing": 0.2 * (k + 1), "boxes_pointing": 0.1}}
+    (path / "cv_summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_runs_sharing_several_folds_get_a_pooled_row_over_all_their_held_out_images(tmp_path: Path) -> None:
+    baseline = experiments.read_experiment(write_folds(tmp_path / "base", BASE_RECIPE, noise=2.5, folds=3))
+    # The candidate ran two of the baseline's three folds: it is pooled over those two only.
+    better = experiments.read_experiment(write_folds(tmp_path / "better", {**BASE_RECIPE, "size": 384}, noise=0.5, folds=2))
+
+    result = experiments.compare(baseline, [better], "flip", n_boot=200)
+    base_row, better_row = result["experiments"]
+    assert set(base_row["folds"]) == {"0", "1", "2", "all"} and set(better_row["folds"]) == {"0", "1", "all"}
+    pooled = better_row["folds"]["all"]
+    # Every held-out image of the shared folds once: 60 FracAtlas images per fold.
+    assert pooled["vs_baseline"]["fracatlas"]["images"] == 120
+    assert pooled["vs_baseline"]["fracatlas"]["low"] > 0
+    assert pooled["minutes"] == 30.0
+    assert pooled["localisation"] == {"fracatlas_pointing": pytest.approx(0.3), "boxes_pointing": pytest.approx(0.1)}
+    assert pooled["points"]["sensitive"] <= pooled["points"]["specific"] and "test" not in pooled
+    # The pooled AUC is the AUC of the pooled logits, not a mean of the folds' AUCs.
+    both = [row for k in (0, 1) for row in better.held[k]]
+    expected = experiments.source_metrics(
+        experiments.rows_to_logits(both, "flip").records, experiments.rows_to_logits(both, "flip").logits
+    )["fracatlas_auc"]
+    assert pooled["auc"]["fracatlas_auc"] == pytest.approx(expected)
+
+    table = experiments.render(result)
+    assert "| better | size: 320 -> 384 | **all** | 30 |" in table
+    assert table.count("**all**") == 3  # the explanation, and one row per run
