@@ -15,7 +15,10 @@ runs held out (the same images), this reads the out-of-fold logits and gives:
   multi-image Kaggle clusters in one band; the cell head's pointing game on the held-out boxes;
 - the test figures of the same fold model, under that calibration and those points (``--cv-test``): what
   the experiment would have given on test. They are shown, never chosen on: the choice is the paired
-  cross-validated difference.
+  cross-validated difference;
+- for the baseline, when it has several folds: each calibration map (Platt, isotonic; images weighed by
+  cluster size to a power) cross-fitted over its folds, with every source's ECE: whether a recalibration of
+  the same logits, without retraining, could meet the calibration goal.
 
 Writes ``experiments.json`` and ``experiments.md`` in ``--out``.
 """
@@ -25,17 +28,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classifier.bands import BAND_NAMES, band_of, fit_bands, one_band_share, source_report
+from classifier.bands import BAND_NAMES, band_of, cluster_weights, fit_bands, one_band_share, source_report
 from classifier.card import calibrate
 from classifier.data import Record
-from classifier.metrics import cluster_bootstrap, roc_auc, source_metrics
+from classifier.metrics import (
+    cluster_bootstrap,
+    cluster_means,
+    expected_calibration_error,
+    fit_platt,
+    roc_auc,
+    source_metrics,
+)
 from classifier.recipe import Recipe
 from classifier.scoring import Logits, read_predictions
 from classifier.train_detector import image_sources
@@ -197,6 +207,62 @@ def pooled_figures(
     return figures
 
 
+# Calibrators screened on the baseline's out-of-fold logits: Platt (what a release fits) and isotonic
+# regression (any monotone map), each with images weighed 1 / (cluster size) ** power.
+CALIBRATORS = tuple((method, power) for method in ("platt", "isotonic") for power in (0.0, 0.5, 1.0))
+
+
+def fit_calibrator(
+    logits: np.ndarray, labels: np.ndarray, clusters: np.ndarray, method: str, power: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A calibration map fitted on (logits, labels), each image weighing 1 / (its cluster's size) ** power."""
+    weights = cluster_weights(clusters) ** power
+    if method == "platt":
+        platt = fit_platt(logits, labels, weights)
+        return lambda x: calibrate(x, platt)
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        iso.fit(logits, labels, sample_weight=weights)
+        return lambda x: np.asarray(iso.predict(x), dtype=np.float64)
+    raise ValueError(f"unknown calibrator {method!r}")
+
+
+def recalibration_screen(run: Experiment, mode: str) -> list[dict[str, Any]]:
+    """Could another calibration of the same logits bring every source's ECE down? Each calibrator is
+    cross-fitted over the run's folds (fitted on the other folds' held-out logits, applied to this fold's)
+    and scored per source, per image and per cluster (mean probability of a cluster's images)."""
+    folds = sorted(run.held)
+    scored = {k: rows_to_logits(run.held[k], mode) for k in folds}
+    sources = image_sources(scored[folds[0]].records)
+    every = Logits(
+        [r for k in folds for r in scored[k].records], np.concatenate([scored[k].logits for k in folds])
+    )
+    rows = []
+    for method, power in CALIBRATORS:
+        probabilities = []
+        for k in folds:
+            rest = [scored[j] for j in folds if j != k]
+            logits = np.concatenate([r.logits for r in rest])
+            labels = np.concatenate([r.labels for r in rest])
+            clusters = np.concatenate([r.clusters for r in rest])
+            keep = np.isin(np.concatenate([r.sources for r in rest]), sources)
+            calibrator = fit_calibrator(logits[keep], labels[keep], clusters[keep], method, power)
+            probabilities.append(calibrator(scored[k].logits))
+        p = np.concatenate(probabilities)
+        row: dict[str, Any] = {"method": method, "cluster_power": power}
+        for source in sources:
+            idx = every.where(source)
+            _, cluster_labels, cluster_p = cluster_means(every.clusters[idx], every.labels[idx], p[idx])
+            row[source] = {
+                "ece": expected_calibration_error(every.labels[idx], p[idx]),
+                "cluster_ece": expected_calibration_error(cluster_labels, cluster_p),
+            }
+        rows.append(row)
+    return rows
+
+
 def summarise_source(report: dict[str, Any]) -> dict[str, Any]:
     """What the experiments table shows of one source's test report (``bands.source_report``)."""
     images = report["images"]
@@ -234,6 +300,8 @@ def compare(
         if len(folds) > 1:
             pooled = pooled_figures(run, baseline, folds, mode, n_boot=n_boot)
             out["experiments"][-1]["folds"][POOLED] = pooled
+    if len(baseline.held) > 1:
+        out["recalibration"] = recalibration_screen(baseline, mode)
     return out
 
 
@@ -323,7 +391,28 @@ def render(result: dict[str, Any]) -> str:
             if boxes is not None:
                 label = f"| {e['name']} | {int(fold) + 1} | boxes (positives only) |"
                 rows.append(f"{label}{' – |' * 7} {_f(boxes, 2)} |")
+    if result.get("recalibration"):
+        rows += render_recalibration(result["recalibration"], result["baseline"])
     return "\n".join(rows) + "\n"
+
+
+def render_recalibration(screen: list[dict[str, Any]], baseline: str) -> list[str]:
+    sources = [k for k in screen[0] if k not in ("method", "cluster_power")]
+    rows = [
+        "",
+        f"## Recalibration of `{baseline}`'s logits (cross-fitted over its folds)",
+        "",
+        "Each calibration map is fitted on the other folds' held-out logits and applied to this fold's; "
+        "images weigh 1 / (cluster size) ^ power. A release fits Platt with power 1. ECE per image / per "
+        "cluster.",
+        "",
+        "| calibration | cluster power | " + " | ".join(f"{s} ECE image / cluster" for s in sources) + " |",
+        "|---|---|" + "---|" * len(sources),
+    ]
+    for row in screen:
+        cells = " | ".join(f"{_f(row[s]['ece'])} / {_f(row[s]['cluster_ece'])}" for s in sources)
+        rows.append(f"| {row['method']} | {row['cluster_power']:g} | {cells} |")
+    return rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -138,3 +138,35 @@ def test_runs_sharing_several_folds_get_a_pooled_row_over_all_their_held_out_ima
     table = experiments.render(result)
     assert "| better | size: 320 -> 384 | **all** | 30 |" in table
     assert table.count("**all**") == 3  # the explanation, and one row per run
+
+
+def calibration_run(path: Path, *, kaggle_scale: float) -> experiments.Experiment:
+    """Three folds whose labels follow sigmoid(z) in both sources; kaggle's stored logit is z * scale."""
+    rng = np.random.default_rng(7)
+    path.mkdir(parents=True)
+    for k in range(3):
+        records, logits = [], []
+        for i in range(900):
+            source = "fracatlas" if i < 450 else "kaggle"
+            z = rng.normal(0.0, 2.5)
+            label = int(rng.random() < 1 / (1 + np.exp(-z)))
+            records.append(Record(Path(f"{source}/{k}-{i}.png"), source, "train", label, f"{source}:{k}-{i}"))
+            logits.append(z * (kaggle_scale if source == "kaggle" else 1.0))
+        write_predictions(path / f"oof-fold{k}.csv", records, {"logit_flip": np.array(logits), "fold": np.full(900, k)})
+    (path / "cv_summary.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seconds_per_fold": {}}))
+    return experiments.read_experiment(path)
+
+
+def test_recalibration_screen_cross_fits_each_map_and_cannot_mend_sources_on_different_scales(tmp_path: Path) -> None:
+    same_scale = experiments.recalibration_screen(calibration_run(tmp_path / "same", kaggle_scale=1.0), "flip")
+    assert [(r["method"], r["cluster_power"]) for r in same_scale] == list(experiments.CALIBRATORS)
+    # One logit scale: every map, fitted on the other folds, is calibrated on both sources.
+    for row in same_scale:
+        assert row["fracatlas"]["ece"] < 0.05 and row["kaggle"]["ece"] < 0.05, row
+    # Kaggle's logits eight times too spread: no single monotone map of the logit serves both sources.
+    apart = experiments.recalibration_screen(calibration_run(tmp_path / "apart", kaggle_scale=8.0), "flip")
+    for row in apart:
+        assert max(row["fracatlas"]["ece"], row["kaggle"]["ece"]) > 0.06, row
+
+    table = "\n".join(experiments.render_recalibration(apart, "base"))
+    assert "| isotonic | 0.5 |" in table and "fracatlas ECE image / cluster" in table
