@@ -76,6 +76,8 @@ OOF_FITTED = "out-of-fold predictions of the grouped cross-validation over train
 THROUGHPUT_FLOOR = 12.0
 THROUGHPUT_BATCH = 16
 THROUGHPUT_SECONDS = 8.0
+# Serving sizes whose mean val AUC is within this of the best count as tied; the smallest (cheapest) wins.
+SIZE_TIE = 0.005
 # Where the model was trained (FracAtlas: hand, leg, hip, shoulder; the Kaggle set: upper and lower limbs,
 # hips, knees; the boxes source: elbow, forearm, hand, humerus, shoulder, wrist), in radiology's body regions.
 TRAINED_REGIONS = (
@@ -85,13 +87,27 @@ TRAINED_REGIONS = (
 
 
 def build_serving(
-    run: Path, epoch: int | None, out: Path, *, tta: str | None = None, version: str | None = None
+    run: Path,
+    epoch: int | None,
+    out: Path,
+    *,
+    tta: str | None = None,
+    version: str | None = None,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """Save the serving graph of the run's chosen epoch as ``out/model.keras``; return the run's card (under
-    ``version`` when given: a re-release of the same weights is a new model version)."""
+    ``version`` when given: a re-release of the same weights is a new model version).
+
+    ``size``: the serving input's side, when it is not the one the run trained at (the network is fully
+    convolutional up to its mean pooling, so the same weights serve any size); the card's ``input`` is then
+    the serving size and ``training.input_size`` keeps the trained one.
+    """
     card = read_card(run / CARD_FILE)
     card["version"] = version or card["version"]
     chosen = epoch or int(card["training"]["best_epoch"])
+    trained = trained_size(card)
+    card["training"]["input_size"] = trained
+    card["input"]["size"] = size or trained
     core = lite0_detector_core(int(card["input"]["size"]))
     core.load_weights(run / f"epoch{chosen}.weights.h5")
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +118,11 @@ def build_serving(
     card["calibration"], card["threshold"] = {"method": "identity"}, 0.5
     write_card(card, out / CARD_FILE)
     return card
+
+
+def trained_size(card: dict[str, Any]) -> int:
+    """The input side a run or a release trained at (a release may serve at another)."""
+    return int(card["training"].get("input_size") or card["input"]["size"])
 
 
 def unpack_released(model_dir: Path, run: Path) -> None:
@@ -117,6 +138,7 @@ def unpack_released(model_dir: Path, run: Path) -> None:
               "tta_choice", "cross_validation", "intended_use", "outputs"}  # fmt: skip
     card = {k: v for k, v in card.items() if k not in fitted}
     card |= {"calibration": {"method": "identity"}, "threshold": 0.5, "status": f"unpacked from {model_dir}"}
+    card["input"] = dict(card["input"]) | {"size": trained_size(card)}  # the run's, not the serving size
     write_card(card, run / CARD_FILE)
     curves = model_dir / "figures" / "curves.png"  # the training curves travel with the weights
     if curves.exists():
@@ -218,6 +240,7 @@ def choose_tta(
     records: list[Record],
     classified: list[str],
     out_of_fold: dict[str, Logits] | None,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """Choose the test-time augmentation: the best mean AUC among the modes within the inference budget.
 
@@ -233,13 +256,13 @@ def choose_tta(
     val_records = [r for r in select(records, splits=["val"]) if r.source in classified]
     val = load_images(
         val_records if out_of_fold is None else val_records[:THROUGHPUT_BATCH],
-        InputSpec.from_dict(read_card(args.run / CARD_FILE)["input"]),
+        serving_spec(args.run, size),
         cache_dir=args.cache_dir,
     )
     images = val.images[:THROUGHPUT_BATCH]
     for mode in args.tta_candidates:
         folder = args.out / f".tta-{mode}"
-        build_serving(args.run, args.epoch, folder, tta=mode)
+        build_serving(args.run, args.epoch, folder, tta=mode, size=size)
         predictor = Predictor.load(folder)
         scores: Logits = out_of_fold[mode] if out_of_fold is not None else Scored(predictor, val)
         rows[mode] = tta_row(scores, classified) | {
@@ -268,20 +291,86 @@ def choose_tta(
     }
 
 
+def serving_spec(run: Path, size: int | None) -> InputSpec:
+    """The run's input spec at the serving ``size`` (its trained size when None)."""
+    values = dict(read_card(run / CARD_FILE)["input"])
+    return InputSpec.from_dict(values | ({"size": size} if size else {}))
+
+
+def choose_input_size(
+    args: argparse.Namespace, records: list[Record], classified: list[str]
+) -> dict[str, Any]:
+    """Choose the serving input size on val: the highest mean AUC among the sizes within the inference
+    budget (as ``choose_tta``'s), the smallest of those within SIZE_TIE of it.
+
+    A network trained on zoomed crops sees fractures larger than a test image at the same input shows them,
+    so serving slightly above the trained size can rank better (Touvron et al., *Fixing the train-test
+    resolution discrepancy*, 2019). Val only: the out-of-fold logits were scored at the trained size.
+    """
+    tta = args.tta or read_card(args.run / CARD_FILE)["architecture"]["tta"]
+    val_records = [r for r in select(records, splits=["val"]) if r.source in classified]
+    rows: dict[int, dict[str, Any]] = {}
+    for size in args.input_size_candidates:
+        folder = args.out / f".size-{size}"
+        build_serving(args.run, args.epoch, folder, tta=tta, size=size)
+        predictor = Predictor.load(folder)
+        val = load_images(val_records, predictor.input_spec, cache_dir=args.cache_dir)
+        scores = Scored(predictor, val)
+        images = val.images[:THROUGHPUT_BATCH]
+        rows[size] = {
+            "auc_score": source_metrics(scores.records, scores.logits)["score"],
+            "aucs": {
+                k: v for k, v in source_metrics(scores.records, scores.logits).items() if k.endswith("auc")
+            },
+            "latency_ms_batch1": latency_ms(predictor, images[0]),
+            "radiographs_per_s": throughput(predictor, images),
+        }
+        log.info("input %d px: %s", size, rows[size])
+        shutil.rmtree(folder)
+    within = {
+        k: r
+        for k, r in rows.items()
+        if r["latency_ms_batch1"] <= LATENCY_BUDGET_MS and r["radiographs_per_s"] >= THROUGHPUT_FLOOR
+    } or rows
+    best = max(r["auc_score"] for r in within.values())
+    chosen = min(k for k, r in within.items() if r["auc_score"] >= best - SIZE_TIE)
+    return {
+        "chosen": chosen,
+        "trained": trained_size(read_card(args.run / CARD_FILE)),
+        "tta": tta,
+        "scored_on": "val",
+        "candidates": {str(k): v for k, v in rows.items()},
+        "rule": f"the smallest input within {SIZE_TIE} of the highest mean val AUC among the sizes whose "
+        f"batch-1 forward pass takes at most {LATENCY_BUDGET_MS:.0f} ms here and whose forward pass at batch "
+        f"{THROUGHPUT_BATCH} runs at {THROUGHPUT_FLOOR:.0f} radiographs/s or more",
+    }
+
+
 def release(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     records = load_sources(args.data)
     if args.from_model:
         unpack_released(args.from_model, args.run)
-    classified = sorted(read_card(args.run / CARD_FILE)["training"]["image_loss_sources"])
-    out_of_fold, cv_summary = (
-        read_out_of_fold(args.oof, records, args.tta_candidates or [args.tta]) if args.oof else (None, None)
-    )
-    tta_choice = choose_tta(args, records, classified, out_of_fold) if args.tta_candidates else None
-    tta = tta_choice["chosen"] if tta_choice else args.tta
-    card = build_serving(args.run, args.epoch, args.out, tta=tta, version=args.version)
+    run_card = read_card(args.run / CARD_FILE)
+    classified = sorted(run_card["training"]["image_loss_sources"])
+    default_tta = args.tta or run_card["architecture"]["tta"]
+    modes = args.tta_candidates or [default_tta]
+    out_of_fold, cv_summary = read_out_of_fold(args.oof, records, modes) if args.oof else (None, None)
+    size_choice = choose_input_size(args, records, classified) if args.input_size_candidates else None
+    size = size_choice["chosen"] if size_choice else args.input_size
+    cv_size = int(cv_summary["recipe"]["size"]) if cv_summary else None
+    if cv_size and size and size != cv_size:
+        raise SystemExit(
+            f"the out-of-fold logits were scored at {cv_size} px, not at the serving {size} px: "
+            "calibration and operating points cannot be fitted on them"
+        )
+    tta_choice = choose_tta(args, records, classified, out_of_fold, size) if args.tta_candidates else None
+    tta = tta_choice["chosen"] if tta_choice else default_tta
+    card = build_serving(args.run, args.epoch, args.out, tta=tta, version=args.version, size=size)
     if tta_choice:
         card["tta_choice"] = tta_choice
+    if size_choice:
+        card["input_size_choice"] = size_choice
     predictor = Predictor.load(args.out)
     val = score_split(predictor, records, "val", args.cache_dir)
     test = score_split(predictor, records, "test", args.cache_dir)
@@ -357,6 +446,7 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         }
         for source in classified
     }
+    side = int(card["input"]["size"])
     pointing = {s: localisation[s]["pointing_game"]["share"] for s in localisation}
     found = {s: localisation[s]["froc"]["at_0.5_fp_per_image"]["sensitivity"] for s in localisation}
     # Shown by default only when it points at fractures on every held-out set more often than not.
@@ -399,8 +489,10 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         reference=reference,
         outputs={
             "logit": "fracture logit (N, 1) before calibration",
-            "cam": "image head's logit map (N, 10, 10) at stride 32 (its mean is the logit)",
-            "cells": "fracture-cell logits (N, 20, 20) at stride 16; boxes are made from them",
+            "cam": f"image head's logit map (N, {side // 32}, {side // 32}) at stride 32 (its mean is the "
+            "logit)",
+            "cells": f"fracture-cell logits (N, {side // 16}, {side // 16}) at stride 16; boxes are made "
+            "from them",
             "embedding": "pooled stride-32 backbone features (N, 1280), for out-of-distribution checks",
         },
         metrics={"test": {"sources": per_source, "localisation": localisation}},
@@ -508,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tta-candidates", nargs="*", default=[], help="choose the TTA among these on val (see choose_tta)"
     )
+    p.add_argument("--input-size", type=int, default=None, help="serve at this input side (default: trained)")
+    p.add_argument(
+        "--input-size-candidates", nargs="*", type=int, default=[],
+        help="choose the serving input side among these on val (see choose_input_size)",
+    )  # fmt: skip
     p.add_argument(
         "--compare", type=Path, action="append", default=[],
         help="an earlier model's folder, whose test figures the goals table shows beside (repeatable)",

@@ -241,3 +241,46 @@ def test_the_goals_table_shows_every_earlier_model_in_its_own_column() -> None:
     assert "| 0.969 / 0.967 | 0.987 / 0.989 | ≥ 0.97 / ≥ 0.98 | 0.987 / 0.989 | met |" in auc
     doubt = next(row for row in rows if row.startswith("| FracAtlas: images in the Doubt band"))
     assert doubt.endswith("| – | 0.47 | ≤ 25 % | 0.47 | **not met** |")  # v1 had no bands
+
+
+def test_a_release_can_serve_the_same_weights_at_another_input_size_chosen_on_val(
+    released: dict[str, Path], cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from classifier import release
+    from classifier.card import read_card
+    from classifier.predict import Predictor
+
+    monkeypatch.setattr(release, "THROUGHPUT_SECONDS", 0.2)
+    run, out = tmp_path / "unpacked", tmp_path / "model"
+    # The run trained at 64 px; 64 and 96 are served and scored on val.
+    assert release.main(["--run", str(run), "--from-model", str(released["out"]), "--out", str(out),
+                         *released["data_args"], "--n-boot", "20", "--train-every", "1",
+                         "--input-size-candidates", "64", "96", "--cache-dir", str(released["cache"])]) == 0  # fmt: skip
+    card = read_card(out / "card.json")
+    choice = card["input_size_choice"]
+    assert set(choice["candidates"]) == {"64", "96"} and choice["trained"] == 64 and choice["scored_on"] == "val"
+    # The rule: the smallest size within SIZE_TIE of the best mean val AUC (all are within budget here).
+    scores = {int(k): r["auc_score"] for k, r in choice["candidates"].items()}
+    assert choice["chosen"] == min(k for k, v in scores.items() if v >= max(scores.values()) - release.SIZE_TIE)
+    assert card["input"]["size"] == choice["chosen"] and card["training"]["input_size"] == 64
+    assert not list(out.glob(".size-*"))  # the candidates' graphs are not left behind
+    # Calibration and points come from val at the serving size (the out-of-fold logits were scored at 64).
+    assert card["calibration"]["fitted_on"] == "val"
+
+    # The 96-px graph of the same weights: its input, cell grid and preprocessing follow the card's size.
+    big = tmp_path / "big"
+    release.build_serving(run, None, big, size=96)
+    predictor = Predictor.load(big)
+    assert predictor.input_spec.size == 96 and read_card(big / "card.json")["training"]["input_size"] == 64
+    forward = predictor.forward(np.random.default_rng(0).random((2, 96, 96, 1), dtype=np.float32))
+    assert forward.cells is not None and forward.cells.shape[1:3] == (6, 6)
+    # Unpacking a release served at another size gives back the trained size.
+    release.unpack_released(big, tmp_path / "again")
+    assert read_card(tmp_path / "again" / "card.json")["input"]["size"] == 64
+
+    # Out-of-fold logits scored at the trained size cannot calibrate a graph served at another.
+    with pytest.raises(SystemExit, match="scored at 64 px, not at the serving 96 px"):
+        release.main(["--run", str(run), "--out", str(tmp_path / "refused"), *released["data_args"],
+                      "--oof", str(cross_validated), "--input-size", "96", "--cache-dir", str(released["cache"])])  # fmt: skip
