@@ -4,7 +4,8 @@
         --data ../shared/datasets/bone-fracture-xray --data ../shared/datasets/fracatlas \
         --data ../shared/datasets/bone-fracture-boxes
 
-1. Builds the serving graph (flip TTA inside) from the run's chosen epoch and saves ``model.keras``.
+1. Builds the serving graph (flip TTA inside) from the run's chosen epoch and saves ``model.keras``; with
+   ``--input-size-candidates`` it first chooses on val the input size to serve the same weights at.
 2. On ``val`` only, through the same ``Predictor`` the app uses: Platt calibration weighted by 1 / cluster
    size (so a few large, confidently wrong clusters of copies cannot flatten it); the two operating points
    per cluster (sensitive: sensitivity >= 0.95 on every source; specific: specificity >= 0.95 on every
@@ -316,12 +317,11 @@ def choose_input_size(
         predictor = Predictor.load(folder)
         val = load_images(val_records, predictor.input_spec, cache_dir=args.cache_dir)
         scores = Scored(predictor, val)
+        aucs = source_metrics(scores.records, scores.logits)
         images = val.images[:THROUGHPUT_BATCH]
         rows[size] = {
-            "auc_score": source_metrics(scores.records, scores.logits)["score"],
-            "aucs": {
-                k: v for k, v in source_metrics(scores.records, scores.logits).items() if k.endswith("auc")
-            },
+            "auc_score": aucs["score"],
+            "aucs": {k: v for k, v in aucs.items() if k.endswith("auc")},
             "latency_ms_batch1": latency_ms(predictor, images[0]),
             "radiographs_per_s": throughput(predictor, images),
         }

@@ -178,6 +178,25 @@ def source_rows(name: str, src: dict[str, Any]) -> list[str]:
     return rows
 
 
+def served_at(card: dict[str, Any]) -> str:
+    """How the serving size was chosen, when the weights trained at another size (empty otherwise)."""
+    trained = card["training"].get("input_size")
+    if not trained or int(trained) == int(card["input"]["size"]):
+        return ""
+    choice = card.get("input_size_choice")
+    if not choice:
+        return f" (trained at {trained} px)"
+    scores = ", ".join(
+        f"{size} px {row['auc_score']:.3f} "
+        f"({row['latency_ms_batch1']:.0f} ms, {row['radiographs_per_s']:.1f}/s)"
+        for size, row in choice["candidates"].items()
+    )
+    return (
+        f" (trained at {trained} px; served at {choice['chosen']} px by {choice['rule']}: "
+        f"mean val AUC {scores})"
+    )
+
+
 def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, Any]], notes: str) -> Path:
     test = card["metrics"]["test"]
     points = card["operating_points"]
@@ -188,9 +207,9 @@ def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, An
     lines = [
         f"# {card['version']}: evaluation report",
         "",
-        f"{card['architecture']['description']}. Input {card['input']['size']} px, test-time augmentation "
-        f"`{card['architecture']['tta']}` inside the graph. Written by `python -m classifier.release` (see "
-        "`reproduce.sh`).",
+        f"{card['architecture']['description']}. Input {card['input']['size']} px"
+        f"{served_at(card)}, test-time augmentation `{card['architecture']['tta']}` inside the graph. "
+        "Written by `python -m classifier.release` (see `reproduce.sh`).",
         "",
         "## Goals (test splits)",
         "",

@@ -266,6 +266,9 @@ def test_a_release_can_serve_the_same_weights_at_another_input_size_chosen_on_va
     assert choice["chosen"] == min(k for k, v in scores.items() if v >= max(scores.values()) - release.SIZE_TIE)
     assert card["input"]["size"] == choice["chosen"] and card["training"]["input_size"] == 64
     assert not list(out.glob(".size-*"))  # the candidates' graphs are not left behind
+    # The report says how the serving size was chosen when it is not the trained one.
+    served = "(trained at 64 px; served at 96 px by the smallest input" in (out / "report.md").read_text()
+    assert served == (choice["chosen"] == 96)
     # Calibration and points come from val at the serving size (the out-of-fold logits were scored at 64).
     assert card["calibration"]["fitted_on"] == "val"
 
