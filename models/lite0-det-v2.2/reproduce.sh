@@ -6,14 +6,13 @@
 # OOD/drift references are fitted on val at that size; test is used only for the report.
 # Time on 2 CPU cores: about 20 minutes (the release; the weights are lite0-det-v2's, 38.5 min to train).
 set -euo pipefail
-source models/lite0-det-v2.1/recipe.sh  # PY, DATA
+source models/lite0-det-v2.1/recipe.sh  # PY, DATA, RECIPE (lite0-det-v2's, trained at 320 px)
 
 # 0. The registry-shipped ImageNet EfficientNet-Lite0 weights, converted to Keras and checked against PyTorch
 #    (only needed to retrain, RETRAIN=1).
 # 1. The weights: lite0-det-v2's training run (models/lite0-det-v2/reproduce.sh, step 1), or, by default,
 #    the released lite0-det-v2.1 unpacked (the same weights; lite0-det-v2.1's TTA was chosen on them).
 if [[ "${RETRAIN:-0}" == 1 ]]; then
-    source models/lite0-det-v2.1/recipe.sh  # RECIPE
     $PY -m classifier.convert
     $PY -m classifier.train "${DATA[@]}" "${RECIPE[@]}" --out classifier_runs/lite0-det-v2 --verbose 2
     RUN=classifier_runs/lite0-det-v2
