@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.cells import cell_peak, cells_to_boxes
+from classifier.cells import BoxRule, cell_peak
 from classifier.data import ImageSet, Record
 from classifier.decoding import decode_grayscale
 from classifier.explain import cam_to_heatmap, overlay, peak, pointing_hit
@@ -107,7 +107,7 @@ def plot_froc(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
 
 
 def plot_box_examples(
-    scored: Scored, idx: Sequence[int], box_threshold: float, path: Path, title: str
+    scored: Scored, idx: Sequence[int], rule: BoxRule, path: Path, title: str
 ) -> None:
     """A grid of test radiographs: true boxes green, the model's boxes red (score), peak cell marked."""
     plt = pyplot()
@@ -123,7 +123,7 @@ def plot_box_examples(
         ax.imshow(gray, cmap="gray")
         for x0, y0, x1, y1 in truths_of(scored, [i])[0]:
             ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=1.2))
-        for box in cells_to_boxes(scored.cells[i], scored.data.geometries[i], threshold=box_threshold):
+        for box in rule.boxes(scored.cells[i], scored.data.geometries[i]):
             ax.add_patch(
                 plt.Rectangle(
                     (box.x0, box.y0), box.x1 - box.x0, box.y1 - box.y0, fill=False, color="red", lw=1.2

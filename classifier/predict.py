@@ -31,7 +31,7 @@ from classifier.card import (
     read_card,
     resolve_artifact,
 )
-from classifier.cells import Box, cells_to_boxes
+from classifier.cells import Box, BoxRule
 from classifier.decoding import UnreadableImageError, decode_grayscale
 from classifier.explain import cam_to_heatmap
 from classifier.preprocessing import InputSpec, prepare_batch, unletterbox
@@ -123,9 +123,8 @@ class Predictor:
         self.class_names: tuple[str, ...] = tuple(card["class_names"])
         self.input_spec = InputSpec.from_dict(card["input"])
         self.calibration: dict[str, Any] = dict(card["calibration"])
-        boxes = card.get("boxes") or {}
-        self.box_threshold: float = float(boxes.get("threshold", 0.5))
-        self.max_boxes: int = int(boxes.get("max_boxes", 5))
+        self.box_rule = BoxRule.from_card(card)
+        self.box_threshold: float = self.box_rule.threshold
         expected = (self.input_spec.size, self.input_spec.size, 1)
         got = tuple(model.input_shape[1:])
         if got != expected:
@@ -209,11 +208,7 @@ class Predictor:
             heatmap = None
             boxes: tuple[Box, ...] = ()
             if forward.cells is not None:
-                boxes = tuple(
-                    cells_to_boxes(
-                        forward.cells[i], geometry, threshold=self.box_threshold, max_boxes=self.max_boxes
-                    )
-                )
+                boxes = tuple(self.box_rule.boxes(forward.cells[i], geometry))
                 if heatmaps:
                     heatmap = np.clip(
                         unletterbox(forward.cells[i], geometry, max_side=HEATMAP_MAX_SIDE), 0, 1

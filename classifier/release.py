@@ -51,7 +51,7 @@ from classifier.cells import CELL_STRIDE
 from classifier.data import DEFAULT_CACHE, Record, load_images, load_sources, select
 from classifier.detector import detector_serving_model, lite0_detector_core
 from classifier.figures import plot_box_examples, plot_froc, plot_reliability, plot_roc
-from classifier.localisation import FP_PER_IMAGE_TARGET, MAX_BOXES, choose_box_threshold, localisation_report
+from classifier.localisation import FP_PER_IMAGE_TARGET, choose_box_rule, localisation_report
 from classifier.metrics import N_BOOT, cluster_means, expected_calibration_error, fit_platt, source_metrics
 from classifier.predict import Predictor
 from classifier.preprocessing import InputSpec, to_model_input
@@ -394,9 +394,7 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     fitted_cls = np.flatnonzero(np.isin(fitted.sources, classified))
     unweighted = fit_platt(fitted.logits[fitted_cls], fitted.labels[fitted_cls])
 
-    # 2. Box threshold (FracAtlas val, the source with normal radiographs) and references: val only.
-    box_sources = [s for s in ("fracatlas", "boxes") if any(r.boxes for r in test.records if r.source == s)]
-    box_threshold, box_choice = choose_box_threshold(val, box_sources)
+    # 2. References: val only (the box rule too, in box_outputs below).
     ood = ood_reference(train, val) | {"colour": colour_reference(val.records, test.records)}
     reference = drift_reference([val.records[i] for i in val_cls], val_probs[val_cls])
 
@@ -405,7 +403,6 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     per_source: dict[str, Any] = {}
     for source in classified:
         per_source[source] = source_report(test, test.where(source), test_probs, points, args.n_boot)
-    localisation = {s: localisation_report(test, test.where(s), box_threshold) for s in box_sources}
     test_ood = ood_distances(test.embeddings, ood) > ood["threshold"]
 
     # 4. Figures and files.
@@ -420,20 +417,7 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
             curves[f"{source} clusters"] = (cl, cp)
     plot_roc(curves, figures / "roc.png", "ROC on test")
     plot_reliability(curves, figures / "reliability.png", "Reliability on test")
-    plot_froc({s: localisation[s]["froc"]["curve"] for s in localisation}, figures / "froc.png")
-    for source in box_sources:
-        fractured = [
-            int(i) for i in test.where(source) if test.records[i].label == 1 and test.records[i].boxes
-        ]
-        rng = np.random.default_rng(0)
-        sample = sorted(rng.choice(fractured, size=min(12, len(fractured)), replace=False).tolist())
-        plot_box_examples(
-            test,
-            sample,
-            box_threshold,
-            figures / f"boxes-{source}.png",
-            f"{source} test (random fractured images): true boxes green, model red, peak +",
-        )
+    boxes, heatmap, localisation = box_outputs(val, test, figures)
     write_band_predictions(args.out / "predictions-val.csv", val, val_probs, points)
     write_band_predictions(args.out / "predictions-test.csv", test, test_probs, points)
 
@@ -451,38 +435,12 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         for source in classified
     }
     side = int(card["input"]["size"])
-    pointing = {s: localisation[s]["pointing_game"]["share"] for s in localisation}
-    found = {s: localisation[s]["froc"]["at_0.5_fp_per_image"]["sensitivity"] for s in localisation}
-    # Shown by default only when it points at fractures on every held-out set more often than not.
-    validated = all(
-        at_least(pointing[s], LOCALISATION_VALIDATED) and at_least(found[s], LOCALISATION_VALIDATED)
-        for s in localisation
-    )
-    summary = "; ".join(
-        f"{s} test: peak inside a fracture box on {fmt(pointing[s], 2)} of fractured images, "
-        f"{fmt(found[s], 2)} of fractures found at 0.5 false-positive boxes per image"
-        for s in localisation
-    )
     card.update(
         calibration=calibration,
         threshold=points["sensitive"],
         operating_points=points,
-        boxes={
-            "threshold": box_threshold,
-            "max_boxes": MAX_BOXES,
-            "fitted_on": "val (FracAtlas, the source with normal radiographs)",
-            "rule": f"the box threshold with the most fractures found at <= {FP_PER_IMAGE_TARGET} "
-            "false-positive boxes per image on FracAtlas val",
-            "cell_stride": CELL_STRIDE,
-            "val_froc": box_choice,
-            "validated": validated,
-            "validation": summary,
-        },
-        heatmap={
-            "what": "fracture-cell probabilities (absolute scale 0-1, 16-pixel cells of the model input)",
-            "validated": validated,
-            "validation": summary,
-        },
+        boxes=boxes,
+        heatmap=heatmap,
         ood=ood | {"test_flag_rate": float(np.mean(test_ood))},
         intended_use={
             "modalities": ["DX", "CR", "DR"],
@@ -523,6 +481,77 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     if (args.run / "curves.png").exists():
         (figures / "curves.png").write_bytes((args.run / "curves.png").read_bytes())
     log.info("released %s in %.0f s", card["version"], time.perf_counter() - started)
+    return card
+
+
+def box_outputs(
+    val: Scored, test: Scored, figures: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The box rule chosen on val, its localisation figures on test and their plots: the card's ``boxes``
+    and ``heatmap`` and its test ``localisation``."""
+    sources = [s for s in ("fracatlas", "boxes") if any(r.boxes for r in test.records if r.source == s)]
+    rule, choice = choose_box_rule(val, sources)
+    localisation = {s: localisation_report(test, test.where(s), rule) for s in sources}
+    plot_froc({s: localisation[s]["froc"]["curve"] for s in localisation}, figures / "froc.png")
+    rng = np.random.default_rng(0)
+    for source in sources:
+        fractured = [
+            int(i) for i in test.where(source) if test.records[i].label == 1 and test.records[i].boxes
+        ]
+        sample = sorted(rng.choice(fractured, size=min(12, len(fractured)), replace=False).tolist())
+        plot_box_examples(
+            test,
+            sample,
+            rule,
+            figures / f"boxes-{source}.png",
+            f"{source} test (random fractured images): true boxes green, model red, peak +",
+        )
+    pointing = {s: localisation[s]["pointing_game"]["share"] for s in localisation}
+    found = {s: localisation[s]["froc"]["at_0.5_fp_per_image"]["sensitivity"] for s in localisation}
+    # Shown by default only when it points at fractures on every held-out set more often than not.
+    validated = all(
+        at_least(pointing[s], LOCALISATION_VALIDATED) and at_least(found[s], LOCALISATION_VALIDATED)
+        for s in localisation
+    )
+    summary = "; ".join(
+        f"{s} test: peak inside a fracture box on {fmt(pointing[s], 2)} of fractured images, "
+        f"{fmt(found[s], 2)} of fractures found at 0.5 false-positive boxes per image"
+        for s in localisation
+    )
+    boxes = {
+        "threshold": rule.threshold,
+        "peak_drop": rule.peak_drop,
+        "max_boxes": rule.max_boxes,
+        "fitted_on": "val (FracAtlas, the source with normal radiographs)",
+        "rule": f"{rule.describe()}; of the groupings and thresholds, the one finding the most fractures at "
+        f"<= {FP_PER_IMAGE_TARGET} false-positive boxes per image on FracAtlas val",
+        "cell_stride": CELL_STRIDE,
+        "val_froc": choice,
+        "validated": validated,
+        "validation": summary,
+    }
+    heatmap = {
+        "what": "fracture-cell probabilities (absolute scale 0-1, 16-pixel cells of the model input)",
+        "validated": validated,
+        "validation": summary,
+    }
+    return boxes, heatmap, localisation
+
+
+def refit_boxes(args: argparse.Namespace) -> dict[str, Any]:
+    """Choose only the box rule of a released model again on val (its card's ``boxes``, ``heatmap`` and test
+    localisation, the box plots and the report); the weights, calibration, bands and TTA are unchanged."""
+    predictor = Predictor.load(args.out)
+    card = dict(predictor.card)
+    records = load_sources(args.data)
+    val = score_split(predictor, records, "val", args.cache_dir)
+    test = score_split(predictor, records, "test", args.cache_dir)
+    boxes, heatmap, localisation = box_outputs(val, test, args.out / "figures")
+    card.update(boxes=boxes, heatmap=heatmap)
+    card["metrics"] = dict(card["metrics"])
+    card["metrics"]["test"] = dict(card["metrics"]["test"]) | {"localisation": localisation}
+    card = write_outputs(card, args)
+    (args.out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2, default=float))
     return card
 
 
@@ -590,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=N_BOOT)
     p.add_argument("--refit-ood", action="store_true", help="refit only the OOD reference of --out's release")
     p.add_argument("--refit-colour", action="store_true", help="fit only the colour check of --out's release")
+    p.add_argument("--refit-boxes", action="store_true", help="choose only the box rule of --out's release")
     p.add_argument("--version", default=None, help="the released model's version (default: the run's)")
     p.add_argument("--tta", default=None, help="test-time augmentation of the release (default: the run's)")
     p.add_argument(
@@ -621,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         refit_ood(args)
     elif args.refit_colour:
         refit_colour(args)
+    elif args.refit_boxes:
+        refit_boxes(args)
     else:
         release(args)
     return 0

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from classifier.cells import BoxRule
+
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A figure to ``digits`` decimals; a dash where it is not measurable (None / NaN)."""
@@ -239,13 +241,10 @@ def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, An
             for s, v in points["per_source"].items()
         )
         + ".",
-        f"- **Boxes**: cells at or above {card['boxes']['threshold']:.2f} (chosen on FracAtlas val for at "
-        "most "
-        "0.5 false-positive boxes per image), grouped into 8-connected regions, each region's box scored by "
-        "its "
-        "best cell. A box *finds* a fracture when it overlaps it by IoU ≥ 0.1 or its centre lies inside it; "
-        "the "
-        "pointing game asks whether the best cell's centre lies inside a true box.",
+        f"- **Boxes**: {BoxRule.from_card(card).describe()} (the threshold and the grouping chosen on "
+        "FracAtlas val: the most fractures found at no more than 0.5 false-positive boxes per image). A box "
+        "*finds* a fracture when it overlaps it by IoU ≥ 0.1 or its centre lies inside it; the pointing game "
+        "asks whether the best cell's centre lies inside a true box.",
         "- **Intervals**: 95 % percentile intervals from bootstrap resamples of whole clusters (stratified "
         "by "
         "label); Wilson intervals for the pointing game. Per cluster: the mean probability of its images.",

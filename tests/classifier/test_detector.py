@@ -12,6 +12,7 @@ from classifier.bands import band_of, cluster_weights, sensitive_threshold, spec
 from classifier.cells import (
     CELL_STRIDE,
     Box,
+    BoxRule,
     box_hits,
     box_mask,
     cell_coverage,
@@ -22,7 +23,7 @@ from classifier.cells import (
 )
 from classifier.data import ImageSet, Record
 from classifier.detector import CELLS_BOXED, CELLS_NONE, CELLS_NORMAL, detector_data
-from classifier.localisation import box_counts, sensitivity_at
+from classifier.localisation import box_counts, choose_box_rule, sensitivity_at
 from classifier.metrics import expected_calibration_error, fit_platt
 from classifier.preprocessing import InputSpec, letterbox_uint8
 
@@ -82,6 +83,84 @@ def test_separate_regions_make_separate_boxes_best_first() -> None:
     assert (boxes[1].x0, boxes[1].y0, boxes[1].x1, boxes[1].y1) == (32, 32, 64, 64)
     assert cells_to_boxes(cells, geometry, threshold=0.99) == []
     assert len(cells_to_boxes(cells, geometry, threshold=0.99, always_top=True)) == 1
+
+
+def _saturated_plateau(plateau: float = 5.0, peak: float = 9.0, second: float | None = 7.0) -> np.ndarray:
+    # What the cell head does over a fracture: a wide plateau of cells at 0.99+ (logit 5) with the fracture
+    # itself higher (logit 9, cell (5, 5)) and, by default, a second, weaker peak at its far end (logit 7).
+    logits = np.full((20, 20), -8.0, np.float32)
+    logits[3:12, 3:14] = plateau
+    logits[5, 5] = peak
+    if second is not None:
+        logits[10, 12] = second
+    return (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def test_one_box_per_peak_splits_a_saturated_plateau_into_tight_boxes() -> None:
+    geometry = _geometry(320, 320)  # no padding: model pixels are original pixels
+    cells = _saturated_plateau()
+    # One box per region: the whole plateau, 176 x 144 px, whose centre (136, 120) misses the fracture cell.
+    (region,) = cells_to_boxes(cells, geometry, threshold=0.9)
+    assert (region.x0, region.y0, region.x1, region.y1) == (48, 48, 224, 192)
+    # One box per peak, within 1 logit of it, best first: the fracture's own cell, the second peak's cell,
+    # then the plateau (4 logits under either peak, so in neither of their boxes) as the weakest box.
+    boxes = cells_to_boxes(cells, geometry, threshold=0.9, peak_drop=1.0)
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in boxes] == [
+        (80, 80, 96, 96),
+        (192, 160, 208, 176),
+        (48, 48, 224, 192),
+    ]
+    assert boxes[0].score == pytest.approx(1 / (1 + np.exp(-9.0)))
+    assert boxes[0].score > boxes[1].score > boxes[2].score
+    # A drop deeper than the plateau's gap takes the plateau into the best peak's box, and the second peak,
+    # inside it, makes no box of its own.
+    (wide,) = cells_to_boxes(cells, geometry, threshold=0.9, peak_drop=5.0)
+    assert (wide.x0, wide.y0, wide.x1, wide.y1) == (48, 48, 224, 192)
+    assert cells_to_boxes(cells, geometry, threshold=0.9, peak_drop=1.0, max_boxes=1) == boxes[:1]
+
+
+def test_the_box_rule_reads_its_card_and_defaults_to_regions() -> None:
+    assert BoxRule.from_card({}) == BoxRule(threshold=0.5, peak_drop=None, max_boxes=5)
+    rule = BoxRule.from_card({"boxes": {"threshold": 0.75, "peak_drop": 1, "max_boxes": 3}})
+    assert rule == BoxRule(threshold=0.75, peak_drop=1.0, max_boxes=3)
+    geometry = _geometry(320, 320)
+    assert rule.boxes(_saturated_plateau(), geometry) == cells_to_boxes(
+        _saturated_plateau(), geometry, threshold=0.75, peak_drop=1.0, max_boxes=3
+    )
+    assert "one box per local peak" in rule.describe() and "8-connected" in BoxRule(0.5).describe()
+
+
+class _ValCells:
+    """What choose_box_rule reads of a scored val set: records, their cells and letterbox geometries."""
+
+    def __init__(self, cells: list[np.ndarray], boxes: list[list[tuple[float, float, float, float]]]) -> None:
+        self.cells = np.array(cells, np.float32)
+        self.records = [
+            Record(Path(f"{i}.png"), "fracatlas", "val", int(bool(b)), f"c{i}", boxes=tuple(b))
+            for i, b in enumerate(boxes)
+        ]
+        self.sources = np.array([r.source for r in self.records])
+        geometry = _geometry(320, 320)
+        self.data = type("Data", (), {"geometries": [geometry] * len(cells)})()
+
+    def where(self, source: str) -> np.ndarray:
+        return np.flatnonzero(self.sources == source)
+
+
+def test_the_box_rule_is_chosen_on_val_for_the_most_fractures_at_half_a_false_box_per_image() -> None:
+    # Two fractured radiographs whose fracture is the peak cell (5, 5) of a plateau saturated beyond the
+    # highest threshold swept (logit 7: 0.9991), and two normal ones with nothing lit. One box per region is
+    # the whole plateau at every threshold and misses both fractures (its centre falls off the one-cell
+    # fracture box, IoU under 0.1); one box per peak finds both, with the plateau as one false box each.
+    fracture = [((5 + 0.5) * 16 / 320, (5 + 0.5) * 16 / 320, 16 / 320, 16 / 320)]
+    plateau = _saturated_plateau(plateau=7.0, peak=10.0, second=None)
+    normal = np.full((20, 20), 1e-4, np.float32)
+    val = _ValCells([plateau, plateau, normal, normal], [fracture, fracture, [], []])
+    rule, choice = choose_box_rule(val, ["fracatlas"])  # type: ignore[arg-type]
+    assert rule.peak_drop is not None and rule.peak_drop <= 3.0
+    assert choice["val_sensitivity_at_target"] == 1.0
+    regions = sensitivity_at(choice["curves"]["regions"]["fracatlas"], 0.5)
+    assert regions["sensitivity"] == 0.0
 
 
 def test_a_box_hits_a_fracture_by_overlap_or_by_its_centre() -> None:

@@ -287,3 +287,38 @@ def test_a_release_can_serve_the_same_weights_at_another_input_size_chosen_on_va
     with pytest.raises(SystemExit, match="scored at 64 px, not at the serving 96 px"):
         release.main(["--run", str(run), "--out", str(tmp_path / "refused"), *released["data_args"],
                       "--oof", str(cross_validated), "--input-size", "96", "--cache-dir", str(released["cache"])])  # fmt: skip
+
+
+def test_refit_boxes_chooses_the_box_rule_again_and_leaves_the_rest_of_the_card(
+    released: dict[str, Path], tmp_path: Path
+) -> None:
+    from classifier import release
+    from classifier.card import read_card, write_card
+    from classifier.cells import BoxRule
+    from classifier.localisation import BOX_THRESHOLDS, PEAK_DROPS
+    from classifier.predict import Predictor
+
+    out = tmp_path / "model"
+    shutil.copytree(released["out"], out)
+    card = read_card(out / "card.json")
+    # An older card: a threshold off the grid and no grouping recorded.
+    card["boxes"] = {"threshold": 0.123, "max_boxes": 5, "validated": False, "validation": ""}
+    write_card(card, out / "card.json")
+    before = read_card(out / "card.json")
+    assert Predictor.load(out).box_rule == BoxRule(0.123, None, 5)
+
+    assert release.main(["--refit-boxes", "--run", str(released["run"]), "--out", str(out),
+                         *released["data_args"], "--cache-dir", str(released["cache"])]) == 0  # fmt: skip
+    after = read_card(out / "card.json")
+    rule = BoxRule.from_card(after)
+    assert rule.threshold in {float(t) for t in BOX_THRESHOLDS} and rule.peak_drop in PEAK_DROPS
+    assert set(after["boxes"]["val_froc"]["curves"]) == {
+        "regions" if d is None else f"peak_drop_{d:g}" for d in PEAK_DROPS
+    }
+    assert Predictor.load(out).box_rule == rule
+    assert after["metrics"]["test"]["localisation"]["fracatlas"]["at_box_threshold"]["threshold"] == rule.threshold
+    for unchanged in ("calibration", "operating_points", "ood", "input", "architecture", "version"):
+        assert after[unchanged] == before[unchanged]
+    assert after["metrics"]["test"]["sources"] == before["metrics"]["test"]["sources"]
+    assert f"- **Boxes**: {rule.describe()}" in (out / "report.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["test"]["localisation"]["boxes"]["images"] > 0
