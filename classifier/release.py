@@ -9,7 +9,8 @@
 2. On ``val`` only, through the same ``Predictor`` the app uses: Platt calibration weighted by 1 / cluster
    size (so a few large, confidently wrong clusters of copies cannot flatten it); the two operating points
    per cluster (sensitive: sensitivity >= 0.95 on every source; specific: specificity >= 0.95 on every
-   source); the box threshold (the one that keeps false-positive boxes at or under 0.5 per image); the out-
+   source); the box rule (threshold and grouping: the most fractures found at or under 0.5 false-positive
+   boxes per FracAtlas val image; ``--refit-boxes`` chooses it alone for a released model); the out-
    of-distribution reference (training embeddings' centre and principal components, threshold at the 99th
    percentile of val distances); the drift references (score, intensity and size histograms).
 3. On ``test`` (touched for nothing else): per source, per image and per cluster, AUC with cluster-bootstrap
@@ -20,7 +21,7 @@
 
 This module is the command line and the order of those steps; what each step fits or measures lives by
 topic: ``classifier.bands`` (calibration, operating points, what the bands mean), ``classifier.localisation``
-(box threshold, FROC, pointing game), ``classifier.references`` (OOD, colour and drift references),
+(box rule, FROC, pointing game), ``classifier.references`` (OOD, colour and drift references),
 ``classifier.figures`` and ``classifier.release_report`` (the figures and ``report.md``).
 """
 
