@@ -261,6 +261,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # embedded upload-to-prediction latency); listing one small folder 10 times a second is free.
         "polling_interval": env_float("CELERY_BROKER_POLLING_INTERVAL", 0.1, minimum=0.01),
     }
+    # kombu's file transport with one fix: a message appears in the queue whole or not at all (stock, a
+    # worker polling mid-write read an empty file and stopped; worker/filesystem_transport.py).
+    CELERY_BROKER_TRANSPORT = "worker.filesystem_transport:Transport"
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Unacknowledged messages come back after this long (acks_late): longer than the hard time limit.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
