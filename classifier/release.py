@@ -494,11 +494,11 @@ def box_outputs(
     rule, choice = choose_box_rule(val, sources)
     localisation = {s: localisation_report(test, test.where(s), rule) for s in sources}
     plot_froc({s: localisation[s]["froc"]["curve"] for s in localisation}, figures / "froc.png")
-    rng = np.random.default_rng(0)
     for source in sources:
         fractured = [
             int(i) for i in test.where(source) if test.records[i].label == 1 and test.records[i].boxes
         ]
+        rng = np.random.default_rng(0)
         sample = sorted(rng.choice(fractured, size=min(12, len(fractured)), replace=False).tolist())
         plot_box_examples(
             test,
