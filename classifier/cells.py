@@ -97,8 +97,9 @@ def cells_to_boxes(
     threshold (for the pointing game). Boxes are clipped to the image (the padding is not the image).
 
     With ``peak_drop`` (in logits), each local peak at or above the threshold makes its own box, around the
-    connected cells whose logit lies within ``peak_drop`` of the peak's, best peak first, a peak inside an
-    earlier box skipped. The cell head saturates over a fracture and its surroundings (a fractured
+    connected cells whose logit lies within ``peak_drop`` of the peak's, best peak first; a peak inside an
+    earlier box, or whose cells reach into one (a weaker shoulder around a stronger peak), makes none, so
+    boxes never nest. The cell head saturates over a fracture and its surroundings (a fractured
     radiograph has about 33 cells at 0.99 or more), so one region per threshold crossing grows into a box
     much larger than the fracture, whose centre then misses it; measured on the logit, the saturated
     plateau still has its peak.
@@ -129,7 +130,10 @@ def cells_to_boxes(
             near = ((logits >= logits[row, col] - peak_drop) & above.astype(bool)).astype(np.uint8)
             _, labels = cv2.connectedComponents(near, connectivity=8)
             region = labels == labels[row, col]
+            overlaps = bool((region & covered).any())
             covered |= region
+            if overlaps:
+                continue  # it would hold a stronger peak's box: a reader learns nothing new from it
             box = _region_box(geometry, region, stride, float(probabilities[row, col]))
             if box is not None:
                 boxes.append(box)
