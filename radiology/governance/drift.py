@@ -23,6 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models.fields.json import KT
+from django.utils import timezone
 
 from radiology.governance.models import DriftAlert, GuardrailRefusal, ModelVersion, RadiographInputStats
 from radiology.governance.stats import histogram_counts, population_stability_index
@@ -141,9 +142,14 @@ def drift_check(*, now: dt.datetime) -> list[DriftAlert]:
     alerts: list[DriftAlert] = []
     with transaction.atomic():
         for f in findings:
-            # One alert per version, site and statistic a day, however often the check runs.
+            # One alert per version, site and statistic a day, however often the check runs. The day is the
+            # check's own (window_end = now), not the row's creation time: a check for 23:59 that is written
+            # after midnight still counts for the day it checked.
             if DriftAlert.objects.filter(
-                model_version=version.version, site=f.site, statistic=f.statistic, created_at__date=now.date()
+                model_version=version.version,
+                site=f.site,
+                statistic=f.statistic,
+                window_end__date=timezone.localdate(now),
             ).exists():
                 continue
             alert = DriftAlert.objects.create(

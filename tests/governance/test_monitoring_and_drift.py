@@ -147,6 +147,26 @@ def test_a_shifted_site_raises_an_alert_and_an_email(
     assert DriftAlert.objects.count() == 3
 
 
+def test_the_one_alert_a_day_is_counted_on_the_checks_own_day(
+    reference_model: ModelVersion, settings: Any
+) -> None:
+    # A check for 23:59 tomorrow, another for 30 s later (the same day), a third two minutes later (the day
+    # after): whatever the wall clock says while they run, the alerts belong to the day each check is for.
+    # (They once belonged to the rows' creation day: a run near midnight raised the same alerts twice.)
+    settings.GOVERNANCE_DRIFT_MIN_SAMPLE = 20
+    rng = np.random.default_rng(0)
+    _site_radiographs(40, probabilities=rng.uniform(0, 1, 40), site="Steady", histogram=[1 / 16] * 16)
+    dark = [0.5, 0.5] + [0.0] * 14
+    _site_radiographs(40, probabilities=rng.uniform(0.9, 1.0, 40), site="Shifted", histogram=dark, refused=10)
+    tomorrow = timezone.localdate() + dt.timedelta(days=1)
+    late = timezone.make_aware(dt.datetime.combine(tomorrow, dt.time(23, 59)))
+    assert len(drift_check(now=late)) == 3
+    assert drift_check(now=late + dt.timedelta(seconds=30)) == []
+    next_day = drift_check(now=late + dt.timedelta(minutes=2))
+    assert {timezone.localdate(a.window_end) for a in next_day} == {tomorrow + dt.timedelta(days=1)}
+    assert len(next_day) == 3
+
+
 def test_no_alert_without_a_shift(reference_model: ModelVersion, settings: Any) -> None:
     settings.GOVERNANCE_DRIFT_MIN_SAMPLE = 20
     rng = np.random.default_rng(1)
