@@ -108,12 +108,12 @@ def cells_to_boxes(
 
     probabilities = np.asarray(cell_probabilities, np.float32)
     stride = geometry.size / probabilities.shape[0]
-    above = (probabilities >= threshold).astype(np.uint8)
+    above = probabilities >= threshold
     if always_top and not above.any():
-        above[np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)] = 1
+        above[np.unravel_index(int(np.argmax(probabilities)), probabilities.shape)] = True
     boxes = []
     if peak_drop is None:
-        count, labels = cv2.connectedComponents(above, connectivity=8)
+        count, labels = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
         for k in range(1, count):
             region = labels == k
             box = _region_box(geometry, region, stride, float(probabilities[region].max()))
@@ -122,13 +122,13 @@ def cells_to_boxes(
     else:
         logits = _logits(probabilities)
         local_max = logits >= cv2.dilate(logits, np.ones((3, 3), np.uint8))
-        peaks = np.argwhere(above.astype(bool) & local_max)
+        peaks = np.argwhere(above & local_max)
         covered = np.zeros(probabilities.shape, bool)
         for row, col in sorted(peaks.tolist(), key=lambda rc: -logits[rc[0], rc[1]]):
             if covered[row, col]:
                 continue
-            near = ((logits >= logits[row, col] - peak_drop) & above.astype(bool)).astype(np.uint8)
-            _, labels = cv2.connectedComponents(near, connectivity=8)
+            near = (logits >= logits[row, col] - peak_drop) & above
+            _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=8)
             region = labels == labels[row, col]
             overlaps = bool((region & covered).any())
             covered |= region

@@ -124,7 +124,6 @@ class Predictor:
         self.input_spec = InputSpec.from_dict(card["input"])
         self.calibration: dict[str, Any] = dict(card["calibration"])
         self.box_rule = BoxRule.from_card(card)
-        self.box_threshold: float = self.box_rule.threshold
         expected = (self.input_spec.size, self.input_spec.size, 1)
         got = tuple(model.input_shape[1:])
         if got != expected:
@@ -135,6 +134,10 @@ class Predictor:
         self.has_cam = "cam" in outputs
         self.has_cells = "cells" in outputs
         self.has_embedding = "embedding" in outputs
+
+    @property
+    def box_threshold(self) -> float:
+        return self.box_rule.threshold
 
     @classmethod
     def load(cls, path: str | Path, *, warmup: bool = False) -> Predictor:

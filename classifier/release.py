@@ -227,9 +227,11 @@ def write_band_predictions(
 
 
 def write_outputs(card: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The card (NaN as null) and the report beside it, with the previous model's figures and the notes."""
+    """The card (NaN as null), its metrics and the report beside it, with the previous model's figures and the
+    notes."""
     card = finite_json(card)
     write_card(card, args.out / CARD_FILE)
+    (args.out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2, default=float))
     compared = [read_card(folder / CARD_FILE) for folder in args.compare]
     notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
     write_report(card, args.out, compared=compared, notes=notes)
@@ -478,7 +480,6 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     if cv_summary is not None and out_of_fold is not None:
         card["cross_validation"] = cross_validation_summary(cv_summary, out_of_fold, classified)
     card = write_outputs(card, args)
-    (args.out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2, default=float))
     if (args.run / "curves.png").exists():
         (figures / "curves.png").write_bytes((args.run / "curves.png").read_bytes())
     log.info("released %s in %.0f s", card["version"], time.perf_counter() - started)
@@ -551,9 +552,7 @@ def refit_boxes(args: argparse.Namespace) -> dict[str, Any]:
     card.update(boxes=boxes, heatmap=heatmap)
     card["metrics"] = dict(card["metrics"])
     card["metrics"]["test"] = dict(card["metrics"]["test"]) | {"localisation": localisation}
-    card = write_outputs(card, args)
-    (args.out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2, default=float))
-    return card
+    return write_outputs(card, args)
 
 
 def cross_validation_summary(
