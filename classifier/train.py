@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--zoom", type=float, default=None, help="the preset's zoom")
     p.add_argument("--last-epoch", action="store_true", help="keep the last epoch, not the best on val")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fold-seed",
+        type=int,
+        default=None,
+        help="seed of the CV fold split (default: --seed); a rerun with another --seed and the same "
+        "--fold-seed holds out the same clusters, so two training runs of one recipe can be paired",
+    )
     p.add_argument("--cv", type=int, default=0, help="cross-validate with this many grouped folds")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="run only these CV folds")
     p.add_argument("--cv-tta", nargs="*", default=["none", "flip", "dihedral"])
@@ -156,7 +163,8 @@ def run_cv(
 ) -> int:
     pool_records = select(records, splits=["train", "val"], sources=args.train_sources)
     pool = load_images(pool_records, spec, cache_dir=args.cache_dir)
-    folds = grouped_folds(pool.records, args.cv, seed=args.seed, max_held_cluster=args.max_held_cluster)
+    fold_seed = args.seed if args.fold_seed is None else args.fold_seed
+    folds = grouped_folds(pool.records, args.cv, seed=fold_seed, max_held_cluster=args.max_held_cluster)
     run_folds = args.folds if args.folds is not None else list(range(args.cv))
     oof: dict[str, np.ndarray] = {t: np.full(len(pool.records), np.nan, np.float32) for t in args.cv_tta}
     histories: dict[int, list[dict[str, Any]]] = {}
@@ -187,6 +195,8 @@ def run_cv(
         summary = {
             "recipe": recipe.to_dict(),
             "folds": args.cv,
+            "seed": args.seed,  # fold k trains with seed + k
+            "fold_seed": fold_seed,
             "folds_run": run_folds[: run_folds.index(k) + 1],
             "seconds_per_fold": seconds,
             "oof": {
