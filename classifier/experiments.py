@@ -79,6 +79,47 @@ def read_experiment(path: Path | str) -> Experiment:
     return Experiment(name or path.name, path, summary, held, test)
 
 
+def ensemble_experiment(spec: str, mode: str) -> Experiment:
+    """``NAME=RUN:TTA+RUN:TTA...``: the mean of several runs' logits (each under its own TTA) as one run
+    whose ``mode`` logits are that mean, on the folds and images every member scored.
+
+    Members are runs of one split (``--fold-seed``) with different training seeds, so each held-out image
+    is scored by models that never trained on it. The ensemble has no cell head of its own: its
+    localisation is left out rather than borrowed from a member. Its minutes are the members' sum.
+    """
+    name, _, members_spec = spec.rpartition("=")
+    members = []
+    for member in members_spec.split("+"):
+        folder, _, tta = member.rpartition(":")
+        members.append((read_experiment(folder), tta))
+    if not name:
+        name = "+".join(run.name for run, _ in members)
+
+    def mean_rows(parts: list[dict[int, list[dict[str, str]]]], fold: int) -> list[dict[str, str]]:
+        by_path = [{row["path"]: row for row in part[fold]} for part in parts]
+        shared = [path for path in by_path[0] if all(path in other for other in by_path[1:])]
+        rows = []
+        for path in shared:
+            member_logits = [
+                float(rows_of[path][f"logit_{tta}"])
+                for rows_of, (_, tta) in zip(by_path, members, strict=True)
+            ]
+            logit = np.mean(member_logits)
+            rows.append({**by_path[0][path], f"logit_{mode}": f"{logit:.6f}"})
+        return rows
+
+    first = members[0][0]
+    folds = set.intersection(*(set(run.held) for run, _ in members))
+    test_folds = set.intersection(*(set(run.test) for run, _ in members))
+    seconds = {
+        str(k): sum(float(run.summary["seconds_per_fold"][str(k)]) for run, _ in members) for k in folds
+    }
+    summary = {"recipe": first.summary["recipe"], "seconds_per_fold": seconds, "members": members_spec}
+    held = {k: mean_rows([run.held for run, _ in members], k) for k in sorted(folds)}
+    test = {k: mean_rows([run.test for run, _ in members], k) for k in sorted(test_folds)}
+    return Experiment(name, first.path, summary, held, test)
+
+
 def rows_to_logits(rows: Sequence[dict[str, str]], mode: str) -> Logits:
     records = [
         Record(
@@ -106,6 +147,18 @@ def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> str:
         else:
             changes.append(f"{name}: {baseline.get(name)} -> {recipe.get(name)}")
     return "; ".join(changes) or "the baseline recipe"
+
+
+def run_changes(run: Experiment, baseline: Experiment, base_recipe: dict[str, Any]) -> str:
+    """What sets a run apart from the baseline: an ensemble's members, a training seed, recipe options."""
+    if "members" in run.summary:
+        return f"mean of {run.summary['members']}"
+    changes = recipe_changes(full_recipe(run.summary["recipe"]), base_recipe)
+    seed, base_seed = run.summary.get("seed", 0), baseline.summary.get("seed", 0)
+    if seed != base_seed:
+        rerun = f"training seed: {base_seed} -> {seed}"
+        changes = rerun if changes == "the baseline recipe" else f"{changes}; {rerun}"
+    return changes
 
 
 def full_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +346,7 @@ def compare(
             {
                 "name": run.name,
                 "path": str(run.path),
-                "changes": recipe_changes(full_recipe(run.summary["recipe"]), base_recipe),
+                "changes": run_changes(run, baseline, base_recipe),
                 "folds": {str(k): fold_figures(run, baseline, k, mode, n_boot=n_boot) for k in folds},
             }
         )
@@ -419,6 +472,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m classifier.experiments", description=__doc__.split("\n")[0])
     p.add_argument("--baseline", required=True, help="[NAME=]FOLDER: the run others pair with")
     p.add_argument("--run", action="append", default=[], help="[NAME=]FOLDER: a CV run (repeatable)")
+    p.add_argument(
+        "--ensemble",
+        action="append",
+        default=[],
+        help="NAME=FOLDER:TTA+FOLDER:TTA...: the mean of runs' logits, compared as one run (repeatable)",
+    )
     p.add_argument("--mode", default="flip", help="the TTA mode whose logits are compared")
     p.add_argument("--n-boot", type=int, default=N_BOOT)
     p.add_argument("--notes", type=Path, default=None, help="markdown appended to experiments.md")
@@ -430,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     baseline = read_experiment(args.baseline)
     runs = [read_experiment(path) for path in args.run]
+    runs += [ensemble_experiment(spec, args.mode) for spec in args.ensemble]
     result = compare(baseline, runs, args.mode, n_boot=args.n_boot)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "experiments.json").write_text(json.dumps(result, indent=2))

@@ -170,3 +170,31 @@ def test_recalibration_screen_cross_fits_each_map_and_cannot_mend_sources_on_dif
 
     table = "\n".join(experiments.render_recalibration(apart, "base"))
     assert "| isotonic | 0.5 |" in table and "fracatlas ECE image / cluster" in table
+
+
+def test_an_ensemble_is_the_mean_of_its_members_logits_on_the_images_they_share(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", BASE_RECIPE, noise=2.5, test=True)
+    rerun = write_run(tmp_path / "rerun", BASE_RECIPE, noise=2.5, test=True)
+    summary = json.loads((rerun / "cv_summary.json").read_text())
+    (rerun / "cv_summary.json").write_text(json.dumps({**summary, "seed": 7}))
+    # The rerun scored its held-out images with other noise (another training run of the recipe).
+    records, _ = held_out(1, noise=0.0)
+    rerun_logits = held_out(5, noise=2.5)[1]
+    write_predictions(rerun / "oof-fold0.csv", records[:-3], {"logit_flip": rerun_logits[:-3], "fold": np.zeros(len(records) - 3)})
+
+    ensemble = experiments.ensemble_experiment(f"pair={base}:flip+{rerun}:flip", "flip")
+    assert ensemble.name == "pair" and set(ensemble.held) == {0} and set(ensemble.test) == {0}
+    # Only the images both members scored; each logit the members' mean.
+    base_logits = {row["path"]: float(row["logit_flip"]) for row in experiments.read_experiment(base).held[0]}
+    assert len(ensemble.held[0]) == len(records) - 3
+    row = ensemble.held[0][10]
+    assert float(row["logit_flip"]) == pytest.approx((base_logits[row["path"]] + rerun_logits[10]) / 2, abs=1e-5)
+    assert ensemble.summary["seconds_per_fold"] == {"0": 3600.0}
+
+    result = experiments.compare(experiments.read_experiment(base), [experiments.read_experiment(rerun), ensemble], "flip", n_boot=100)
+    _, rerun_row, ensemble_row = result["experiments"]
+    assert rerun_row["changes"] == "training seed: 0 -> 7"
+    assert ensemble_row["changes"] == f"mean of {base}:flip+{rerun}:flip"
+    # Averaging two noisy runs ranks better than either alone; no cell head, so no pointing figure.
+    assert ensemble_row["folds"]["0"]["vs_baseline"]["kaggle"]["value"] > 0
+    assert ensemble_row["folds"]["0"]["localisation"] == {} and ensemble_row["folds"]["0"]["minutes"] == 60.0
