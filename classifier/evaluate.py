@@ -61,7 +61,6 @@ from classifier.scoring import Scored, write_predictions
 log = logging.getLogger("classifier.evaluate")
 
 
-
 # -------------------------------------------------------------------------------------- calibration
 
 

@@ -106,9 +106,7 @@ def plot_froc(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_box_examples(
-    scored: Scored, idx: Sequence[int], rule: BoxRule, path: Path, title: str
-) -> None:
+def plot_box_examples(scored: Scored, idx: Sequence[int], rule: BoxRule, path: Path, title: str) -> None:
     """A grid of test radiographs: true boxes green, the model's boxes red (score), peak cell marked."""
     plt = pyplot()
     idx = list(idx)[:12]

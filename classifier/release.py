@@ -640,7 +640,10 @@ def main(argv: list[str] | None = None) -> int:
         help="choose the serving input side among these on val (see choose_input_size)",
     )  # fmt: skip
     p.add_argument(
-        "--compare", type=Path, action="append", default=[],
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
         help="an earlier model's folder, whose test figures the goals table shows beside (repeatable)",
     )
     p.add_argument("--notes", type=Path, default=None, help="a Markdown file appended to the report")

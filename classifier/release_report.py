@@ -63,8 +63,10 @@ def goal_figures(card: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
             for point, (on, other) in (("specific", (0.95, 0.70)), ("sensitive", (0.95, 0.60))):
                 p = src["images"][point]
                 sens, spec = _value(p["sensitivity"]), _value(p["specificity"])
-                ok = at_least(spec, on) and at_least(sens, other) if point == "specific" else (
-                    at_least(sens, on) and at_least(spec, other)
+                ok = (
+                    at_least(spec, on) and at_least(sens, other)
+                    if point == "specific"
+                    else (at_least(sens, on) and at_least(spec, other))
                 )
                 out[f"{name}_{point}"] = (f"sens {fmt(sens, 2)} / spec {fmt(spec, 2)}", _met(ok))
             doubt = src["images"]["bands"]["doubt"]["share"]
@@ -203,9 +205,10 @@ def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, An
     test = card["metrics"]["test"]
     points = card["operating_points"]
     fitted_on = points.get("fitted_on", "val")
-    fitted_ece = card["calibration_check"].get("fitted_ece_per_source") or card["calibration_check"][
-        "val_ece_per_source"
-    ]
+    fitted_ece = (
+        card["calibration_check"].get("fitted_ece_per_source")
+        or card["calibration_check"]["val_ece_per_source"]
+    )
     lines = [
         f"# {card['version']}: evaluation report",
         "",
@@ -354,4 +357,3 @@ def colour_sentence(colour: dict[str, Any] | None) -> str:
         f"clearly coloured is not analysed (the most coloured val radiograph: {colour['val_max']:.1%}; "
         f"flagged: {colour['in_distribution_flag_rate']:.1%} of val, {colour['test_flag_rate']:.1%} of test)."
     )
-
