@@ -304,9 +304,7 @@ class Prediction(models.Model):
                 condition=Q(threshold__gte=0.0) & Q(threshold__lte=1.0),
                 name="prediction_threshold_in_unit_interval",
             ),
-            models.CheckConstraint(
-                condition=Q(band__in=Band.values), name="prediction_band_valid"
-            ),
+            models.CheckConstraint(condition=Q(band__in=Band.values), name="prediction_band_valid"),
             models.CheckConstraint(
                 condition=Q(threshold_sensitive__isnull=True)
                 | Q(threshold_specific__isnull=True)
@@ -326,7 +324,7 @@ class Prediction(models.Model):
 
 
 class ReviewQuerySet(models.QuerySet["Review"]):
-    """"The latest review", defined once: newest first by creation time, then id (two reviews can share a
+    """The latest review, defined once: newest first by creation time, then id (two reviews can share a
     timestamp). Review.latest() applies the same order to reviews already in memory (a prefetch)."""
 
     def newest_first(self) -> ReviewQuerySet:
