@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from classifier.data import sha256_file
@@ -147,6 +148,33 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
         assert {row["split"] for row in test_rows} == {"test"}
         assert len(test_rows) == sum(",test," in line for line in pool)
         assert "fracatlas_auc" in summary[f"fold{k}_test"]["flip"]
+
+
+def test_a_rerun_with_another_training_seed_holds_out_the_same_clusters(
+    released: dict[str, Path], cross_validated: Path, tmp_path: Path
+) -> None:
+    from classifier import train
+    from classifier.scoring import read_predictions
+
+    rerun = tmp_path / "rerun"
+    assert train.main([*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1",
+                       "--max-steps", "1", "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2",
+                       "--max-held-cluster", "1000", "--cv-tta", "none", "--folds", "0", "--seed", "3",
+                       "--fold-seed", "0", "--out", str(rerun), "--cache-dir", str(released["cache"]),
+                       "--verbose", "0"]) == 0  # fmt: skip
+    first = {row["path"] for row in read_predictions(cross_validated / "oof-fold0.csv")}
+    again = read_predictions(rerun / "oof-fold0.csv")
+    assert {row["path"] for row in again} == first
+    summary = json.loads((rerun / "cv_summary.json").read_text())
+    assert (summary["seed"], summary["fold_seed"]) == (3, 0) and set(summary["seconds_per_fold"]) == {"0"}
+    # Seed 3's own split holds out other clusters, so the equality above is the --fold-seed's doing.
+    from classifier.data import Record
+    from classifier.pipeline import grouped_folds
+
+    pool = [Record(Path(r["path"]), r["source"], r["split"], int(float(r["label"])), r["cluster"])
+            for k in (0, 1) for r in read_predictions(cross_validated / f"oof-fold{k}.csv")]  # fmt: skip
+    by_seed = {seed: grouped_folds(pool, 2, seed=seed, max_held_cluster=1000) for seed in (0, 3)}
+    assert not np.array_equal(by_seed[0], by_seed[3])
 
 
 def test_per_view_logits_equal_the_serving_graphs_tta_logit() -> None:
