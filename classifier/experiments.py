@@ -114,7 +114,8 @@ def ensemble_experiment(spec: str, mode: str) -> Experiment:
     seconds = {
         str(k): sum(float(run.summary["seconds_per_fold"][str(k)]) for run, _ in members) for k in folds
     }
-    summary = {"recipe": first.summary["recipe"], "seconds_per_fold": seconds, "members": members_spec}
+    shown = " + ".join(f"{run.name}:{tta}" for run, tta in members)
+    summary = {"recipe": first.summary["recipe"], "seconds_per_fold": seconds, "members": shown}
     held = {k: mean_rows([run.held for run, _ in members], k) for k in sorted(folds)}
     test = {k: mean_rows([run.test for run, _ in members], k) for k in sorted(test_folds)}
     return Experiment(name, first.path, summary, held, test)

@@ -194,7 +194,7 @@ def test_an_ensemble_is_the_mean_of_its_members_logits_on_the_images_they_share(
     result = experiments.compare(experiments.read_experiment(base), [experiments.read_experiment(rerun), ensemble], "flip", n_boot=100)
     _, rerun_row, ensemble_row = result["experiments"]
     assert rerun_row["changes"] == "training seed: 0 -> 7"
-    assert ensemble_row["changes"] == f"mean of {base}:flip+{rerun}:flip"
+    assert ensemble_row["changes"] == "mean of base:flip + rerun:flip"
     # Averaging two noisy runs ranks better than either alone; no cell head, so no pointing figure.
     assert ensemble_row["folds"]["0"]["vs_baseline"]["kaggle"]["value"] > 0
     assert ensemble_row["folds"]["0"]["localisation"] == {} and ensemble_row["folds"]["0"]["minutes"] == 60.0
