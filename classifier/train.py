@@ -88,7 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (smoke tests)")
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.fold_seed is None:  # resolved once, for both cross-validations (train and train_detector)
+        args.fold_seed = args.seed
+    return args
 
 
 def load_records(args: argparse.Namespace) -> list[Record]:
@@ -163,8 +166,7 @@ def run_cv(
 ) -> int:
     pool_records = select(records, splits=["train", "val"], sources=args.train_sources)
     pool = load_images(pool_records, spec, cache_dir=args.cache_dir)
-    fold_seed = args.seed if args.fold_seed is None else args.fold_seed
-    folds = grouped_folds(pool.records, args.cv, seed=fold_seed, max_held_cluster=args.max_held_cluster)
+    folds = grouped_folds(pool.records, args.cv, seed=args.fold_seed, max_held_cluster=args.max_held_cluster)
     run_folds = args.folds if args.folds is not None else list(range(args.cv))
     oof: dict[str, np.ndarray] = {t: np.full(len(pool.records), np.nan, np.float32) for t in args.cv_tta}
     histories: dict[int, list[dict[str, Any]]] = {}
@@ -196,7 +198,7 @@ def run_cv(
             "recipe": recipe.to_dict(),
             "folds": args.cv,
             "seed": args.seed,  # fold k trains with seed + k
-            "fold_seed": fold_seed,
+            "fold_seed": args.fold_seed,
             "folds_run": run_folds[: run_folds.index(k) + 1],
             "seconds_per_fold": seconds,
             "oof": {

@@ -118,8 +118,7 @@ def run_detector_cv(
     """Grouped CV of the lite0det recipe over train + val; out-of-fold logits per TTA mode, per fold file."""
     pool = load_images(select(records, splits=["train", "val"]), spec, cache_dir=args.cache_dir)
     classified = image_sources(records)
-    fold_seed = args.seed if args.fold_seed is None else args.fold_seed
-    folds = grouped_folds(pool.records, args.cv, seed=fold_seed, max_held_cluster=args.max_held_cluster)
+    folds = grouped_folds(pool.records, args.cv, seed=args.fold_seed, max_held_cluster=args.max_held_cluster)
     test = None
     if args.cv_test:
         test = load_images(select(records, splits=["test"]), spec, cache_dir=args.cache_dir)
@@ -127,7 +126,7 @@ def run_detector_cv(
     summary_path = args.out / "cv_summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     # Fold k trains with seed + k; the split is fold_seed's, so reruns with other seeds pair image by image.
-    summary |= {"recipe": recipe.to_dict(), "folds": args.cv, "seed": args.seed, "fold_seed": fold_seed}
+    summary |= {"recipe": recipe.to_dict(), "folds": args.cv, "seed": args.seed, "fold_seed": args.fold_seed}
     summary.setdefault("seconds_per_fold", {})
     for k in args.folds if args.folds is not None else range(args.cv):
         train_idx, held_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)

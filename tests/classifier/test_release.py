@@ -112,11 +112,15 @@ def cross_validated(released: dict[str, Path], tmp_path_factory: pytest.TempPath
     from classifier import train
 
     run = tmp_path_factory.mktemp("cv") / "cv"
-    assert train.main([*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1",
-                       "--max-steps", "1", "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2",
-                       "--max-held-cluster", "1000", "--cv-tta", "none", "flip", "rot4", "--cv-test",
-                       "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
+    assert train.main([*tiny_cv_args(released, run), "--cv-tta", "none", "flip", "rot4", "--cv-test"]) == 0
     return run
+
+
+def tiny_cv_args(released: dict[str, Path], out: Path) -> list[str]:
+    """A 2-fold cross-validation of the lite0det recipe at 64 px, one step per fold."""
+    return [*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1", "--max-steps", "1",
+            "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2", "--max-held-cluster", "1000",
+            "--out", str(out), "--cache-dir", str(released["cache"]), "--verbose", "0"]  # fmt: skip
 
 
 def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tta_mode(
@@ -157,11 +161,8 @@ def test_a_rerun_with_another_training_seed_holds_out_the_same_clusters(
     from classifier.scoring import read_predictions
 
     rerun = tmp_path / "rerun"
-    assert train.main([*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1",
-                       "--max-steps", "1", "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2",
-                       "--max-held-cluster", "1000", "--cv-tta", "none", "--folds", "0", "--seed", "3",
-                       "--fold-seed", "0", "--out", str(rerun), "--cache-dir", str(released["cache"]),
-                       "--verbose", "0"]) == 0  # fmt: skip
+    rerun_args = ["--cv-tta", "none", "--folds", "0", "--seed", "3", "--fold-seed", "0"]
+    assert train.main([*tiny_cv_args(released, rerun), *rerun_args]) == 0
     first = {row["path"] for row in read_predictions(cross_validated / "oof-fold0.csv")}
     again = read_predictions(rerun / "oof-fold0.csv")
     assert {row["path"] for row in again} == first
