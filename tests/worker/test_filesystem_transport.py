@@ -76,7 +76,8 @@ def test_an_unreadable_message_file_is_skipped_and_the_next_one_delivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     channel = _channel(tmp_path, filesystem_transport.Transport)
-    (tmp_path / "1_broken.classify.msg").write_bytes(b"")  # sorted first: read first
+    # Names start with the monotonic clock in ms (never a leading 0): "0_" sorts first, so it is read first.
+    (tmp_path / "0_broken.classify.msg").write_bytes(b"")
     channel._put("classify", {"task": "next"})
     assert channel._get("classify") == {"task": "next"}
     assert "unreadable message file" in caplog.text
