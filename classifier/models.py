@@ -11,8 +11,9 @@ Keras 3 only (``keras.ops``, no ``tf.``), so the saved ``.keras`` files are back
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -23,8 +24,11 @@ from classifier.layers import TTA_VIEWS, LogSumExpPool, TTAExpand, TTAMerge
 __all__ = [
     "ARCHITECTURES",
     "LITE0_BLOCKS",
+    "LITE_VARIANTS",
     "build_core",
-    "efficientnet_lite0",
+    "efficientnet_lite",
+    "lite_backbone",
+    "lite_blocks",
     "lite0_core",
     "logit_pooling",
     "seed_core",
@@ -56,6 +60,28 @@ LITE0_BLOCKS: tuple[BlockArgs, ...] = (
 )
 LITE0_FEATURES = 1280
 BN_EPSILON = 1e-3
+# The EfficientNet-Lite variants with registry ImageNet weights, by depth multiplier. Lite0 and Lite1 keep
+# Lite0's widths (Lite2 widens them, which its converter would also have to round): Lite1 repeats each
+# inner stage ceil(1.1 r) times; the first and last stages, the stem and the head are never scaled
+# ("fix_head_stem" in the reference implementation).
+LITE_VARIANTS: dict[str, float] = {"lite0": 1.0, "lite1": 1.1}
+
+
+def lite_blocks(variant: str = "lite0") -> tuple[BlockArgs, ...]:
+    """The stages of an EfficientNet-Lite variant (its blocks are numbered on through the stages)."""
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(LITE_VARIANTS)}")
+    depth = LITE_VARIANTS[variant]
+    last = len(LITE0_BLOCKS) - 1
+    return tuple(
+        stage if i in (0, last) else replace(stage, repeats=math.ceil(depth * stage.repeats))
+        for i, stage in enumerate(LITE0_BLOCKS)
+    )
+
+
+def last_block_of_stage(variant: str, stage: int) -> int:
+    """The index of the last block of ``stage`` (0-based) in ``variant``'s block numbering."""
+    return sum(b.repeats for b in lite_blocks(variant)[: stage + 1]) - 1
 
 
 def _same_pad(x: Any, kernel: int, stride: int, name: str) -> Any:
@@ -71,10 +97,10 @@ def _same_pad(x: Any, kernel: int, stride: int, name: str) -> Any:
     return layers.ZeroPadding2D(((before, after), (before, after)), name=name)(x)
 
 
-def efficientnet_lite0(
-    input_tensor: Any, *, drop_connect_rate: float = 0.0, bn_momentum: float = 0.99
+def efficientnet_lite(
+    input_tensor: Any, *, variant: str = "lite0", drop_connect_rate: float = 0.0, bn_momentum: float = 0.99
 ) -> Any:
-    """EfficientNet-Lite0 feature extractor: normalised (N, S, S, C) -> (N, S/32, S/32, 1280).
+    """EfficientNet-Lite feature extractor: normalised (N, S, S, C) -> (N, S/32, S/32, 1280).
 
     Layer names mirror the reference PyTorch state dict (``_blocks.3._depthwise_conv`` ->
     ``block3_dwconv``) so that ``classifier.convert`` can copy weights by name.
@@ -88,9 +114,10 @@ def efficientnet_lite0(
     x = bn("stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
 
-    total_blocks = sum(b.repeats for b in LITE0_BLOCKS)
+    stages = lite_blocks(variant)
+    total_blocks = sum(b.repeats for b in stages)
     index = 0
-    for stage in LITE0_BLOCKS:
+    for stage in stages:
         for repeat in range(stage.repeats):
             stride = stage.stride if repeat == 0 else 1
             filters_in = stage.filters_in if repeat == 0 else stage.filters_out
@@ -126,13 +153,13 @@ def efficientnet_lite0(
     return layers.ReLU(6.0, name="head_relu")(x)
 
 
-def lite0_backbone(
+def lite_backbone(
     size: int,
     channels: int = 1,
     *,
+    variant: str = "lite0",
     drop_connect_rate: float = 0.0,
     bn_momentum: float = 0.99,
-    name: str = "efficientnet_lite0",
 ) -> keras.Model:
     """The backbone as its own model: image in [0, 1] (S, S, C) -> features (S/32, S/32, 1280).
 
@@ -140,11 +167,13 @@ def lite0_backbone(
     With a single grey channel the stem's kernel is the sum of its RGB kernels (a grey image is R=G=B).
     """
     if size % 32:
-        raise ValueError(f"EfficientNet-Lite0 input size must be a multiple of 32, not {size}")
+        raise ValueError(f"EfficientNet-Lite input size must be a multiple of 32, not {size}")
     image = keras.Input((size, size, channels), name="image")
     x = layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="normalise")(image)
-    features = efficientnet_lite0(x, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum)
-    return keras.Model(image, features, name=name)
+    features = efficientnet_lite(
+        x, variant=variant, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum
+    )
+    return keras.Model(image, features, name=f"efficientnet_{variant}")
 
 
 def _cam_head(features: Any, *, dropout: float, name: str = "cam") -> Any:
@@ -167,7 +196,7 @@ def lite0_core(
 
     ``backbone_weights``: a ``.weights.h5`` written by ``python -m classifier.convert``.
     """
-    backbone = lite0_backbone(size, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum)
+    backbone = lite_backbone(size, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum)
     if backbone_weights:
         backbone.load_weights(backbone_weights)
     image = keras.Input((size, size, 1), name="image")

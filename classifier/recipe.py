@@ -27,6 +27,9 @@ class Recipe:
     the command-line option of the same name (``recipe_arguments`` builds the parser from these fields)."""
 
     arch: str = _option("lite0det", "the network", ("lite0det", "lite0", "seed", "tiny"))
+    backbone: str = _option(
+        "lite0", "lite0det: the EfficientNet-Lite backbone (registry ImageNet weights)", ("lite0", "lite1")
+    )
     size: int = _option(224, "input side in pixels (the letterboxed square)")
     clahe: bool = _option(False, "contrast-limited histogram equalisation before the network")
     epochs: int = _option(6, "training epochs")

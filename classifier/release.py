@@ -50,7 +50,7 @@ from classifier.card import (
 )
 from classifier.cells import CELL_STRIDE
 from classifier.data import DEFAULT_CACHE, Record, load_images, load_sources, select
-from classifier.detector import detector_serving_model, lite0_detector_core
+from classifier.detector import detector_serving_model, detector_core
 from classifier.figures import plot_box_examples, plot_froc, plot_reliability, plot_roc
 from classifier.localisation import FP_PER_IMAGE_TARGET, choose_box_rule, localisation_report
 from classifier.metrics import N_BOOT, cluster_means, expected_calibration_error, fit_platt, source_metrics
@@ -110,7 +110,7 @@ def build_serving(
     trained = trained_size(card)
     card["training"]["input_size"] = trained
     card["input"]["size"] = size or trained
-    core = lite0_detector_core(int(card["input"]["size"]))
+    core = detector_core(int(card["input"]["size"]), backbone=card_backbone(card))
     core.load_weights(run / f"epoch{chosen}.weights.h5")
     out.mkdir(parents=True, exist_ok=True)
     tta = tta or card["architecture"]["tta"]
@@ -120,6 +120,11 @@ def build_serving(
     card["calibration"], card["threshold"] = {"method": "identity"}, 0.5
     write_card(card, out / CARD_FILE)
     return card
+
+
+def card_backbone(card: dict[str, Any]) -> str:
+    """The EfficientNet-Lite variant a card's run trained (cards from before the option: Lite0)."""
+    return str(card["training"]["recipe"].get("backbone", "lite0"))
 
 
 def trained_size(card: dict[str, Any]) -> int:

@@ -77,12 +77,12 @@ def write_untrained_artifact(
     """A full-size detector (Lite0 + both heads) with random weights, as costly as the shipped one."""
     import keras
 
-    from classifier.detector import detector_serving_model, lite0_detector_core
+    from classifier.detector import detector_serving_model, detector_core
 
     keras.utils.set_random_seed(0)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    detector_serving_model(lite0_detector_core(size), tta=tta).save(dest_dir / MODEL_FILE)
+    detector_serving_model(detector_core(size), tta=tta).save(dest_dir / MODEL_FILE)
     card = new_card(
         version=version,
         architecture={"name": "lite0det", "tta": tta, "trained": False, "cell_stride": 16},

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.arch in ("lite0", "lite0det") and not args.from_scratch:
         from classifier.convert import ensure_backbone_weights
 
-        backbone = ensure_backbone_weights(args.backbone_weights)
+        backbone = ensure_backbone_weights(args.backbone_weights, variant=recipe.backbone)
     args.out.mkdir(parents=True, exist_ok=True)
     spec = recipe.input_spec()
     if recipe.arch == "lite0det":

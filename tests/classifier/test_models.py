@@ -13,7 +13,9 @@ from classifier.models import (  # noqa: E402
     build_core,
     core_of,
     count_params,
+    last_block_of_stage,
     lite0_core,
+    lite_blocks,
     seed_core,
     serving_model,
     training_model,
@@ -47,6 +49,37 @@ def test_lite0_has_the_reference_size_and_a_cam_head() -> None:
     assert core.output_shape == (None, 7, 7, 1)
     # 3.37 M backbone parameters (grey stem) + 1281 for the head; the ImageNet classifier is dropped.
     assert 3_350_000 < count_params(core) < 3_450_000
+
+
+def test_lite1_deepens_the_inner_stages_only() -> None:
+    # The reference builder: ceil(1.1 r) repeats, the first and last stages fixed, Lite0's widths.
+    assert [b.repeats for b in lite_blocks("lite0")] == [1, 2, 2, 3, 3, 4, 1]
+    assert [b.repeats for b in lite_blocks("lite1")] == [1, 3, 3, 4, 4, 5, 1]
+    assert [b.filters_out for b in lite_blocks("lite1")] == [b.filters_out for b in lite_blocks("lite0")]
+    assert (last_block_of_stage("lite0", 4), last_block_of_stage("lite1", 4)) == (10, 14)
+    with pytest.raises(ValueError, match="lite7"):
+        lite_blocks("lite7")
+
+
+@pytest.mark.parametrize(("backbone", "frozen", "fine"), [("lite0", 3, 10), ("lite1", 4, 14)])
+def test_the_detector_freezes_the_stride_4_stages_and_reads_the_last_stride_16_block(
+    backbone: str, frozen: int, fine: int
+) -> None:
+    from classifier.detector import detector_core
+
+    core = detector_core(64, backbone=backbone)
+    assert [tuple(o.shape) for o in core.outputs] == [(None, 2, 2, 1), (None, 4, 4, 1), (None, 1280)]
+    features = core.get_layer(f"{backbone}_features")
+    fine_output = features.outputs[0]
+    assert fine_output is features.get_layer(f"block{fine}_add").output
+    assert tuple(fine_output.shape) == (None, 4, 4, 112)
+    frozen_blocks = {
+        int(layer.name[5:].split("_")[0])
+        for layer in features.layers
+        if layer.name.startswith("block") and layer.weights and not layer.trainable
+    }
+    assert frozen_blocks == set(range(frozen))
+    assert features.get_layer(f"block{frozen}_dwconv").trainable
 
 
 def test_the_serving_logit_is_the_mean_of_its_cam(batch: np.ndarray) -> None:
