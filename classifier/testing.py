@@ -77,7 +77,7 @@ def write_untrained_artifact(
     """A full-size detector (Lite0 + both heads) with random weights, as costly as the shipped one."""
     import keras
 
-    from classifier.detector import detector_serving_model, detector_core
+    from classifier.detector import detector_core, detector_serving_model
 
     keras.utils.set_random_seed(0)
     dest_dir = Path(dest_dir)

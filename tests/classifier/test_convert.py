@@ -22,7 +22,6 @@ from classifier.convert import (  # noqa: E402
     torch_reference,
 )
 
-
 SIZE = 64  # small input: fast, and still runs every block (feature map 2 x 2)
 
 
