@@ -351,3 +351,30 @@ def test_refit_boxes_chooses_the_box_rule_again_and_leaves_the_rest_of_the_card(
     assert after["metrics"]["test"]["sources"] == before["metrics"]["test"]["sources"]
     assert f"- **Boxes**: {rule.describe()}" in (out / "report.md").read_text()
     assert json.loads((out / "metrics.json").read_text())["test"]["localisation"]["boxes"]["images"] > 0
+
+
+def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
+    released: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from classifier import release, train
+    from classifier.card import read_card
+    from classifier.predict import Predictor
+
+    run, out = tmp_path / "run", tmp_path / "model"
+    assert train.main([*released["data_args"], "--arch", "lite0det", "--backbone", "lite1", "--size", "64",
+                       "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--from-scratch",
+                       "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
+    card = read_card(run / "card.json")
+    assert card["training"]["recipe"]["backbone"] == "lite1"
+    assert card["architecture"]["description"].startswith("EfficientNet-Lite1") and "block 14" in (
+        card["architecture"]["description"]
+    )
+    # The epoch's weights load only into a Lite1 graph (21 blocks): the release reads the backbone off the card.
+    release.build_serving(run, None, out)
+    forward = Predictor.load(out).forward(np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32))
+    assert forward.cells is not None and forward.cells.shape[1:3] == (4, 4)
+    # Cards from before the option name no backbone: they were Lite0.
+    del card["training"]["recipe"]["backbone"]
+    assert release.card_backbone(card) == "lite0"
