@@ -72,9 +72,14 @@ def write_tiny_artifact(dest_dir: Path, *, version: str = "tiny-test") -> Path:
 
 
 def write_untrained_artifact(
-    dest_dir: Path, *, size: int = 320, tta: str = "flip", version: str = "untrained-lite0det"
+    dest_dir: Path,
+    *,
+    size: int = 320,
+    tta: str = "flip",
+    version: str = "untrained-lite0det",
+    backbone: str = "lite0",
 ) -> Path:
-    """A full-size detector (Lite0 + both heads) with random weights, as costly as the shipped one."""
+    """A full-size detector (Lite0 or Lite1 + both heads) with random weights, as costly as a trained one."""
     import keras
 
     from classifier.detector import detector_core, detector_serving_model
@@ -82,7 +87,7 @@ def write_untrained_artifact(
     keras.utils.set_random_seed(0)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    detector_serving_model(detector_core(size), tta=tta).save(dest_dir / MODEL_FILE)
+    detector_serving_model(detector_core(size, backbone=backbone), tta=tta).save(dest_dir / MODEL_FILE)
     card = new_card(
         version=version,
         architecture={"name": "lite0det", "tta": tta, "trained": False, "cell_stride": 16},
