@@ -27,6 +27,7 @@ __all__ = [
     "LITE_VARIANTS",
     "build_core",
     "efficientnet_lite",
+    "last_block_of_stage",
     "lite0_core",
     "lite_backbone",
     "lite_blocks",
