@@ -27,6 +27,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s384-seed7 "0 1" --size 384 --seed 7 --fold-seed 0  # the 384-px recipe again, another training seed
     $PY -m classifier.convert --variant lite1
     run s384-lite1 0 --size 384 --backbone lite1  # a deeper backbone (EfficientNet-Lite1) at 384 px
+    run s384-clahe 0 --size 384 --clahe  # contrast-limited adaptive histogram equalisation before the network
 fi
 
 # The baseline is the shipped recipe's own fold 1 (its out-of-fold logits are kept with lite0-det-v2.1).
@@ -37,7 +38,7 @@ $PY -m classifier.experiments --baseline v2.1-cv=models/lite0-det-v2.1/cross-val
 # The seed rerun measures the spread between two runs of one recipe; the two-seed ensemble (each model
 # without flip: two forward passes, as the flip TTA) is compared as one run.
 $PY -m classifier.experiments --baseline s384=$RUNS/s384 --run cons384=$RUNS/cons384 \
-    --run s384-seed7=$RUNS/s384-seed7 --run s384-lite1=$RUNS/s384-lite1 \
+    --run s384-seed7=$RUNS/s384-seed7 --run s384-lite1=$RUNS/s384-lite1 --run s384-clahe=$RUNS/s384-clahe \
     --ensemble two-seeds=$RUNS/s384:none+$RUNS/s384-seed7:none \
     --ensemble lite0-lite1=$RUNS/s384:none+$RUNS/s384-lite1:none \
     --notes models/experiments/notes.md --out models/experiments/on-384
