@@ -24,7 +24,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run cons 0 --consistency-weight 0.1    # two views of each image per batch, their logits pulled together
     run s384 "0 1 2" --size 384            # a larger input for small fractures: all three folds
     run cons384 0 --size 384 --consistency-weight 0.3  # on the adopted 384-px recipe, a stronger weight
-    run s384-seed7 "0 1" --size 384 --seed 7 --fold-seed 0  # the 384-px recipe again, another training seed
+    run s384-seed7 "0 1 2" --size 384 --seed 7 --fold-seed 0  # the 384-px recipe again, another training seed
     $PY -m classifier.convert --variant lite1
     run s384-lite1 0 --size 384 --backbone lite1  # a deeper backbone (EfficientNet-Lite1) at 384 px
     run s384-clahe 0 --size 384 --clahe  # contrast-limited adaptive histogram equalisation before the network
