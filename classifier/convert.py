@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from classifier.recipe import BACKBONES
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--variant", choices=["lite0", "lite1"], default="lite0", help="EfficientNet-Lite variant"
+        "--variant", choices=BACKBONES, default="lite0", help="EfficientNet-Lite variant"
     )
     parser.add_argument(
         "--out",

@@ -15,6 +15,9 @@ from typing import Any
 from classifier.pipeline import AugmentSpec
 from classifier.preprocessing import InputSpec
 
+# The EfficientNet-Lite variants with registry ImageNet weights (depths: classifier.models.LITE_VARIANTS).
+BACKBONES = ("lite0", "lite1")
+
 
 def _option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     """A recipe field that is also a command-line option (``--name-with-dashes``)."""
@@ -28,7 +31,7 @@ class Recipe:
 
     arch: str = _option("lite0det", "the network", ("lite0det", "lite0", "seed", "tiny"))
     backbone: str = _option(
-        "lite0", "lite0det: the EfficientNet-Lite backbone (registry ImageNet weights)", ("lite0", "lite1")
+        "lite0", "lite0det: the EfficientNet-Lite backbone (registry ImageNet weights)", BACKBONES
     )
     size: int = _option(224, "input side in pixels (the letterboxed square)")
     clahe: bool = _option(False, "contrast-limited histogram equalisation before the network")
