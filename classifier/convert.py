@@ -172,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--variant", choices=BACKBONES, default="lite0", help="EfficientNet-Lite variant"
-    )
+    parser.add_argument("--variant", choices=BACKBONES, default="lite0", help="EfficientNet-Lite variant")
     parser.add_argument(
         "--out",
         type=Path,
