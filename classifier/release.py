@@ -110,7 +110,9 @@ def build_serving(
     trained = trained_size(card)
     card["training"]["input_size"] = trained
     card["input"]["size"] = size or trained
-    core = detector_core(int(card["input"]["size"]), backbone=card_backbone(card))
+    core = detector_core(
+        int(card["input"]["size"]), backbone=card_backbone(card), cell_stride=card_cell_stride(card)
+    )
     core.load_weights(run / f"epoch{chosen}.weights.h5")
     out.mkdir(parents=True, exist_ok=True)
     tta = tta or card["architecture"]["tta"]
@@ -125,6 +127,11 @@ def build_serving(
 def card_backbone(card: dict[str, Any]) -> str:
     """The EfficientNet-Lite variant a card's run trained (cards from before the option: Lite0)."""
     return str(card["training"]["recipe"].get("backbone", "lite0"))
+
+
+def card_cell_stride(card: dict[str, Any]) -> int:
+    """The pixels per fracture cell of a card's run (cards from before the option: 16)."""
+    return int(card["training"]["recipe"].get("cell_stride", CELL_STRIDE))
 
 
 def trained_size(card: dict[str, Any]) -> int:
@@ -532,7 +539,7 @@ def box_outputs(
         "fitted_on": "val (FracAtlas, the source with normal radiographs)",
         "rule": f"{rule.describe()}; of the groupings and thresholds, the one finding the most fractures at "
         f"<= {FP_PER_IMAGE_TARGET} false-positive boxes per image on FracAtlas val",
-        "cell_stride": CELL_STRIDE,
+        "cell_stride": test.data.spec.size // test.cells.shape[1],
         "val_froc": choice,
         "validated": validated,
         "validation": summary,

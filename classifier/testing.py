@@ -78,6 +78,7 @@ def write_untrained_artifact(
     tta: str = "flip",
     version: str = "untrained-lite0det",
     backbone: str = "lite0",
+    cell_stride: int = 16,
 ) -> Path:
     """A full-size detector (Lite0 or Lite1 + both heads) with random weights, as costly as a trained one."""
     import keras
@@ -87,10 +88,11 @@ def write_untrained_artifact(
     keras.utils.set_random_seed(0)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    detector_serving_model(detector_core(size, backbone=backbone), tta=tta).save(dest_dir / MODEL_FILE)
+    core = detector_core(size, backbone=backbone, cell_stride=cell_stride)
+    detector_serving_model(core, tta=tta).save(dest_dir / MODEL_FILE)
     card = new_card(
         version=version,
-        architecture={"name": "lite0det", "tta": tta, "trained": False, "cell_stride": 16},
+        architecture={"name": "lite0det", "tta": tta, "trained": False, "cell_stride": cell_stride},
         input_spec=InputSpec(size=size),
         calibration={"method": "identity"},
         threshold=0.4,

@@ -185,6 +185,7 @@ def fit_recipe(
         cell_loss_weight=recipe.cell_loss_weight,
         consistency_weight=recipe.consistency_weight,
         backbone=recipe.backbone,
+        cell_stride=recipe.cell_stride,
         backbone_weights=str(backbone) if backbone else None,
         **options,
     )
@@ -249,8 +250,8 @@ def run_detector(
             "tta": recipe.tta,
             "pooling": "mean",
             "params": count_params(result.core),
-            "cell_stride": 16,
-            "description": detector_description(recipe.backbone),
+            "cell_stride": recipe.cell_stride,
+            "description": detector_description(recipe.backbone, recipe.cell_stride),
         },
         input_spec=spec,
         calibration={"method": "identity"},

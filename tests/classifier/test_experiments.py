@@ -22,7 +22,11 @@ def held_out(seed: int, *, noise: float) -> tuple[list[Record], np.ndarray]:
     records, signal = [], []
     for i in range(60):
         label = i % 2
-        records.append(Record(Path(f"fa/{i}.png"), "fracatlas", "train", label, f"fracatlas:{i}", hardware=int(i % 7 == 0)))
+        records.append(
+            Record(
+                Path(f"fa/{i}.png"), "fracatlas", "train", label, f"fracatlas:{i}", hardware=int(i % 7 == 0)
+            )
+        )
         signal.append(label)
     for c in range(30):
         for copy in range(3):
@@ -48,9 +52,16 @@ def write_run(path: Path, recipe: dict, noise: float, *, test: bool) -> Path:
 
 def test_a_better_recipe_shows_a_positive_paired_difference_and_its_test_figures(tmp_path: Path) -> None:
     baseline = experiments.read_experiment(write_run(tmp_path / "base", BASE_RECIPE, noise=2.5, test=False))
-    better_recipe = {**BASE_RECIPE, "cluster_power": 1.0, "tta": "rot4", "augment": {"rotation": 45.0, "zoom": 0.3}}
+    better_recipe = {
+        **BASE_RECIPE,
+        "cluster_power": 1.0,
+        "tta": "rot4",
+        "augment": {"rotation": 45.0, "zoom": 0.3},
+    }
     better_recipe["consistency_weight"] = 0.0
-    better = experiments.read_experiment(f"cp1={write_run(tmp_path / 'cp-one', better_recipe, noise=0.5, test=True)}")
+    better = experiments.read_experiment(
+        f"cp1={write_run(tmp_path / 'cp-one', better_recipe, noise=0.5, test=True)}"
+    )
 
     result = experiments.compare(baseline, [better], "flip", n_boot=200)
     base_row, better_row = result["experiments"]
@@ -69,7 +80,9 @@ def test_a_better_recipe_shows_a_positive_paired_difference_and_its_test_figures
     # Points fitted on the held-out part: sensitive at or below specific; kaggle's copies are scored for
     # one band; the cleaner logits leave fewer radiographs in Doubt than the noisy baseline's.
     assert fold["points"]["sensitive"] <= fold["points"]["specific"]
-    assert 0.0 <= fold["bands"]["kaggle"]["one_band"] <= 1.0 and fold["bands"]["fracatlas"]["one_band"] is None
+    assert (
+        0.0 <= fold["bands"]["kaggle"]["one_band"] <= 1.0 and fold["bands"]["fracatlas"]["one_band"] is None
+    )
     base_fold = base_row["folds"]["0"]
     for source in ("fracatlas", "kaggle"):
         assert fold["bands"][source]["doubt_share"] < base_fold["bands"][source]["doubt_share"]
@@ -91,7 +104,12 @@ def test_the_command_writes_json_and_markdown(tmp_path: Path, capsys: pytest.Cap
     notes = tmp_path / "notes.md"
     notes.write_text("## What was tried\n")
     out = tmp_path / "out"
-    assert experiments.main(["--baseline", str(base), "--out", str(out), "--n-boot", "50", "--notes", str(notes)]) == 0
+    assert (
+        experiments.main(
+            ["--baseline", str(base), "--out", str(out), "--n-boot", "50", "--notes", str(notes)]
+        )
+        == 0
+    )
     assert json.loads((out / "experiments.json").read_text())["baseline"] == "base"
     text = (out / "experiments.md").read_text()
     assert text.startswith("# Recipe experiments") and text.endswith("## What was tried\n")
@@ -106,7 +124,9 @@ def write_folds(path: Path, recipe: dict, noise: float, folds: int) -> Path:
         records, logits = held_out(10 + k, noise=noise)
         records = [Record(r.path.with_name(f"f{k}-{r.path.name}"), r.source, r.split, r.label,
                           f"{r.cluster}-f{k}", r.hardware) for r in records]  # fmt: skip
-        write_predictions(path / f"oof-fold{k}.csv", records, {"logit_flip": logits, "fold": np.full(len(records), k)})
+        write_predictions(
+            path / f"oof-fold{k}.csv", records, {"logit_flip": logits, "fold": np.full(len(records), k)}
+        )
         summary["seconds_per_fold"][str(k)] = 600.0 * (k + 1)
         summary[f"fold{k}"] = {"localisation": {"fracatlas_pointing": 0.2 * (k + 1), "boxes_pointing": 0.1}}
     (path / "cv_summary.json").write_text(json.dumps(summary))
@@ -116,7 +136,9 @@ def write_folds(path: Path, recipe: dict, noise: float, folds: int) -> Path:
 def test_runs_sharing_several_folds_get_a_pooled_row_over_all_their_held_out_images(tmp_path: Path) -> None:
     baseline = experiments.read_experiment(write_folds(tmp_path / "base", BASE_RECIPE, noise=2.5, folds=3))
     # The candidate ran two of the baseline's three folds: it is pooled over those two only.
-    better = experiments.read_experiment(write_folds(tmp_path / "better", {**BASE_RECIPE, "size": 384}, noise=0.5, folds=2))
+    better = experiments.read_experiment(
+        write_folds(tmp_path / "better", {**BASE_RECIPE, "size": 384}, noise=0.5, folds=2)
+    )
 
     result = experiments.compare(baseline, [better], "flip", n_boot=200)
     base_row, better_row = result["experiments"]
@@ -126,7 +148,10 @@ def test_runs_sharing_several_folds_get_a_pooled_row_over_all_their_held_out_ima
     assert pooled["vs_baseline"]["fracatlas"]["images"] == 120
     assert pooled["vs_baseline"]["fracatlas"]["low"] > 0
     assert pooled["minutes"] == 30.0
-    assert pooled["localisation"] == {"fracatlas_pointing": pytest.approx(0.3), "boxes_pointing": pytest.approx(0.1)}
+    assert pooled["localisation"] == {
+        "fracatlas_pointing": pytest.approx(0.3),
+        "boxes_pointing": pytest.approx(0.1),
+    }
     assert pooled["points"]["sensitive"] <= pooled["points"]["specific"] and "test" not in pooled
     # The pooled AUC is the AUC of the pooled logits, not a mean of the folds' AUCs.
     both = [row for k in (0, 1) for row in better.held[k]]
@@ -152,13 +177,19 @@ def calibration_run(path: Path, *, kaggle_scale: float) -> experiments.Experimen
             label = int(rng.random() < 1 / (1 + np.exp(-z)))
             records.append(Record(Path(f"{source}/{k}-{i}.png"), source, "train", label, f"{source}:{k}-{i}"))
             logits.append(z * (kaggle_scale if source == "kaggle" else 1.0))
-        write_predictions(path / f"oof-fold{k}.csv", records, {"logit_flip": np.array(logits), "fold": np.full(900, k)})
+        write_predictions(
+            path / f"oof-fold{k}.csv", records, {"logit_flip": np.array(logits), "fold": np.full(900, k)}
+        )
     (path / "cv_summary.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seconds_per_fold": {}}))
     return experiments.read_experiment(path)
 
 
-def test_recalibration_screen_cross_fits_each_map_and_cannot_mend_sources_on_different_scales(tmp_path: Path) -> None:
-    same_scale = experiments.recalibration_screen(calibration_run(tmp_path / "same", kaggle_scale=1.0), "flip")
+def test_recalibration_screen_cross_fits_each_map_and_cannot_mend_sources_on_different_scales(
+    tmp_path: Path,
+) -> None:
+    same_scale = experiments.recalibration_screen(
+        calibration_run(tmp_path / "same", kaggle_scale=1.0), "flip"
+    )
     assert [(r["method"], r["cluster_power"]) for r in same_scale] == list(experiments.CALIBRATORS)
     # One logit scale: every map, fitted on the other folds, is calibrated on both sources.
     for row in same_scale:
@@ -180,7 +211,11 @@ def test_an_ensemble_is_the_mean_of_its_members_logits_on_the_images_they_share(
     # The rerun scored its held-out images with other noise (another training run of the recipe).
     records, _ = held_out(1, noise=0.0)
     rerun_logits = held_out(5, noise=2.5)[1]
-    write_predictions(rerun / "oof-fold0.csv", records[:-3], {"logit_flip": rerun_logits[:-3], "fold": np.zeros(len(records) - 3)})
+    write_predictions(
+        rerun / "oof-fold0.csv",
+        records[:-3],
+        {"logit_flip": rerun_logits[:-3], "fold": np.zeros(len(records) - 3)},
+    )
 
     ensemble = experiments.ensemble_experiment(f"pair={base}:flip+{rerun}:flip", "flip")
     assert ensemble.name == "pair" and set(ensemble.held) == {0} and set(ensemble.test) == {0}
@@ -188,10 +223,14 @@ def test_an_ensemble_is_the_mean_of_its_members_logits_on_the_images_they_share(
     base_logits = {row["path"]: float(row["logit_flip"]) for row in experiments.read_experiment(base).held[0]}
     assert len(ensemble.held[0]) == len(records) - 3
     row = ensemble.held[0][10]
-    assert float(row["logit_flip"]) == pytest.approx((base_logits[row["path"]] + rerun_logits[10]) / 2, abs=1e-5)
+    assert float(row["logit_flip"]) == pytest.approx(
+        (base_logits[row["path"]] + rerun_logits[10]) / 2, abs=1e-5
+    )
     assert ensemble.summary["seconds_per_fold"] == {"0": 3600.0}
 
-    result = experiments.compare(experiments.read_experiment(base), [experiments.read_experiment(rerun), ensemble], "flip", n_boot=100)
+    result = experiments.compare(
+        experiments.read_experiment(base), [experiments.read_experiment(rerun), ensemble], "flip", n_boot=100
+    )
     _, rerun_row, ensemble_row = result["experiments"]
     assert rerun_row["changes"] == "training seed: 0 -> 7"
     assert ensemble_row["changes"] == "mean of base:flip + rerun:flip"

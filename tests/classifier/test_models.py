@@ -82,6 +82,24 @@ def test_the_detector_freezes_the_stride_4_stages_and_reads_the_last_stride_16_b
     assert features.get_layer(f"block{frozen}_dwconv").trainable
 
 
+@pytest.mark.parametrize(("backbone", "finer"), [("lite0", 4), ("lite1", 6)])
+def test_a_cell_stride_of_8_adds_the_last_stride_8_block_and_doubles_the_cell_grid(
+    backbone: str, finer: int
+) -> None:
+    from classifier.detector import detector_core
+
+    core = detector_core(64, backbone=backbone, cell_stride=8)
+    assert [tuple(o.shape) for o in core.outputs] == [(None, 2, 2, 1), (None, 8, 8, 1), (None, 1280)]
+    features = core.get_layer(f"{backbone}_features")
+    finer_output = features.outputs[1]
+    assert finer_output is features.get_layer(f"block{finer}_add").output
+    assert tuple(finer_output.shape) == (None, 8, 8, 40)
+    # The stride-8 block itself trains: only the stride-2/4 stages are frozen, at either cell stride.
+    assert features.get_layer(f"block{finer}_dwconv").trainable
+    with pytest.raises(ValueError, match="cell stride"):
+        detector_core(64, backbone=backbone, cell_stride=4)
+
+
 def test_the_serving_logit_is_the_mean_of_its_cam(batch: np.ndarray) -> None:
     core = build_core("tiny", 64)
     out = serving_model(core, tta="none").predict_on_batch(batch)

@@ -232,7 +232,9 @@ def test_the_shipped_model_predicts_the_fixtures(fixtures_dir: Path, labelled: d
     assert fractured and intact and min(fractured) > max(intact)
 
 
-def test_the_shipped_model_lights_the_fracture_of_a_real_radiograph(fixtures_dir: Path, fracatlas_box) -> None:
+def test_the_shipped_model_lights_the_fracture_of_a_real_radiograph(
+    fixtures_dir: Path, fracatlas_box
+) -> None:
     """The fractured FracAtlas fixture (not trained on: its split is test): the cells on the annotated
     fracture stand far above the rest of the radiograph, and the region they make, as a box in original-image
     pixels, overlaps the fracture. Not necessarily the best cell of the image: on this radiograph the top

@@ -74,7 +74,7 @@ def released(three_sources: list[Path], tmp_path_factory: pytest.TempPathFactory
 
 
 def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report(
-    released: dict[str, Path]
+    released: dict[str, Path],
 ) -> None:
     from classifier.card import read_card
     from classifier.predict import OperatingPoints, Predictor
@@ -146,7 +146,9 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
     assert set(summary["seconds_per_fold"]) == {"0", "1"} and "rot4" in summary["fold0"]
     # Each fold model's localisation on its held-out boxes, and (--cv-test) its test figures beside them.
     assert set(summary["fold0"]["localisation"]) <= {"fracatlas_pointing", "boxes_pointing"}
-    assert summary["fold0"]["localisation"] and all(0 <= v <= 1 for v in summary["fold0"]["localisation"].values())
+    assert summary["fold0"]["localisation"] and all(
+        0 <= v <= 1 for v in summary["fold0"]["localisation"].values()
+    )
     for k in (0, 1):
         test_rows = read_predictions(run / f"test-fold{k}.csv")
         assert {row["split"] for row in test_rows} == {"test"}
@@ -224,9 +226,15 @@ def test_a_release_fits_calibration_bands_and_tta_on_the_out_of_fold_logits(
     card = read_card(out / "card.json")
     assert card["version"] == "v2-again" and Predictor.load(out).version == "v2-again"
     choice = card["tta_choice"]
-    assert choice["scored_on"].startswith("out-of-fold") and set(choice["candidates"]) == {"none", "flip", "rot4"}
+    assert choice["scored_on"].startswith("out-of-fold") and set(choice["candidates"]) == {
+        "none",
+        "flip",
+        "rot4",
+    }
     assert card["architecture"]["tta"] == choice["chosen"]
-    assert all(r["radiographs_per_s"] > 0 and r["latency_ms_batch1"] > 0 for r in choice["candidates"].values())
+    assert all(
+        r["radiographs_per_s"] > 0 and r["latency_ms_batch1"] > 0 for r in choice["candidates"].values()
+    )
     assert card["calibration"]["fitted_on"].startswith("out-of-fold")
     assert card["operating_points"]["fitted_on"] == card["calibration"]["fitted_on"]
     cv = card["cross_validation"]
@@ -261,7 +269,10 @@ def test_the_goals_table_shows_every_earlier_model_in_its_own_column() -> None:
     from classifier.release_report import GOAL_ROWS, goals_rows
 
     models = Path(__file__).resolve().parents[2] / "models"
-    v1, v2 = read_card(models / "lite0-cam-v1" / "card.json"), read_card(models / "lite0-det-v2" / "card.json")
+    v1, v2 = (
+        read_card(models / "lite0-cam-v1" / "card.json"),
+        read_card(models / "lite0-det-v2" / "card.json"),
+    )
     rows = goals_rows(v2, [v1, v2])
     assert rows[0] == "| figure | `lite0-cam-v1` | `lite0-det-v2` | goal | this model | |"
     assert len(rows) == 2 + len(GOAL_ROWS) and all(row.count("|") == 7 for row in rows)
@@ -289,10 +300,14 @@ def test_a_release_can_serve_the_same_weights_at_another_input_size_chosen_on_va
                          "--input-size-candidates", "64", "96", "--cache-dir", str(released["cache"])]) == 0  # fmt: skip
     card = read_card(out / "card.json")
     choice = card["input_size_choice"]
-    assert set(choice["candidates"]) == {"64", "96"} and choice["trained"] == 64 and choice["scored_on"] == "val"
+    assert (
+        set(choice["candidates"]) == {"64", "96"} and choice["trained"] == 64 and choice["scored_on"] == "val"
+    )
     # The rule: the smallest size within SIZE_TIE of the best mean val AUC (all are within budget here).
     scores = {int(k): r["auc_score"] for k, r in choice["candidates"].items()}
-    assert choice["chosen"] == min(k for k, v in scores.items() if v >= max(scores.values()) - release.SIZE_TIE)
+    assert choice["chosen"] == min(
+        k for k, v in scores.items() if v >= max(scores.values()) - release.SIZE_TIE
+    )
     assert card["input"]["size"] == choice["chosen"] and card["training"]["input_size"] == 64
     assert not list(out.glob(".size-*"))  # the candidates' graphs are not left behind
     # The report says how the serving size was chosen when it is not the trained one.
@@ -345,7 +360,10 @@ def test_refit_boxes_chooses_the_box_rule_again_and_leaves_the_rest_of_the_card(
         "regions" if d is None else f"peak_drop_{d:g}" for d in PEAK_DROPS
     }
     assert Predictor.load(out).box_rule == rule
-    assert after["metrics"]["test"]["localisation"]["fracatlas"]["at_box_threshold"]["threshold"] == rule.threshold
+    assert (
+        after["metrics"]["test"]["localisation"]["fracatlas"]["at_box_threshold"]["threshold"]
+        == rule.threshold
+    )
     for unchanged in ("calibration", "operating_points", "ood", "input", "architecture", "version"):
         assert after[unchanged] == before[unchanged]
     assert after["metrics"]["test"]["sources"] == before["metrics"]["test"]["sources"]
@@ -368,8 +386,9 @@ def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
                        "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
     card = read_card(run / "card.json")
     assert card["training"]["recipe"]["backbone"] == "lite1"
-    assert card["architecture"]["description"].startswith("EfficientNet-Lite1") and "block 14" in (
-        card["architecture"]["description"]
+    assert (
+        card["architecture"]["description"].startswith("EfficientNet-Lite1")
+        and "block 14" in (card["architecture"]["description"])
     )
     # The epoch's weights load only into a Lite1 graph (21 blocks): the release reads the backbone off the card.
     release.build_serving(run, None, out)
@@ -378,3 +397,28 @@ def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
     # Cards from before the option name no backbone: they were Lite0.
     del card["training"]["recipe"]["backbone"]
     assert release.card_backbone(card) == "lite0"
+
+
+def test_a_run_with_8_pixel_cells_releases_a_serving_graph_with_the_finer_grid(
+    released: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from classifier import release, train
+    from classifier.card import read_card
+    from classifier.predict import Predictor
+
+    run, out = tmp_path / "run", tmp_path / "model"
+    assert train.main([*released["data_args"], "--arch", "lite0det", "--cell-stride", "8", "--size", "64",
+                       "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--from-scratch",
+                       "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
+    card = read_card(run / "card.json")
+    assert card["training"]["recipe"]["cell_stride"] == 8 and card["architecture"]["cell_stride"] == 8
+    assert "block 4 (stride 8)" in card["architecture"]["description"]
+    # The epoch's weights load only into a graph with the stride-8 head: the release reads it off the card.
+    release.build_serving(run, None, out)
+    forward = Predictor.load(out).forward(np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32))
+    assert forward.cells is not None and forward.cells.shape[1:3] == (8, 8)
+    # Cards from before the option name no cell stride: they were 16.
+    del card["training"]["recipe"]["cell_stride"]
+    assert release.card_cell_stride(card) == 16
