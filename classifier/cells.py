@@ -17,6 +17,8 @@ import numpy as np
 from classifier.preprocessing import Letterbox
 
 CELL_STRIDE = 16
+# The cell strides ``classifier.detector`` builds a head for (the recipe's ``--cell-stride``); 16 unless said.
+CELL_STRIDES = (16, 8)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.cells import CELL_STRIDE, box_mask
+from classifier.cells import CELL_STRIDE, CELL_STRIDES, box_mask
 from classifier.data import ImageSet
 from classifier.pipeline import AugmentSpec, augment_batch, sample_weights
 from classifier.preprocessing import model_input_batches
@@ -49,7 +49,6 @@ FROZEN_STAGES = 2
 # stride of 8, the last stage at stride 8 too (block 4 of Lite0, block 6 of Lite1).
 FINE_STAGE = 4
 FINER_STAGE = 2
-CELL_STRIDES = (16, 8)
 # Cell supervision of an image: none (a fractured image without boxes), from its boxes, or all negative.
 CELLS_NONE, CELLS_BOXED, CELLS_NORMAL = 0, 1, 2
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from classifier.cells import CELL_STRIDES
 from classifier.pipeline import AugmentSpec
 from classifier.preprocessing import InputSpec
 
@@ -56,7 +57,7 @@ class Recipe:
     patience: int = _option(0, "early stopping patience in epochs (0: off)")
     cell_loss_weight: float = _option(1.0, "lite0det: weight of the per-cell localisation loss")
     cell_stride: int = _option(
-        16, "lite0det: pixels per fracture cell (8: a finer head on the stride-8 stage too)", (16, 8)
+        16, "lite0det: pixels per fracture cell (8: a finer head on the stride-8 stage too)", CELL_STRIDES
     )
     consistency_weight: float = _option(
         0.0,
