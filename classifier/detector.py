@@ -228,6 +228,7 @@ def detector_dataset(
     seed: int,
     paired: bool = False,
     cell_stride: int = CELL_STRIDE,
+    boxed_negative_weight: float = BOXED_NEGATIVE_WEIGHT,
 ) -> Any:
     """Endless shuffled batches: (images (B,S,S,1), labels (B,), weights (B,), cell targets, cell weights).
 
@@ -273,7 +274,7 @@ def detector_dataset(
         # Cell weights: +1 positive, -w negative (sign carries the class for the balanced loss), 0 ignored.
         weight = (
             tf.cast(positive, tf.float32)
-            - BOXED_NEGATIVE_WEIGHT * tf.cast(negative_boxed, tf.float32)
+            - boxed_negative_weight * tf.cast(negative_boxed, tf.float32)
             - tf.cast(normal, tf.float32) * tf.ones_like(coverage)
         )
         return x, y, w, target, weight
@@ -344,6 +345,7 @@ def fit_detector(
     backbone_weights: str | None,
     backbone: str = "lite0",
     cell_stride: int = CELL_STRIDE,
+    boxed_negative_weight: float = BOXED_NEGATIVE_WEIGHT,
     consistency_weight: float = 0.0,
     seed: int,
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
@@ -367,7 +369,13 @@ def fit_detector(
     paired = consistency_weight > 0
     dataset = iter(
         detector_dataset(
-            train, batch_size=batch_size, augment=augment, seed=seed, paired=paired, cell_stride=cell_stride
+            train,
+            batch_size=batch_size,
+            augment=augment,
+            seed=seed,
+            paired=paired,
+            cell_stride=cell_stride,
+            boxed_negative_weight=boxed_negative_weight,
         )
     )
 

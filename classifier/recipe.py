@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from classifier.cells import CELL_STRIDES
+from classifier.detector import BOXED_NEGATIVE_WEIGHT
 from classifier.pipeline import AugmentSpec
 from classifier.preprocessing import InputSpec
 
@@ -58,6 +59,10 @@ class Recipe:
     cell_loss_weight: float = _option(1.0, "lite0det: weight of the per-cell localisation loss")
     cell_stride: int = _option(
         16, "lite0det: pixels per fracture cell (8: a finer head on the stride-8 stage too)", CELL_STRIDES
+    )
+    boxed_negative_weight: float = _option(
+        BOXED_NEGATIVE_WEIGHT,
+        "lite0det: weight of the cells outside the boxes of a boxed radiograph (a normal one's: 1)",
     )
     consistency_weight: float = _option(
         0.0,

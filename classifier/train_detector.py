@@ -186,6 +186,7 @@ def fit_recipe(
         consistency_weight=recipe.consistency_weight,
         backbone=recipe.backbone,
         cell_stride=recipe.cell_stride,
+        boxed_negative_weight=recipe.boxed_negative_weight,
         backbone_weights=str(backbone) if backbone else None,
         **options,
     )

@@ -278,9 +278,9 @@ def test_paired_batches_hold_each_image_twice_in_two_different_views() -> None:
         detector_dataset(train, batch_size=7, augment=augment, seed=0, paired=True)
 
 
-@pytest.mark.parametrize("stride", [16, 8])
-def test_cell_targets_come_from_the_box_at_the_heads_stride(stride: int) -> None:
-    from classifier.detector import BOXED_NEGATIVE_WEIGHT, detector_dataset
+@pytest.mark.parametrize(("stride", "negative_weight"), [(16, 0.3), (8, 0.3), (16, 1.0)])
+def test_cell_targets_come_from_the_box_at_the_heads_stride(stride: int, negative_weight: float) -> None:
+    from classifier.detector import detector_dataset
     from classifier.recipe import AUGMENT_PRESETS
 
     spec = InputSpec(size=64)
@@ -290,7 +290,12 @@ def test_cell_targets_come_from_the_box_at_the_heads_stride(stride: int) -> None
     data = ImageSet([record], np.zeros((1, 64, 64), np.uint8), [geometry], spec)
     train = detector_data(data, image_sources=["fracatlas"])
     batches = detector_dataset(
-        train, batch_size=1, augment=AUGMENT_PRESETS["none"], seed=0, cell_stride=stride
+        train,
+        batch_size=1,
+        augment=AUGMENT_PRESETS["none"],
+        seed=0,
+        cell_stride=stride,
+        boxed_negative_weight=negative_weight,
     )
     _, _, _, target, weight = (np.asarray(t)[0] for t in next(iter(batches)))
     n = 64 // stride
@@ -298,7 +303,8 @@ def test_cell_targets_come_from_the_box_at_the_heads_stride(stride: int) -> None
     inside[16 // stride : 32 // stride, 16 // stride : 32 // stride] = True
     assert target.shape == (n, n) and weight.shape == (n, n)
     np.testing.assert_array_equal(target, inside.astype(np.float32))
-    np.testing.assert_allclose(weight, np.where(inside, 1.0, -BOXED_NEGATIVE_WEIGHT))
+    # The rest of a boxed radiograph is negative, at the recipe's weight (the sign carries the class).
+    np.testing.assert_allclose(weight, np.where(inside, 1.0, -negative_weight))
 
 
 def test_view_consistency_is_the_mean_squared_difference_within_each_pair() -> None:
