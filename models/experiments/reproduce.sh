@@ -29,6 +29,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s384-lite1 0 --size 384 --backbone lite1  # a deeper backbone (EfficientNet-Lite1) at 384 px
     run s384-clahe 0 --size 384 --clahe  # contrast-limited adaptive histogram equalisation before the network
     run s384-cells8 0 --size 384 --cell-stride 8  # a finer fracture-cell head: one cell per 8 x 8 pixels
+    run s384-boxneg1 0 --size 384 --boxed-negative-weight 1.0  # the cells around the boxes as firm negatives
 fi
 
 # The baseline is the shipped recipe's own fold 1 (its out-of-fold logits are kept with lite0-det-v2.1).
@@ -40,7 +41,7 @@ $PY -m classifier.experiments --baseline v2.1-cv=models/lite0-det-v2.1/cross-val
 # without flip: two forward passes, as the flip TTA) is compared as one run.
 $PY -m classifier.experiments --baseline s384=$RUNS/s384 --run cons384=$RUNS/cons384 \
     --run s384-seed7=$RUNS/s384-seed7 --run s384-lite1=$RUNS/s384-lite1 --run s384-clahe=$RUNS/s384-clahe \
-    --run s384-cells8=$RUNS/s384-cells8 \
+    --run s384-cells8=$RUNS/s384-cells8 --run s384-boxneg1=$RUNS/s384-boxneg1 \
     --ensemble two-seeds=$RUNS/s384:none+$RUNS/s384-seed7:none \
     --ensemble lite0-lite1=$RUNS/s384:none+$RUNS/s384-lite1:none \
     --notes models/experiments/notes.md --out models/experiments/on-384
