@@ -19,6 +19,9 @@ from classifier.preprocessing import Letterbox
 CELL_STRIDE = 16
 # The cell strides ``classifier.detector`` builds a head for (the recipe's ``--cell-stride``); 16 unless said.
 CELL_STRIDES = (16, 8)
+# The weight of the cells outside every box of a boxed radiograph (a normal radiograph's cells weigh 1): a
+# frame can hold several views with only some of their fractures boxed (the recipe's --boxed-negative-weight).
+BOXED_NEGATIVE_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.cells import CELL_STRIDE, CELL_STRIDES, box_mask
+from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDE, CELL_STRIDES, box_mask
 from classifier.data import ImageSet
 from classifier.pipeline import AugmentSpec, augment_batch, sample_weights
 from classifier.preprocessing import model_input_batches
@@ -40,9 +40,6 @@ from classifier.preprocessing import model_input_batches
 log = logging.getLogger(__name__)
 
 POSITIVE_COVERAGE = 0.3
-# Negative cells of an image with boxes weigh less than those of a normal radiograph: a frame can hold
-# several views with only some of their fractures boxed.
-BOXED_NEGATIVE_WEIGHT = 0.3
 # The stages at strides 2 and 4 (blocks 0-2 of Lite0) keep their ImageNet weights.
 FROZEN_STAGES = 2
 # The cell head reads the last stage at stride 16 (block 10 of Lite0, block 14 of Lite1) and, at a cell

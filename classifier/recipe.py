@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from classifier.cells import CELL_STRIDES
-from classifier.detector import BOXED_NEGATIVE_WEIGHT
+from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDES
 from classifier.pipeline import AugmentSpec
 from classifier.preprocessing import InputSpec
 

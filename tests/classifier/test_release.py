@@ -371,9 +371,9 @@ def test_refit_boxes_chooses_the_box_rule_again_and_leaves_the_rest_of_the_card(
     assert json.loads((out / "metrics.json").read_text())["test"]["localisation"]["boxes"]["images"] > 0
 
 
-def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
-    released: dict[str, Path], tmp_path: Path
-) -> None:
+def _one_step_run(released: dict[str, Path], tmp_path: Path, *options: str) -> tuple[dict, tuple[int, ...]]:
+    """A 1-step, 64-px detector run with ``options``: its card, and the cell-map grid of the serving graph
+    the release rebuilds from that card (the epoch's weights load only into the graph the card describes)."""
     import numpy as np
 
     from classifier import release, train
@@ -381,19 +381,28 @@ def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
     from classifier.predict import Predictor
 
     run, out = tmp_path / "run", tmp_path / "model"
-    assert train.main([*released["data_args"], "--arch", "lite0det", "--backbone", "lite1", "--size", "64",
+    assert train.main([*released["data_args"], "--arch", "lite0det", *options, "--size", "64",
                        "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--from-scratch",
                        "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
-    card = read_card(run / "card.json")
+    release.build_serving(run, None, out)
+    forward = Predictor.load(out).forward(np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32))
+    assert forward.cells is not None
+    return read_card(run / "card.json"), tuple(forward.cells.shape[1:3])
+
+
+def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
+    released: dict[str, Path], tmp_path: Path
+) -> None:
+    from classifier import release
+
+    card, cell_grid = _one_step_run(released, tmp_path, "--backbone", "lite1")
     assert card["training"]["recipe"]["backbone"] == "lite1"
     assert (
         card["architecture"]["description"].startswith("EfficientNet-Lite1")
         and "block 14" in (card["architecture"]["description"])
     )
-    # The epoch's weights load only into a Lite1 graph (21 blocks): the release reads the backbone off the card.
-    release.build_serving(run, None, out)
-    forward = Predictor.load(out).forward(np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32))
-    assert forward.cells is not None and forward.cells.shape[1:3] == (4, 4)
+    # The release rebuilt a Lite1 graph (21 blocks) from the card, or the weights would not have loaded.
+    assert cell_grid == (4, 4)
     # Cards from before the option name no backbone: they were Lite0.
     del card["training"]["recipe"]["backbone"]
     assert release.card_backbone(card) == "lite0"
@@ -402,23 +411,13 @@ def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
 def test_a_run_with_8_pixel_cells_releases_a_serving_graph_with_the_finer_grid(
     released: dict[str, Path], tmp_path: Path
 ) -> None:
-    import numpy as np
+    from classifier import release
 
-    from classifier import release, train
-    from classifier.card import read_card
-    from classifier.predict import Predictor
-
-    run, out = tmp_path / "run", tmp_path / "model"
-    assert train.main([*released["data_args"], "--arch", "lite0det", "--cell-stride", "8", "--size", "64",
-                       "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--from-scratch",
-                       "--out", str(run), "--cache-dir", str(released["cache"]), "--verbose", "0"]) == 0  # fmt: skip
-    card = read_card(run / "card.json")
+    card, cell_grid = _one_step_run(released, tmp_path, "--cell-stride", "8")
     assert card["training"]["recipe"]["cell_stride"] == 8 and card["architecture"]["cell_stride"] == 8
     assert "block 4 (stride 8)" in card["architecture"]["description"]
-    # The epoch's weights load only into a graph with the stride-8 head: the release reads it off the card.
-    release.build_serving(run, None, out)
-    forward = Predictor.load(out).forward(np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32))
-    assert forward.cells is not None and forward.cells.shape[1:3] == (8, 8)
+    # The release rebuilt the graph with the stride-8 head from the card: an 8 x 8 cell map at 64 px.
+    assert cell_grid == (8, 8)
     # Cards from before the option name no cell stride: they were 16.
     del card["training"]["recipe"]["cell_stride"]
     assert release.card_cell_stride(card) == 16
