@@ -75,9 +75,7 @@ def main() -> int:
                     "body_region": "wrist",
                 },
                 files=[("files", (f"r{index}.{'jpg' if bad else 'png'}", payloads[index]))],
-                # A fresh connection per upload: a kept-alive one that gunicorn closes (2 s idle) just as the
-                # client sends on it is dropped without a response, and a POST must not be blindly retried.
-                headers={"Referer": f"{stack.base_url}/studies/new/", "Connection": "close"},
+                headers={"Referer": f"{stack.base_url}/studies/new/"},
                 timeout=120,
                 allow_redirects=False,
             )
