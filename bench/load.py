@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import percentile, running_stack, table
+from bench.stack import Stack, percentile, running_stack, table
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "images" / "kaggle_fractured_1.jpg"
 BAD = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "bad" / "truncated_at_source.jpg"
@@ -65,20 +67,32 @@ def main() -> int:
                     local.session = sessions[next(counter) % len(sessions)]
             session = local.session
             started = time.perf_counter()
-            response = session.post(
-                f"{stack.base_url}/studies/new/",
-                data={
-                    "csrfmiddlewaretoken": session.csrf,
-                    "mrn": f"LOAD-{index:05d}",
-                    "patient_name": f"Load {index}",
-                    "accession_number": f"LOAD-ACC-{index:05d}",
-                    "body_region": "wrist",
-                },
-                files=[("files", (f"r{index}.{'jpg' if bad else 'png'}", payloads[index]))],
-                headers={"Referer": f"{stack.base_url}/studies/new/"},
-                timeout=120,
-                allow_redirects=False,
-            )
+            try:
+                response = session.post(
+                    f"{stack.base_url}/studies/new/",
+                    data={
+                        "csrfmiddlewaretoken": session.csrf,
+                        "mrn": f"LOAD-{index:05d}",
+                        "patient_name": f"Load {index}",
+                        "accession_number": f"LOAD-ACC-{index:05d}",
+                        "body_region": "wrist",
+                    },
+                    files=[("files", (f"r{index}.{'jpg' if bad else 'png'}", payloads[index]))],
+                    headers={"Referer": f"{stack.base_url}/studies/new/"},
+                    timeout=120,
+                    allow_redirects=False,
+                )
+            except requests.ConnectionError as error:
+                # Recorded, not raised: one dropped connection must not hide the other uploads' outcome.
+                return {
+                    "index": index,
+                    "bad": bad,
+                    "status": 0,
+                    "seconds": time.perf_counter() - started,
+                    "accepted": False,
+                    "refused": False,
+                    "error": repr(error),
+                }
             elapsed = time.perf_counter() - started
             accepted = response.status_code == 302 and "/studies/" in response.headers.get("Location", "")
             # A refusal names the file and says why (the page lists "<file>: <reason>").
@@ -100,6 +114,7 @@ def main() -> int:
         accepted = [r for r in results if r["accepted"]]
         refused = [r for r in results if r["refused"]]
         server_errors = [r for r in results if int(r["status"]) >= 500]
+        dropped = [r for r in results if r["status"] == 0]
         unexplained = [r for r in results if not r["accepted"] and not r["refused"]]
 
         deadline = time.monotonic() + args.timeout
@@ -120,6 +135,7 @@ def main() -> int:
         "accepted": len(accepted),
         "refused with reason": len(refused),
         "5xx": len(server_errors),
+        "dropped": len(dropped),
         "unexplained": len(unexplained),
         "upload p50 s": percentile(latencies, 50),
         "upload p95 s": percentile(latencies, 95),
@@ -134,6 +150,8 @@ def main() -> int:
     failures = []
     if server_errors:
         failures.append(f"{len(server_errors)} responses were 5xx")
+    if dropped:
+        failures.append(f"{len(dropped)} uploads dropped without a response: {dropped[0]['error']}")
     if unexplained:
         failures.append(f"{len(unexplained)} uploads neither accepted nor refused with a reason")
     if counts.get("radiographs") != len(accepted):
@@ -148,7 +166,23 @@ def main() -> int:
         failures.append("a corrupt upload was accepted")
     for failure in failures:
         print("FAIL:", failure)
+    if failures:
+        _print_server_logs(stack)
     return 1 if failures else 0
+
+
+_TROUBLE = re.compile(r"ERROR|CRITICAL|WARNING|Traceback|Booting worker|exiting|TIMEOUT|SIGKILL|signal", re.I)
+
+
+def _print_server_logs(stack: Stack) -> None:
+    """What each server process said that could explain a failure, then its last lines."""
+    for process in stack.processes:
+        lines = list(process.log)
+        trouble = [line for line in lines if _TROUBLE.search(line)]
+        print(f"--- {process.name}: exit {process.popen.poll()}, {len(lines)} lines, {len(trouble)} of note")
+        print("\n".join(trouble[-60:]))
+        print(f"--- {process.name}: last lines")
+        print("\n".join(lines[-30:]))
 
 
 _COUNT_SCRIPT = """

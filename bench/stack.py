@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from worker.commands import (
+    KEEP_ALIVE_SECONDS,
     LOWEST_PRIORITY,
     celery_beat_command,
     celery_worker_command,
@@ -70,6 +71,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class FreshAfterIdleSession(requests.Session):
+    """A requests session that opens a new connection rather than send on one that has been quiet for half
+    the server's keep-alive.
+
+    gunicorn closes a kept-alive connection after KEEP_ALIVE_SECONDS of quiet. A request the client sends
+    just as that happens (its check that the connection is still open passed a moment before) is dropped
+    without a response, and a POST cannot be retried blindly (it may have been acted on). Under load the
+    server's close lags its timer, which widens that moment: 8 sessions left quiet 1.5-3 s and then
+    uploading at once lost 3 of 320 uploads ("Remote end closed connection without response"; the e2e
+    load test failed on one, its first upload riding the connection left by sign-in), none with a fresh
+    connection each time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_used = time.monotonic()
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        if time.monotonic() - self._last_used > KEEP_ALIVE_SECONDS / 2:
+            self.close()  # drops the pooled connections; the next request opens its own
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            self._last_used = time.monotonic()
+
+
 @dataclass
 class Process:
     name: str
@@ -97,7 +123,7 @@ class Stack:
     def session(self, username: str = CLINICIAN, password: str | None = None) -> requests.Session:
         """A signed-in browser-like session (CSRF token kept on it as .csrf)."""
         password = password or self.passwords[username]
-        session = requests.Session()
+        session = FreshAfterIdleSession()
         page = session.get(f"{self.base_url}/accounts/login/", timeout=30)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
         assert token, page.text[:300]

@@ -15,6 +15,9 @@ QUEUES = "inference,maintenance"
 # MRNs and accession numbers: the path (%(U)s) only, and no referrer.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 _CELERY = (sys.executable, "-m", "celery", "-A", "worker")
+# gunicorn closes a kept-alive connection after this many quiet seconds (its default, stated so clients can
+# stay under it: a request sent on a connection as the server closes it is dropped without a response).
+KEEP_ALIVE_SECONDS = 2
 
 
 def celery_worker_command(
@@ -76,6 +79,7 @@ def gunicorn_command(
     """The web server: gunicorn serving config.wsgi (``access_log`` writes one line per request to stdout)."""
     command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", bind]
     command += ["--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)]
+    command += ["--keep-alive", str(KEEP_ALIVE_SECONDS)]
     if access_log:
         command += ["--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT]
     return command
