@@ -78,10 +78,10 @@ class FreshAfterIdleSession(requests.Session):
     gunicorn closes a kept-alive connection after KEEP_ALIVE_SECONDS of quiet. A request the client sends
     just as that happens (its check that the connection is still open passed a moment before) is dropped
     without a response, and a POST cannot be retried blindly (it may have been acted on). Under load the
-    server's close lags its timer, which widens that moment: 8 sessions left quiet 1.5-3 s and then
-    uploading at once lost 3 of 320 uploads ("Remote end closed connection without response"; the e2e
-    load test failed on one, its first upload riding the connection left by sign-in), none with a fresh
-    connection each time."""
+    server's close lags its timer, which widens that moment: at gunicorn's default 2-s keep-alive, 8
+    sessions left quiet 1.5-3 s and then uploading at once lost 3 of 320 uploads ("Remote end closed
+    connection without response"; the e2e load test failed on one, its first upload riding the connection
+    left by sign-in), and none with this session."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -81,4 +81,4 @@ def test_the_documented_python_client_submits_and_collects_results(
     images = [p for p in (ROOT / "tests/fixtures/images").iterdir() if p.suffix in {".jpg", ".png", ".gif"}]
     assert f"{len(images) - 2} studies created, 2 failed" in out, out
     assert "kaggle_truncated.jpg unreadable_image" in out and "kaggle_fractured.gif unsupported_format" in out
-    assert out.count("fractured      p=0.800 (threshold 0.500, model docs-fake)") == len(images) - 2, out
+    assert out.count("fracture     p=0.800 (model docs-fake)") == len(images) - 2, out
