@@ -391,6 +391,7 @@ SPECTACULAR_SETTINGS = {
         "ReviewDecisionEnum": "radiology.models.Review.Decision",
         "ReviewReasonEnum": "radiology.models.Review.Reason",
         "BatchItemOutcomeEnum": "radiology.models.BatchItem.Outcome",
+        "NotAnalysedCodeEnum": "radiology.governance.models.GuardrailRefusal.Code",
     },
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "displayOperationId": False},
 }

@@ -27,7 +27,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
+from radiology import selectors
 from radiology.access import client_ip
+from radiology.governance.models import GuardrailRefusal
 from radiology.models import AuditEvent, Prediction, Radiograph, Review
 from radiology.services import audit_record
 
@@ -79,8 +81,11 @@ class ExportRow:
     model_version: str | None
     probability: float | None
     model_label: str | None
+    band: str | None
     threshold: float | None
     predicted_at: dt.datetime | None
+    not_analysed_code: str | None
+    not_analysed_reason: str | None
     review_count: int
     review_decision: str | None
     review_final_label: str | None
@@ -97,6 +102,7 @@ class ExportRow:
         prediction: Prediction | None,
         review: _StandingReview | None,
         review_count: int,
+        refusal: GuardrailRefusal | None = None,
     ) -> ExportRow:
         return cls(
             radiograph_id=radiograph.pk,
@@ -110,8 +116,11 @@ class ExportRow:
             model_version=prediction.model_version if prediction else None,
             probability=round(prediction.probability, 6) if prediction else None,
             model_label=prediction.label if prediction else None,
+            band=(prediction.band or None) if prediction else None,  # blank before bands existed
             threshold=prediction.threshold if prediction else None,
             predicted_at=prediction.created_at if prediction else None,
+            not_analysed_code=refusal.code if refusal else None,
+            not_analysed_reason=refusal.reason if refusal else None,
             review_count=review_count,
             review_decision=review.decision if review else None,
             review_final_label=review.final_label if review else None,
@@ -144,7 +153,8 @@ def radiograph_rows(radiographs: QuerySet[Radiograph]) -> Iterator[ExportRow]:
             if review
             else None
         )
-        yield ExportRow.of(radiograph, radiograph.current_prediction, standing, len(reviews))
+        refusal = selectors.radiograph_refusal(radiograph)
+        yield ExportRow.of(radiograph, radiograph.current_prediction, standing, len(reviews), refusal)
 
 
 def prediction_rows(predictions: QuerySet[Prediction]) -> Iterator[ExportRow]:

@@ -20,7 +20,8 @@ from radiology.api import schema
 from radiology.api.filters import RadiographFilter
 from radiology.api.permissions import IsAdmin
 from radiology.api.views import AnyContent, ApiView, stamp
-from radiology.models import AuditEvent, BodyRegion, Label, Radiograph, Review
+from radiology.governance.models import GuardrailRefusal
+from radiology.models import AuditEvent, Band, BodyRegion, Label, Radiograph, Review
 
 
 class ExportRowOut(serializers.Serializer):
@@ -37,8 +38,17 @@ class ExportRowOut(serializers.Serializer):
     model_version = serializers.CharField(allow_null=True)
     probability = serializers.FloatField(allow_null=True)
     model_label = serializers.ChoiceField(choices=Label.choices, allow_null=True)
+    band = serializers.ChoiceField(
+        choices=Band.choices, allow_null=True, help_text="The model's band (null before bands existed)."
+    )
     threshold = serializers.FloatField(allow_null=True)
     predicted_at = serializers.DateTimeField(allow_null=True)
+    not_analysed_code = serializers.ChoiceField(
+        choices=GuardrailRefusal.Code.choices,
+        allow_null=True,
+        help_text="Why the model gave no verdict (radiograph_status not_analysed only).",
+    )
+    not_analysed_reason = serializers.CharField(allow_null=True)
     review_count = serializers.IntegerField()
     review_decision = serializers.ChoiceField(choices=Review.Decision.choices, allow_null=True)
     review_final_label = serializers.ChoiceField(choices=Label.choices, allow_null=True)
@@ -69,8 +79,11 @@ ROW: dict[str, Any] = {
     "model_version": "effnet-lite0-2025.06",
     "probability": 0.9312,
     "model_label": "fractured",
+    "band": "fracture",
     "threshold": 0.42,
     "predicted_at": "2025-06-02T09:14:07.512Z",
+    "not_analysed_code": None,
+    "not_analysed_reason": None,
     "review_count": 1,
     "review_decision": "override",
     "review_final_label": "not_fractured",

@@ -70,6 +70,7 @@ RADIOGRAPH: dict[str, Any] = {
     "height": 1280,
     "status": "predicted",
     "failure_message": "",
+    "not_analysed": None,
     "created_at": "2025-06-02T09:14:05.120Z",
     "image_url": f"{HOST}/api/v1/radiographs/4051/image",
     "prediction": PREDICTION,

@@ -17,6 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from radiology import selectors
+from radiology.governance.models import GuardrailRefusal
 from radiology.models import (
     Adjudication,
     Band,
@@ -107,6 +108,14 @@ class ReviewOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class NotAnalysedOut(serializers.Serializer):
+    """Why the model gave no verdict: the radiograph is outside its intended use."""
+
+    code = serializers.ChoiceField(choices=GuardrailRefusal.Code.choices)
+    reason = serializers.CharField(help_text="The reason, as the review page shows it.")
+    model_version = serializers.CharField(help_text="The model version that declined it.")
+
+
 class RadiographOut(serializers.Serializer):
     id = serializers.IntegerField()
     url = serializers.SerializerMethodField()
@@ -120,6 +129,7 @@ class RadiographOut(serializers.Serializer):
     height = serializers.IntegerField()
     status = serializers.ChoiceField(choices=Radiograph.Status.choices)
     failure_message = serializers.CharField(help_text="Why classification failed (status failed only).")
+    not_analysed = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     image_url = serializers.SerializerMethodField()
     prediction = serializers.SerializerMethodField()
@@ -132,6 +142,13 @@ class RadiographOut(serializers.Serializer):
     @extend_schema_field(OpenApiTypes.URI)
     def get_image_url(self, radiograph: Radiograph) -> str:
         return absolute_url(self.context, "api:radiograph_image", radiograph.pk)
+
+    @extend_schema_field(
+        NotAnalysedOut(allow_null=True, help_text="Why the model gave no verdict (status not_analysed only).")
+    )
+    def get_not_analysed(self, radiograph: Radiograph) -> dict[str, Any] | None:
+        refusal = selectors.radiograph_refusal(radiograph)
+        return self._nested(NotAnalysedOut).to_representation(refusal) if refusal else None
 
     @extend_schema_field(PredictionOut(allow_null=True, help_text="The current prediction, if any."))
     def get_prediction(self, radiograph: Radiograph) -> dict[str, Any] | None:

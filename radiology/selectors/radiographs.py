@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
+from radiology.governance.models import GuardrailRefusal
 from radiology.models import Prediction, Radiograph, RadiographTally, Review
 from radiology.selectors.scoping import require_clinical
 
@@ -46,8 +47,19 @@ def radiograph_queryset_for(user: Any) -> QuerySet[Radiograph]:
 def radiographs_with_results() -> QuerySet[Radiograph]:
     """Radiographs with everything a result row shows, in a fixed number of queries however many rows."""
     return Radiograph.objects.select_related("study", "current_prediction").prefetch_related(
-        Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first())
+        Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first()),
+        # Why a not-analysed radiograph has no verdict (radiograph_refusal): one query per page.
+        Prefetch("refusals", queryset=GuardrailRefusal.objects.order_by("created_at", "pk")),
     )
+
+
+def radiograph_refusal(radiograph: Radiograph) -> GuardrailRefusal | None:
+    """Why a NOT_ANALYSED radiograph has no verdict: the first guardrail refusal, the one that set its
+    status (a shadow version's later refusal does not); None for any other status. Uses the prefetch of
+    radiographs_with_results."""
+    if radiograph.status != Radiograph.Status.NOT_ANALYSED:
+        return None
+    return next(iter(radiograph.refusals.all()), None)
 
 
 def radiograph_list(*, user: Any) -> QuerySet[Radiograph]:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from PIL import Image
 
 from radiology import services
+from radiology.governance.models import GuardrailRefusal
 from radiology.models import AuditEvent, Batch, BatchItem, Label, Radiograph, Review, Study
 from tests.api.conftest import assert_problem, png_bytes
 from tests.factories import PredictionFactory, RadiographFactory, ReviewFactory
@@ -86,6 +87,26 @@ def test_list_shows_current_prediction_and_latest_review(
     assert rows[cast["failed"].pk]["failure_message"] == "Unreadable."
 
 
+def test_a_radiograph_the_model_declined_says_why(clinician_api: Any) -> None:
+    declined = RadiographFactory(status=Radiograph.Status.NOT_ANALYSED)
+    GuardrailRefusal.objects.create(
+        radiograph=declined, model_version="active-1", code="modality", reason="Not a plain radiograph (CT)."
+    )
+    GuardrailRefusal.objects.create(
+        radiograph=declined, model_version="shadow-2", code="out_of_distribution", reason="Unlike."
+    )
+    predicted = PredictionFactory().radiograph
+    GuardrailRefusal.objects.create(
+        radiograph=predicted, model_version="shadow-2", code="out_of_distribution", reason="Unlike."
+    )
+    rows = {r["id"]: r for r in clinician_api.get("/api/v1/radiographs").json()["results"]}
+    expected = {"code": "modality", "reason": "Not a plain radiograph (CT).", "model_version": "active-1"}
+    assert rows[declined.pk]["status"] == "not_analysed" and rows[declined.pk]["prediction"] is None
+    assert rows[declined.pk]["not_analysed"] == expected
+    assert rows[predicted.pk]["not_analysed"] is None  # a shadow's refusal is not the radiograph's
+    assert clinician_api.get(f"/api/v1/radiographs/{declined.pk}").json()["not_analysed"] == expected
+
+
 def test_list_queries_do_not_grow_with_rows(clinician_api: Any, django_assert_max_num_queries: Any) -> None:
     for _ in range(40):
         ReviewFactory()
@@ -110,9 +131,7 @@ def test_the_band_filter_uses_the_current_prediction(clinician_api: Any) -> None
         "no_fracture": {clear.radiograph_id},
     }
     with transaction.atomic():
-        services.studies_refresh_triage(
-            study_ids=[p.radiograph.study_id for p in (doubtful, certain, clear)]
-        )
+        services.studies_refresh_triage(study_ids=[p.radiograph.study_id for p in (doubtful, certain, clear)])
     studies = clinician_api.get("/api/v1/studies?band=doubt").json()["results"]
     assert {s["id"] for s in studies} == {doubtful.radiograph.study_id, certain.radiograph.study_id}
     assert {s["band"] for s in studies} == {"doubt"}
