@@ -115,7 +115,7 @@ def main() -> int:
         refused = [r for r in results if r["refused"]]
         server_errors = [r for r in results if int(r["status"]) >= 500]
         dropped = [r for r in results if r["status"] == 0]
-        unexplained = [r for r in results if not r["accepted"] and not r["refused"]]
+        unexplained = [r for r in results if not r["accepted"] and not r["refused"] and r["status"] != 0]
 
         deadline = time.monotonic() + args.timeout
         counts: dict[str, int] = {}
