@@ -181,6 +181,14 @@ class Study(models.Model):
     def __str__(self) -> str:
         return self.accession_number
 
+    @property
+    def state_text(self) -> str:
+        """The state as a reader reads it: a study left without a verdict because the model declined
+        every image (outside its intended use; none failed) is "Not analysed", not "Failed"."""
+        if self.state == Study.State.FAILED and not self.failed_count and self.radiograph_count:
+            return "Not analysed"
+        return str(self.get_state_display())
+
 
 def radiograph_storage_name(instance: Radiograph, filename: str) -> str:
     """A generated name: never the uploader's file name, which may hold identifiers or path tricks."""

@@ -204,9 +204,23 @@ class QueueRow:
 
     @property
     def finished_count(self) -> int:
-        """Radiographs the worker is done with (predicted or failed), from the prefetched statuses."""
-        done = (Radiograph.Status.PREDICTED, Radiograph.Status.FAILED)
+        """Radiographs the worker is done with (predicted, failed or declined by the model's guardrails),
+        from the prefetched statuses."""
+        done = (Radiograph.Status.PREDICTED, Radiograph.Status.FAILED, Radiograph.Status.NOT_ANALYSED)
         return sum(r.status in done for r in self.study.radiographs.all())
+
+    @property
+    def not_analysed_count(self) -> int:
+        """Radiographs the model declined (outside its intended use): a clinician reads them without it."""
+        return sum(r.status == Radiograph.Status.NOT_ANALYSED for r in self.study.radiographs.all())
+
+    @property
+    def unclassified_note(self) -> str:
+        """What the status cell adds of the images without a verdict: "1 image(s) failed · 1 not analysed"."""
+        parts = [f"{self.study.failed_count} image(s) failed"] if self.study.failed_count else []
+        if self.not_analysed_count:
+            parts.append(f"{self.not_analysed_count} not analysed")
+        return " · ".join(parts)
 
 
 def _queue_rows(studies: Iterable[Study], user: Any) -> list[QueueRow]:

@@ -167,7 +167,7 @@ def study_data(*, user: Any, study: Study) -> dict[str, Any]:
     return {
         "id": study.pk,
         "state": study.state,
-        "state_display": study.get_state_display(),
+        "state_display": study.state_text,
         "blinded": blinded,
         "blinded_by": blinded_by,
         "images": images,

@@ -12,7 +12,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from radiology.models import Study
+from radiology.governance.guardrails import Refusal
+from radiology.governance.services import radiograph_mark_not_analysed
+from radiology.models import Radiograph, Study
+from tests.factories import RadiographFactory
 from tests.web.conftest import MakeStudy
 
 pytestmark = pytest.mark.django_db
@@ -275,3 +278,60 @@ def test_queue_query_count_is_the_same_for_3_and_25_rows(
     for _ in range(25):
         make_study(probabilities=[0.7, 0.2, None], reviews=[("confirm",)])
     assert count() == small
+
+
+def _decline(study: Study, position: int) -> None:
+    """The worker's guardrail path: the radiograph is marked not analysed, with a reason."""
+    radiograph = RadiographFactory(study=study, position=position, status=Radiograph.Status.RUNNING)
+    radiograph_mark_not_analysed(
+        radiograph_id=radiograph.pk,
+        model_version="test-model-1",
+        refusal=Refusal(
+            "out_of_distribution", "This image is unlike the radiographs the model was trained on."
+        ),
+    )
+
+
+def _status_and_model_cells(client: Client, study: Study, state: str) -> tuple[str, str]:
+    page = client.get(QUEUE, {"state": state}).content.decode()
+    row = page.split(f'id="study-row-{study.pk}"', 1)[1].split("</tr>", 1)[0]
+    text = lambda cell: " ".join(re.sub(r"<[^>]+>", " ", cell).split())  # noqa: E731
+    model = row.split('class="verdict-cell col-model">', 1)[1].split("</td>", 1)[0]
+    status = row.split('class="state-cell col-status">', 1)[1].split("</td>", 1)[0]
+    return text(status), text(model)
+
+
+def test_a_study_the_model_declined_reads_not_analysed_not_failed(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    declined = make_study(probabilities=[], accession_number="DECLINED")
+    _decline(declined, 0)
+    declined.refresh_from_db()
+    assert declined.state == Study.State.FAILED  # no verdict to review: kept out of the review tab
+    status, model = _status_and_model_cells(clinician_client, declined, "failed")
+    assert status == "Not analysed outside the model's intended use: read without it"
+    assert model == "No verdict"  # not "yet": nothing more is coming
+    # The study page and its status poll say the same.
+    detail = clinician_client.get(reverse("radiology:study_detail", args=[declined.pk])).content.decode()
+    assert 'id="study-state">Not analysed</span>' in detail
+    status_poll = clinician_client.get(reverse("radiology:study_status", args=[declined.pk])).json()
+    assert status_poll["state_display"] == "Not analysed"
+
+    mixed = make_study(probabilities=[], failed=1, accession_number="MIXED-FAILED")
+    _decline(mixed, 5)
+    status, _ = _status_and_model_cells(clinician_client, mixed, "failed")
+    assert status == "Failed 1 of 2 could not be classified, 1 not analysed"
+
+
+def test_declined_images_are_counted_beside_a_verdict_and_while_classifying(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    partly = make_study(probabilities=[0.9], accession_number="PARTLY")
+    _decline(partly, 1)
+    status, _ = _status_and_model_cells(clinician_client, partly, "awaiting_review")
+    assert status == "Awaiting review 1 not analysed"
+
+    busy = make_study(probabilities=[None], accession_number="BUSY-DECLINED")
+    _decline(busy, 1)
+    _, model = _status_and_model_cells(clinician_client, busy, "processing")
+    assert model == "Classifying 1/2"  # the declined image is done with
