@@ -57,18 +57,8 @@ def visible_after(page_loaded: float, stored: float, first: float, interval: flo
 def upload_once(stack: Any, session: Any, image: Path, index: int) -> dict[str, float]:
     started_wall = time.time()
     started = time.perf_counter()
-    response = session.post(
-        f"{stack.base_url}/studies/new/",
-        data={
-            "csrfmiddlewaretoken": session.csrf,
-            "mrn": f"LAT-{index:05d}",
-            "patient_name": f"Latency {index}",
-            "accession_number": f"LAT-ACC-{index:05d}",
-            "body_region": "wrist",
-        },
-        files=[("files", (image.name, image.read_bytes()))],
-        headers={"Referer": f"{stack.base_url}/studies/new/"},
-        timeout=60,
+    response = stack.upload(
+        session, prefix="LAT", index=index, filename=image.name, data=image.read_bytes(), timeout=60
     )
     page_loaded = time.perf_counter() - started
     match = re.search(r"/studies/(\d+)/", response.url)

@@ -68,17 +68,13 @@ def main() -> int:
             session = local.session
             started = time.perf_counter()
             try:
-                response = session.post(
-                    f"{stack.base_url}/studies/new/",
-                    data={
-                        "csrfmiddlewaretoken": session.csrf,
-                        "mrn": f"LOAD-{index:05d}",
-                        "patient_name": f"Load {index}",
-                        "accession_number": f"LOAD-ACC-{index:05d}",
-                        "body_region": "wrist",
-                    },
-                    files=[("files", (f"r{index}.{'jpg' if bad else 'png'}", payloads[index]))],
-                    headers={"Referer": f"{stack.base_url}/studies/new/"},
+                name = f"r{index}.{'jpg' if bad else 'png'}"
+                response = stack.upload(
+                    session,
+                    prefix="LOAD",
+                    index=index,
+                    filename=name,
+                    data=payloads[index],
                     timeout=120,
                     allow_redirects=False,
                 )

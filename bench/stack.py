@@ -137,6 +137,24 @@ class Stack:
         session.csrf = session.cookies.get("csrftoken")  # type: ignore[attr-defined]
         return session
 
+    def upload(
+        self, session: Any, *, prefix: str, index: int, filename: str, data: bytes, **request: Any
+    ) -> requests.Response:
+        """Post the upload form as the browser does: a one-image wrist study named by prefix and index."""
+        return session.post(
+            f"{self.base_url}/studies/new/",
+            data={
+                "csrfmiddlewaretoken": session.csrf,
+                "mrn": f"{prefix}-{index:05d}",
+                "patient_name": f"{prefix.title()} {index}",
+                "accession_number": f"{prefix}-ACC-{index:05d}",
+                "body_region": "wrist",
+            },
+            files=[("files", (filename, data))],
+            headers={"Referer": f"{self.base_url}/studies/new/"},
+            **request,
+        )
+
 
 def _pump(process: Process, ready: threading.Event | None, marker: str | None) -> None:
     assert process.popen.stdout is not None
