@@ -99,13 +99,13 @@ def _image_data(
     policies: dict[str, reading.DisplayPolicy],
     unaided: dict[int, str],
     adjudication: Any,
-    refusal: str,
 ) -> dict[str, Any]:
     reviews = sorted(radiograph.reviews.all(), key=lambda r: (r.created_at, r.pk), reverse=True)
     reviewed_by_me = any(r.reviewer_id == user.pk for r in reviews)
     hidden = blinded and prediction is not None and radiograph.pk not in unaided and not reviewed_by_me
     attributes = radiograph.dicom_attributes or {}
     not_analysed = radiograph.status == Radiograph.Status.NOT_ANALYSED
+    refusal = selectors.radiograph_refusal(radiograph)
     return {
         "id": radiograph.pk,
         "number": number,
@@ -118,7 +118,7 @@ def _image_data(
         "status": radiograph.status,
         "status_display": radiograph.get_status_display(),
         "failure_message": radiograph.failure_message
-        or refusal
+        or (refusal.reason if refusal else "")
         or (NOT_ANALYSED_TEXT if not_analysed else ""),
         "image_url": reverse("radiology:radiograph_image", args=[radiograph.pk]),
         "pixels_url": reverse("radiology:radiograph_pixels", args=[radiograph.pk]),
@@ -144,9 +144,6 @@ def study_data(*, user: Any, study: Study) -> dict[str, Any]:
     blinded, blinded_by = services.reader_blinding(user)
     predictions = {r.pk: selectors.radiograph_current_prediction(r) for r in radiographs}
     policies = reading.display_policies(p.model_version for p in predictions.values() if p is not None)
-    refusals = reading.not_analysed_reasons(
-        radiograph_ids=[r.pk for r in radiographs if r.status == Radiograph.Status.NOT_ANALYSED]
-    )
     images = [
         _image_data(
             radiograph,
@@ -157,7 +154,6 @@ def study_data(*, user: Any, study: Study) -> dict[str, Any]:
             policies=policies,
             unaided=unaided,
             adjudication=adjudications.get(radiograph.pk),
-            refusal=refusals.get(radiograph.pk, ""),
         )
         for number, radiograph in enumerate(radiographs, start=1)
     ]

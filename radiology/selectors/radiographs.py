@@ -44,22 +44,28 @@ def radiograph_queryset_for(user: Any) -> QuerySet[Radiograph]:
     return require_clinical(user, Radiograph.objects.all())
 
 
+def refusals_oldest_first() -> Prefetch:
+    """A radiograph's refusals, oldest first: radiograph_refusal takes the first, which declined it."""
+    return Prefetch("refusals", queryset=GuardrailRefusal.objects.order_by("created_at", "pk"))
+
+
 def radiographs_with_results() -> QuerySet[Radiograph]:
     """Radiographs with everything a result row shows, in a fixed number of queries however many rows."""
     return Radiograph.objects.select_related("study", "current_prediction").prefetch_related(
         Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first()),
         # Why a not-analysed radiograph has no verdict (radiograph_refusal): one query per page.
-        Prefetch("refusals", queryset=GuardrailRefusal.objects.order_by("created_at", "pk")),
+        refusals_oldest_first(),
     )
 
 
 def radiograph_refusal(radiograph: Radiograph) -> GuardrailRefusal | None:
     """Why a NOT_ANALYSED radiograph has no verdict: the first guardrail refusal, the one that set its
-    status (a shadow version's later refusal does not); None for any other status. Uses the prefetch of
-    radiographs_with_results."""
+    status (a shadow version's later refusal does not); None for any other status. Uses the prefetch
+    refusals_oldest_first (radiographs_with_results and study_get have it)."""
     if radiograph.status != Radiograph.Status.NOT_ANALYSED:
         return None
-    return next(iter(radiograph.refusals.all()), None)
+    # min() rather than the prefetch's order: right with or without the prefetch.
+    return min(radiograph.refusals.all(), key=lambda r: (r.created_at, r.pk), default=None)
 
 
 def radiograph_list(*, user: Any) -> QuerySet[Radiograph]:

@@ -61,19 +61,6 @@ def adjudications_of(*, radiograph_ids: Sequence[int]) -> dict[int, Adjudication
     return latest
 
 
-def not_analysed_reasons(*, radiograph_ids: Sequence[int]) -> dict[int, str]:
-    """Why the model did not analyse these radiographs (their guardrail refusals, first one each)."""
-    if not radiograph_ids:
-        return {}
-    from radiology.governance.models import GuardrailRefusal
-
-    reasons: dict[int, str] = {}
-    rows = GuardrailRefusal.objects.filter(radiograph_id__in=radiograph_ids).order_by("-created_at", "-id")
-    for radiograph_id, reason in rows.values_list("radiograph_id", "reason"):
-        reasons[radiograph_id] = reason
-    return reasons
-
-
 def readers_with_own_blinded_choice() -> int:
     """How many readers chose blinded reading on or off themselves (the site default does not reach them)."""
     return ReaderProfile.objects.filter(blinded__isnull=False).count()

@@ -10,6 +10,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from radiology.models import Patient, Prediction, Radiograph, Review, Study, StudyTally, queue_order
+from radiology.selectors.radiographs import refusals_oldest_first
 from radiology.selectors.scoping import require_clinical
 
 
@@ -68,12 +69,13 @@ def study_search(term: str) -> Q:
 
 
 def study_get(*, user: Any, pk: int) -> Study:
-    """One study with its radiographs, their predictions and reviews; raises Study.DoesNotExist."""
+    """One study with its radiographs, their predictions, reviews and refusals; raises Study.DoesNotExist."""
     radiographs = (
         Radiograph.objects.order_by("position", "pk")
         .select_related("current_prediction")
         .prefetch_related(
-            Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first())
+            Prefetch("reviews", queryset=Review.objects.select_related("reviewer").newest_first()),
+            refusals_oldest_first(),
         )
     )
     queryset = Study.objects.select_related("patient", "uploaded_by").prefetch_related(

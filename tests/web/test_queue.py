@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from radiology.governance.guardrails import Refusal
+from radiology.governance.models import GuardrailRefusal
 from radiology.governance.services import radiograph_mark_not_analysed
 from radiology.models import Radiograph, Study
 from tests.factories import RadiographFactory
@@ -335,3 +336,20 @@ def test_declined_images_are_counted_beside_a_verdict_and_while_classifying(
     _decline(busy, 1)
     _, model = _status_and_model_cells(clinician_client, busy, "processing")
     assert model == "Classifying 1/2"  # the declined image is done with
+
+
+def test_the_study_page_gives_the_refusal_that_declined_the_image_not_a_shadows_later_one(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    study = make_study(probabilities=[], accession_number="DECLINED-TWICE")
+    _decline(study, 0)
+    radiograph = study.radiographs.get()
+    GuardrailRefusal.objects.create(
+        radiograph=radiograph, model_version="shadow-2", code="modality", reason="A shadow's later refusal."
+    )
+    status = clinician_client.get(reverse("radiology:study_status", args=[study.pk])).json()
+    (image,) = status["images"]
+    assert image["failure_message"] == "This image is unlike the radiographs the model was trained on."
+    page = clinician_client.get(reverse("radiology:study_detail", args=[study.pk])).content.decode()
+    assert "This image is unlike the radiographs the model was trained on." in page
+    assert "A shadow&#x27;s later refusal." not in page and "A shadow's later refusal." not in page
