@@ -53,7 +53,7 @@ lint:
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck:
-	$(VENV)/bin/mypy config radiology worker classifier
+	$(VENV)/bin/mypy config radiology worker classifier bench
 
 test-unit:
 	$(PYTEST) -m "not e2e and not browser" -q

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,6 +77,7 @@ def fill(studies: int) -> None:
     active_version = (
         Prediction.objects.order_by("-created_at").values_list("model_version", flat=True).first()
     )
+    assert active_version is not None, "generate_scale_data made no predictions"
     now = timezone.now()
     ModelVersion.objects.create(
         version=active_version,
@@ -135,7 +137,8 @@ def measure(args: argparse.Namespace) -> None:
     print(f"nightly monitoring summary: {cells} cells in {time.perf_counter() - started:.1f} s")
 
     client = Client()
-    client.force_login(AdminFactory(username=f"bench.admin.{secrets.token_hex(3)}"))
+    admin: Any = AdminFactory(username=f"bench.admin.{secrets.token_hex(3)}")  # factory_boy: a User
+    client.force_login(admin)
 
     # The Models page never computes the comparison: it shows the one the worker stored and asks for a new
     # one when the evidence changed. Here the request is counted, and the worker's task is run in-process.
@@ -145,7 +148,12 @@ def measure(args: argparse.Namespace) -> None:
     from worker.governance_tasks import refresh_comparisons
 
     requested: list[int] = []
-    dispatch.send_comparison_refresh = lambda: requested.append(1) or True  # type: ignore[assignment]
+
+    def count_the_request() -> bool:
+        requested.append(1)
+        return True
+
+    dispatch.send_comparison_refresh = count_the_request
     cache.clear()  # this benchmark's own database: no comparison stored by an earlier run
     started = time.perf_counter()
     assert client.get("/audit/models/").status_code == 200

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     for batch_size in (1, 8, 32):
         batch = [images[i % len(images)] for i in range(batch_size)]
         predictor.predict(batch)  # trace this shape
-        times = []
+        times: list[float] = []
         deadline = time.perf_counter() + args.seconds
         while time.perf_counter() < deadline or len(times) < 3:
             t0 = time.perf_counter()

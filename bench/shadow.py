@@ -228,7 +228,7 @@ def main() -> int:
         flush=True,
     )
     extra_env = {"CLASSIFIER_MODEL": str(path), "CLASSIFIER_CPU_THREADS": str(cores)}
-    rows = []
+    rows: list[dict[str, Any]] = []
     with running_stack(
         backend="services",
         workers=1,

@@ -65,6 +65,8 @@ class Patient:
 
 def pixels(bits: int, size: int = 256) -> np.ndarray:
     gray = cv2.imread(str(FIXTURE), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise FileNotFoundError(FIXTURE)
     gray = cv2.resize(gray, (size, int(size * gray.shape[0] / gray.shape[1])), interpolation=cv2.INTER_AREA)
     if bits == 8:
         return gray.astype(np.uint8)
@@ -93,8 +95,8 @@ def radiograph(
             ComputedRadiographyImageStorage if modality == "CR" else DigitalXRayImageStorageForPresentation
         )
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid) if sop_uid else generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("radiograph.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = sop_class
