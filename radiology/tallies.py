@@ -68,13 +68,14 @@ class PredictionTally(models.Model):
 
 class ReviewTally(models.Model):
     """Standing (latest) reviews of predictions, counted by everything the dashboard splits them by: the
-    prediction's model version, day and label; the review's day, final label, decision, override reason
+    prediction's model version, day, label and band; the review's day, final label, decision, override reason
     and the reader's unaided call; and the reference label where the radiograph was adjudicated."""
 
     model_version = models.CharField(max_length=100)
     prediction_day = models.DateField()
     review_day = models.DateField()
     model_label = models.CharField(max_length=16)
+    model_band = models.CharField(max_length=12)
     final_label = models.CharField(max_length=16)
     decision = models.CharField(max_length=8)
     reason_code = models.CharField(max_length=20, blank=True)
@@ -88,6 +89,7 @@ class ReviewTally(models.Model):
         "prediction_day",
         "review_day",
         "model_label",
+        "model_band",
         "final_label",
         "decision",
         "reason_code",
@@ -103,6 +105,7 @@ class ReviewTally(models.Model):
                     "prediction_day",
                     "review_day",
                     "model_label",
+                    "model_band",
                     "final_label",
                     "decision",
                     "reason_code",

@@ -10,8 +10,9 @@ from typing import Any
 from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from radiology.governance.models import ModelVersion
 from radiology.governance.stats import wilson
-from radiology.models import Label, Prediction, PredictionTally, Review, ReviewTally
+from radiology.models import Band, Label, Prediction, PredictionTally, Review, ReviewTally
 from radiology.selectors.scoping import require_admin
 
 
@@ -31,6 +32,58 @@ class Proportion:
         return wilson(self.k, self.n)
 
 
+# The model cards' test sources as the README and the model report name them.
+SOURCE_NAMES = {"fracatlas": "FracAtlas", "kaggle": "Kaggle", "boxes": "Boxes source"}
+
+
+@dataclass(frozen=True)
+class CardBand:
+    """What the model card measured for one band on one source's test split."""
+
+    source: str
+    share: float  # of the source's test images in this band
+    fractured: int  # of those images, how many were fractured
+    images: int
+    prevalence: float  # fractured share of the source's whole test split
+
+    @property
+    def source_name(self) -> str:
+        return SOURCE_NAMES.get(self.source, self.source)
+
+    @property
+    def fractured_share(self) -> float | None:
+        return self.fractured / self.images if self.images else None
+
+
+def card_bands(card: dict[str, Any]) -> dict[str, list[CardBand]]:
+    """Per band, the card's per-image test figures for each source ({} for a card without bands)."""
+    sources = ((card.get("metrics") or {}).get("test") or {}).get("sources") or {}
+    out: dict[str, list[CardBand]] = {}
+    for source, figures in sorted(sources.items()):
+        images = figures.get("images") or {}
+        if not images.get("bands") or not images.get("n"):
+            continue
+        prevalence = images.get("positives", 0) / images["n"]
+        for band, counts in images["bands"].items():
+            n = counts["fractured"] + counts["not_fractured"]
+            out.setdefault(band, []).append(
+                CardBand(source, counts["share"], counts["fractured"], n, prevalence)
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class BandRow:
+    """One band of a model version against the clinicians' final calls, beside what its card promised."""
+
+    band: str
+    name: str
+    reviewed: int
+    of_reviewed: Proportion  # this band's share of the version's reviewed predictions
+    called_fractured: Proportion  # the clinicians' final call was "fractured"
+    card: list[CardBand]
+
+
 @dataclass
 class ModelVersionAudit:
     """One model version against the clinicians. "Truth" is the standing (latest) review of a prediction."""
@@ -44,6 +97,11 @@ class ModelVersionAudit:
         default_factory=lambda: {t: dict.fromkeys(Label.values, 0) for t in Label.values}
     )
     override_reasons: list[tuple[str, str, int]] = field(default_factory=list)
+    # by_band[band][final_label]: counts of reviewed predictions per band of the prediction.
+    by_band: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {b: dict.fromkeys(Label.values, 0) for b in Band.values}
+    )
+    card_bands: dict[str, list[CardBand]] = field(default_factory=dict)
 
     def _cell(self, truth: str, model: str) -> int:
         return self.confusion[truth][model]
@@ -84,6 +142,26 @@ class ModelVersionAudit:
     def overrides(self) -> int:
         return sum(count for _, _, count in self.override_reasons)
 
+    @property
+    def band_rows(self) -> list[BandRow]:
+        """Fracture, Doubt, No fracture: how many reviewed, and how often the clinicians found a fracture."""
+        total = sum(sum(finals.values()) for finals in self.by_band.values())
+        rows = []
+        for band, name in Band.choices:
+            finals = self.by_band[band]
+            reviewed = sum(finals.values())
+            rows.append(
+                BandRow(
+                    band,
+                    str(name),
+                    reviewed,
+                    Proportion(reviewed, total),
+                    Proportion(finals[Label.FRACTURED], reviewed),
+                    self.card_bands.get(band, []),
+                )
+            )
+        return rows
+
 
 def _prediction_window(
     queryset: QuerySet[Any], prefix: str, date_from: dt.date | None, date_to: dt.date | None
@@ -107,8 +185,9 @@ def audit_model_versions(
     *, user: Any, date_from: dt.date | None = None, date_to: dt.date | None = None
 ) -> list[ModelVersionAudit]:
     """Per model version, newest first: predictions, the confusion matrix against the clinicians' final
-    labels and the reasons for overrides. Two queries over the running totals (radiology.tallies), not
-    over the predictions: the same figures at 1,000,000 radiographs as at ten."""
+    labels, the same per band with the card's test figures beside them, and the reasons for overrides.
+    Three queries: two over the running totals (radiology.tallies), not over the predictions, so the same
+    figures at 1,000,000 radiographs as at ten, and one for the versions' cards."""
     per_version = (
         _days(require_admin(user, PredictionTally.objects.all()), "day", date_from, date_to)
         .order_by()
@@ -124,7 +203,7 @@ def audit_model_versions(
     standing = (
         _days(require_admin(user, ReviewTally.objects.all()), "prediction_day", date_from, date_to)
         .order_by()
-        .values("model_version", "model_label", "final_label", "decision", "reason_code")
+        .values("model_version", "model_label", "model_band", "final_label", "decision", "reason_code")
         .annotate(n=Sum("reviews"))
     )
     reasons = dict(Review.Reason.choices)
@@ -135,6 +214,8 @@ def audit_model_versions(
             continue
         if row["final_label"] in Label.values and row["model_label"] in Label.values:
             audit.confusion[row["final_label"]][row["model_label"]] += row["n"]
+        if row["final_label"] in Label.values and row["model_band"] in Band.values:
+            audit.by_band[row["model_band"]][row["final_label"]] += row["n"]
         if row["decision"] == Review.Decision.OVERRIDE:
             key = (row["model_version"], row["reason_code"])
             overrides[key] = overrides.get(key, 0) + row["n"]
@@ -142,6 +223,9 @@ def audit_model_versions(
         audits[version].override_reasons.append((code, reasons.get(code, code or "No reason"), n))
     for audit in audits.values():
         audit.override_reasons.sort(key=lambda reason: (-reason[2], reason[1]))
+    cards = ModelVersion.objects.filter(version__in=list(audits)).values_list("version", "card")
+    for version, card in cards:
+        audits[version].card_bands = card_bands(card or {})
     oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
     return sorted(audits.values(), key=lambda a: a.last_prediction or oldest, reverse=True)
 

@@ -34,7 +34,7 @@ from radiology.models import (
 )
 
 # A standing review's place in ReviewTally: its values in ReviewTally.KEY order.
-ReviewKey = tuple[str, dt.date, dt.date, str, str, str, str, str, str]
+ReviewKey = tuple[str, dt.date, dt.date, str, str, str, str, str, str, str]
 
 
 def tally_predictions(predictions: Sequence[Prediction]) -> None:
@@ -94,6 +94,7 @@ def _standing_keys(prediction_ids: Sequence[int]) -> dict[int, ReviewKey]:
             "prediction__created_at",
             "created_at",
             "prediction__label",
+            "prediction__band",
             "final_label",
             "decision",
             "reason_code",
@@ -167,6 +168,7 @@ def tallies_rebuild(*, apps: Any = None) -> tuple[int, int]:
                 prediction_day=TruncDate("prediction__created_at"),
                 review_day=TruncDate("created_at"),
                 model_label=F("prediction__label"),
+                model_band=F("prediction__band"),
                 reference_label=Coalesce(Subquery(_reference_label(adjudications)), Value("")),
             )
             .values(*ReviewTally.KEY)  # named as ReviewTally's columns: each row is one counter's key

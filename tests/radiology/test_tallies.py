@@ -132,6 +132,7 @@ def _counted_from_the_records() -> tuple[dict[Any, Any], Counter[tuple[Any, ...]
                 timezone.localdate(review.prediction.created_at),
                 timezone.localdate(review.created_at),
                 review.prediction.label,
+                review.prediction.band,
                 review.final_label,
                 review.decision,
                 review.reason_code,

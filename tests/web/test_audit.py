@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from radiology import selectors, services
+from radiology.governance.models import ModelVersion
 from radiology.models import AuditEvent, Radiograph
+from radiology.selectors.audit import card_bands
 from tests.web.conftest import MakeStudy
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = reverse("radiology:audit_dashboard")
 EXPORT = reverse("radiology:prediction_export")
 
@@ -53,6 +60,57 @@ def test_per_version_confusion_matrix_sensitivity_and_specificity(admin: Any, re
     ]
     assert versions["v2"].reviewed == 1 and versions["v2"].sensitivity.value == 1.0
     assert versions["v2"].specificity.value is None
+
+
+def test_per_band_what_the_clinicians_found(admin: Any, reviewed: None) -> None:
+    """v1's bands (operating points 0.3 and 0.7): 0.9 x 3 and 0.8 in Fracture, the 0.3 in Doubt (the 0.6 is
+    not reviewed), the 0.2 and the 0.1 in No fracture; one fracture found in No fracture, three in Fracture."""
+    v1 = next(v for v in selectors.audit_model_versions(user=admin) if v.model_version == "v1")
+    rows = {row.band: row for row in v1.band_rows}
+    assert [row.band for row in v1.band_rows] == ["fracture", "doubt", "no_fracture"]
+    assert (rows["fracture"].reviewed, rows["fracture"].called_fractured.k) == (4, 3)
+    assert (rows["doubt"].reviewed, rows["doubt"].called_fractured.k) == (1, 0)
+    assert (rows["no_fracture"].reviewed, rows["no_fracture"].called_fractured.k) == (2, 1)
+    assert rows["fracture"].of_reviewed.value == pytest.approx(4 / 7)
+    assert rows["fracture"].card == []  # v1 is not registered: no card to compare with
+
+
+def test_card_bands_reads_the_shipped_cards_test_figures() -> None:
+    card = json.loads((ROOT / "models" / "lite0-det-v2.3" / "card.json").read_text())
+    bands = card_bands(card)
+    fracatlas = {b.source: b for b in bands["fracture"]}["fracatlas"]
+    # The card's FracAtlas test split: 397 images, 69 fractured; 48 in Fracture, 34 of them fractured.
+    assert (fracatlas.fractured, fracatlas.images) == (34, 48)
+    assert fracatlas.fractured_share == pytest.approx(34 / 48)
+    assert fracatlas.share == pytest.approx(48 / 397)
+    assert fracatlas.prevalence == pytest.approx(69 / 397)
+    missed = {b.source: b for b in bands["no_fracture"]}
+    assert (missed["fracatlas"].fractured, missed["fracatlas"].images) == (4, 191)
+    assert (missed["kaggle"].fractured, missed["kaggle"].images) == (0, 175)
+    assert card_bands({}) == {} and card_bands({"metrics": {"test": {}}}) == {}
+
+
+def test_dashboard_shows_each_band_beside_the_cards_test_figures(
+    admin_client_: Client, reviewed: None
+) -> None:
+    card = json.loads((ROOT / "models" / "lite0-det-v2.3" / "card.json").read_text())
+    ModelVersion.objects.create(
+        version="v1",
+        artifact_path="-",
+        artifact_sha256="0" * 64,
+        card=card,
+        status="retired",
+        status_changed_at=timezone.now(),
+    )
+    page = admin_client_.get(DASHBOARD).content.decode()
+    section = page[page.index(">Model v1</h2>") :]
+    section = section[: section.index("</section>")]
+    fracture = section[section.index('data-band="fracture">') + len('data-band="fracture">') :]
+    fracture = " ".join(re.sub(r"<[^>]+>", " ", fracture[: fracture.index("</tr>")]).split())
+    assert fracture.startswith("Fracture 4 57 % of reviewed 75 % 3 of 4 · 95 % CI 30–95 %")
+    assert "FracAtlas: 71 % fractured (34 of 48; 12 % of its images)" in fracture
+    assert "Kaggle: 87 % fractured (130 of 149; 35 % of its images)" in fracture
+    assert "17 % fractured images (FracAtlas) and 32 % fractured images (Kaggle)" in section
 
 
 def test_agreement_over_time_counts_standing_reviews(admin: Any, reviewed: None) -> None:
@@ -102,10 +160,11 @@ def test_dashboard_is_for_admins_only(clinician_client: Client, clinician: Any) 
 def test_dashboard_queries_are_bounded(
     admin_client_: Client, reviewed: None, django_assert_max_num_queries: Any
 ) -> None:
-    # session, user, groups; versions, override reasons, agreement by day, latest reviews; the reader /
+    # session, user, groups; versions, override reasons, the versions' cards, agreement by day, latest
+    # reviews; the reader /
     # model / final figures (standing reviews, adjudications); the site setting and how many readers chose
     # for themselves; session save
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(15):
         assert admin_client_.get(DASHBOARD).status_code == 200
 
 
