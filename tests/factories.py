@@ -103,12 +103,18 @@ class PredictionFactory(factory.django.DjangoModelFactory):
         keeps it (a test may back-date created_at, so "newest" is by time, not by creation order)."""
         if not create:
             return
-        newest = Prediction.objects.filter(radiograph_id=obj.radiograph_id).order_by("-created_at", "-pk").first()
+        newest = (
+            Prediction.objects.filter(radiograph_id=obj.radiograph_id).order_by("-created_at", "-pk").first()
+        )
         tally_predictions([obj])  # the audit dashboard's counts, as prediction_store_batch keeps them
         obj.radiograph.set_current_prediction(newest)
         obj.radiograph.save(update_fields=list(Radiograph.CURRENT_FIELDS))
         # The study's verdict follows its radiographs' current labels (as studies_refresh_triage keeps it).
-        labels = list(Radiograph.objects.filter(study_id=obj.radiograph.study_id).values_list("current_label", flat=True))
+        labels = list(
+            Radiograph.objects.filter(study_id=obj.radiograph.study_id).values_list(
+                "current_label", flat=True
+            )
+        )
         Study.objects.filter(pk=obj.radiograph.study_id).update(verdict=study_verdict_of(labels))
 
 

@@ -67,7 +67,14 @@ def test_each_study_succeeds_or_fails_on_its_own(
     assert body["id"] == str(batch.pk) and batch.reference == "night run"
     assert response["Location"] == body["status_url"] == f"http://testserver/api/v1/batches/{batch.pk}"
     assert body["items"] == {"total": 4, "created": 2, "failed": 2}
-    assert body["radiographs"] == {"total": 2, "queued": 2, "running": 0, "predicted": 0, "failed": 0, "not_analysed": 0}
+    assert body["radiographs"] == {
+        "total": 2,
+        "queued": 2,
+        "running": 0,
+        "predicted": 0,
+        "failed": 0,
+        "not_analysed": 0,
+    }
     assert body["state"] == "processing"
     results = body["results"]
     assert [r["outcome"] for r in results] == ["created", "failed", "failed", "created"]
@@ -110,7 +117,14 @@ def test_status_reports_progress_until_complete(clinician_api: Any) -> None:
     )
     body = clinician_api.get(url).json()
     assert body["state"] == "processing"
-    assert body["radiographs"] == {"total": 2, "queued": 1, "running": 0, "predicted": 1, "failed": 0, "not_analysed": 0}
+    assert body["radiographs"] == {
+        "total": 2,
+        "queued": 1,
+        "running": 0,
+        "predicted": 1,
+        "failed": 0,
+        "not_analysed": 0,
+    }
 
     prediction_store(
         radiograph_id=second.pk,

@@ -53,7 +53,9 @@ def test_too_many_file_parts_is_a_422_too_many_files(clinician_api: Any, setting
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
     files = [upload(f"{i}.png", png_bytes(i)) for i in range(3)]
     assert_problem(
-        clinician_api.post("/api/v1/studies", study_form(files=files), format="multipart"), 422, "too_many_files"
+        clinician_api.post("/api/v1/studies", study_form(files=files), format="multipart"),
+        422,
+        "too_many_files",
     )
     assert Study.objects.count() == 0
 

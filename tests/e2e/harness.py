@@ -43,7 +43,9 @@ def shipped_model() -> Path:
 
     shipped = default_model_path()
     if not (shipped / "model.keras").is_file():
-        raise AssertionError(f"the shipped model is missing: {shipped}/model.keras (see models/*/reproduce.sh)")
+        raise AssertionError(
+            f"the shipped model is missing: {shipped}/model.keras (see models/*/reproduce.sh)"
+        )
     return shipped
 
 

@@ -278,7 +278,9 @@ def test_prediction_store_keeps_band_boxes_and_operating_points() -> None:
 
 def test_a_study_takes_the_highest_band_of_its_images() -> None:
     study = StudyFactory(radiograph_count=3)
-    radiographs = [RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(3)]
+    radiographs = [
+        RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(3)
+    ]
     _store(radiographs[0], 0.1)
     study.refresh_from_db()
     assert study.band == "no_fracture"
@@ -345,7 +347,9 @@ def test_prediction_store_is_idempotent() -> None:
 
 def _result(radiograph: Radiograph, probability: float, band: str | None = None) -> services.PredictionResult:
     label = Label.FRACTURED if probability >= 0.5 else Label.NOT_FRACTURED
-    return services.PredictionResult(radiograph.pk, probability, label, _png(), 5.0, band or _band(probability))
+    return services.PredictionResult(
+        radiograph.pk, probability, label, _png(), 5.0, band or _band(probability)
+    )
 
 
 def test_prediction_store_batch_stores_a_forward_pass_in_one_go(django_assert_max_num_queries: Any) -> None:

@@ -339,12 +339,16 @@ def test_study_tally_sums_each_committed_transaction_per_state_and_region() -> N
             Study.objects.filter(pk=studies[-1].pk).update(body_region="foot")
             raise RuntimeError("rolled back")
         Study.objects.filter(pk=studies[-2].pk).delete()
-    assert _study_tally() == _counted_studies() == {
-        ("reviewed", "wrist"): 5,
-        ("reviewed", "ankle"): 5,
-        ("processing", "wrist"): 9,
-        ("processing", "ankle"): 10,
-    }
+    assert (
+        _study_tally()
+        == _counted_studies()
+        == {
+            ("reviewed", "wrist"): 5,
+            ("reviewed", "ankle"): 5,
+            ("processing", "wrist"): 9,
+            ("processing", "ankle"): 10,
+        }
+    )
 
 
 def test_rebuild_tallies_recounts_the_totals_the_triggers_keep() -> None:

@@ -131,7 +131,9 @@ def test_login_is_throttled_after_repeated_failures(settings: Any, roles: None) 
 
 
 @pytest.mark.django_db
-def test_sessions_expire_after_inactivity(settings: Any, roles: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sessions_expire_after_inactivity(
+    settings: Any, roles: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Idle for longer than SESSION_COOKIE_AGE: signed out; active within it: the session goes on (each
     request saves it again). A frozen clock moved forward, not a sleep."""
     from django.utils import timezone

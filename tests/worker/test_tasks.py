@@ -42,7 +42,9 @@ def test_it_stores_a_prediction_with_heatmap(fake_predictor: FakePredictor) -> N
     # The band and the operating points come from the predictor; the box is in the image's own pixels.
     assert prediction.band == "fracture"
     assert (prediction.threshold_sensitive, prediction.threshold_specific) == (0.3, 0.7)
-    assert prediction.boxes == [{"x0": 12.0, "y0": 8.0, "x1": 36.0, "y1": 24.0, "score": pytest.approx(0.902, abs=1e-3)}]
+    assert prediction.boxes == [
+        {"x0": 12.0, "y0": 8.0, "x1": 36.0, "y1": 24.0, "score": pytest.approx(0.902, abs=1e-3)}
+    ]
     # Stored: the map's levels, greyscale, at the map's resolution; coloured only when viewed.
     stored = prediction.heatmap.read()
     levels = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_UNCHANGED)
