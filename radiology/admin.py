@@ -263,12 +263,13 @@ class PredictionAdmin(RoleModelAdmin):
         "study_link",
         "model_version",
         "probability_display",
+        "band",
         "label",
-        "threshold",
+        "operating_points",
         "review_total",
         "created_at",
     )
-    list_filter = ("model_version", "label", "created_at")
+    list_filter = ("model_version", "band", "label", "created_at")
     search_fields = ("radiograph__study__accession_number", "model_version")
     list_select_related = ("radiograph__study",)
     date_hierarchy = "created_at"
@@ -285,6 +286,13 @@ class PredictionAdmin(RoleModelAdmin):
     @admin.display(description="p(fracture)", ordering="probability")
     def probability_display(self, prediction: Prediction) -> str:
         return f"{prediction.probability:.3f}"
+
+    @admin.display(description="operating points (sensitive / specific)")
+    def operating_points(self, prediction: Prediction) -> str:
+        """The two points that drew the band; the one threshold for a prediction made before bands."""
+        if prediction.threshold_sensitive is None or prediction.threshold_specific is None:
+            return f"{prediction.threshold:.3f}"
+        return f"{prediction.threshold_sensitive:.3f} / {prediction.threshold_specific:.3f}"
 
     @admin.display(description="reviews", ordering="reviews_n")
     def review_total(self, prediction: Any) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from radiology.models import AuditEvent, Patient, Prediction, Radiograph, Review, Study
-from tests.factories import UserFactory
+from tests.factories import PredictionFactory, UserFactory
 from tests.web.conftest import MakeStudy
 
 pytestmark = pytest.mark.django_db
@@ -192,3 +193,19 @@ def test_admins_manage_accounts_and_lockouts_through_the_same_role(
     assert admin_client_.get(reverse("admin:auth_group_changelist")).status_code == 200
     assert admin_client_.get(reverse("admin:axes_accessattempt_changelist")).status_code == 200
     assert admin_client_.get(reverse("admin:axes_accesslog_add")).status_code == 403
+
+
+def test_the_predictions_list_shows_the_band_and_both_operating_points(admin_client_: Client) -> None:
+    banded = PredictionFactory(probability=0.5, threshold_sensitive=0.0696, threshold_specific=0.5829)
+    before_bands = PredictionFactory(
+        probability=0.9, threshold=0.26, threshold_sensitive=None, threshold_specific=None
+    )
+    page = admin_client_.get(reverse("admin:radiology_prediction_changelist")).content.decode()
+    row = page[page.index(f">{banded.pk}</a>") :]
+    row = " ".join(re.sub(r"<[^>]+>", " ", row[: row.index("</tr>")]).split())
+    assert "Doubt" in row and "0.070 / 0.583" in row
+    row = page[page.index(f">{before_bands.pk}</a>") :]
+    assert "0.260" in row[: row.index("</tr>")]
+    doubt_only = admin_client_.get(reverse("admin:radiology_prediction_changelist"), {"band": "doubt"})
+    assert f">{banded.pk}</a>" in doubt_only.content.decode()
+    assert f">{before_bands.pk}</a>" not in doubt_only.content.decode()
