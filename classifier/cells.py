@@ -22,6 +22,11 @@ CELL_STRIDES = (16, 8)
 # The weight of the cells outside every box of a boxed radiograph (a normal radiograph's cells weigh 1): a
 # frame can hold several views with only some of their fractures boxed (the recipe's --boxed-negative-weight).
 BOXED_NEGATIVE_WEIGHT = 0.3
+# How the cell head's positives are drawn from a box (the recipe's --cell-target): "coverage", the cells more
+# than a third inside it; "centre", the cells on its central part (CENTRE_SHARE of its width and height), the
+# rest of the box ignored: a head trained so peaks where the pointing game looks, at the box's middle.
+CELL_TARGETS = ("coverage", "centre")
+CENTRE_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,19 @@ class Box:
         }
 
 
-def box_mask(geometry: Letterbox, boxes: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
-    """uint8 (S, S): 1 on the model-input pixels inside any box (boxes as cx, cy, w, h fractions)."""
+def box_mask(
+    geometry: Letterbox, boxes: Sequence[tuple[float, float, float, float]], *, share: float = 1.0
+) -> np.ndarray:
+    """uint8 (S, S): 1 on the model-input pixels inside any box (boxes as cx, cy, w, h fractions); with
+    ``share`` < 1, inside the central part of each box (that share of its width and height, one pixel at
+    least)."""
     mask = np.zeros((geometry.size, geometry.size), np.uint8)
     for cx, cy, w, h in boxes:
-        x0, y0, x1, y1 = geometry.box_to_model(cx, cy, w, h)
+        x0, y0, x1, y1 = geometry.box_to_model(cx, cy, w * share, h * share)
+        if share < 1.0:
+            mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+            x0, x1 = min(x0, mx - 0.5), max(x1, mx + 0.5)
+            y0, y1 = min(y0, my - 0.5), max(y1, my + 0.5)
         c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
         c1, r1 = min(geometry.size, int(np.ceil(x1))), min(geometry.size, int(np.ceil(y1)))
         if c1 > c0 and r1 > r0:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDE, CELL_STRIDES, box_mask
+from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDE, CELL_STRIDES, CENTRE_SHARE, box_mask
 from classifier.data import ImageSet
 from classifier.pipeline import AugmentSpec, augment_batch, sample_weights
 from classifier.preprocessing import model_input_batches
@@ -40,6 +40,9 @@ from classifier.preprocessing import model_input_batches
 log = logging.getLogger(__name__)
 
 POSITIVE_COVERAGE = 0.3
+# With the centre target, a cell is positive when this share of its pixels lies on a box's central part
+# (a few pixels: the central third of a median FracAtlas box is about 9 x 9 model pixels at 384).
+CENTRE_COVERAGE = 0.02
 # The stages at strides 2 and 4 (blocks 0-2 of Lite0) keep their ImageNet weights.
 FROZEN_STAGES = 2
 # The cell head reads the last stage at stride 16 (block 10 of Lite0, block 14 of Lite1) and, at a cell
@@ -181,7 +184,7 @@ class DetectorData:
     """Training arrays: the images plus what the two losses need per image."""
 
     images: ImageSet
-    masks: np.ndarray  # uint8 (N, S, S) box masks
+    masks: np.ndarray  # uint8 (N, S, S) box masks; (N, S, S, 2) with the boxes' central parts (centre target)
     cell_modes: np.ndarray  # int32 (N,): CELLS_NONE / CELLS_BOXED / CELLS_NORMAL
     image_weights: np.ndarray  # float32 (N,): image-loss weight (0 for the boxes source)
 
@@ -192,6 +195,7 @@ def detector_data(
     image_sources: Sequence[str],
     balance_sources: bool = True,
     cluster_power: float = 0.5,
+    cell_target: str = "coverage",
 ) -> DetectorData:
     """Masks, cell modes and image-loss weights for ``data``.
 
@@ -199,14 +203,20 @@ def detector_data(
     a positives-only source (the boxes one) teaches localisation alone, or the model would learn "this kind
     of image means fracture".
     """
-    masks = np.zeros(data.images.shape, np.uint8)
+    centre = cell_target == "centre"
+    masks = np.zeros((*data.images.shape, 2) if centre else data.images.shape, np.uint8)
     modes = np.zeros(len(data.records), np.int32)
     for i, record in enumerate(data.records):
         if record.label == 0:
             modes[i] = CELLS_NORMAL
         elif record.boxes:
             modes[i] = CELLS_BOXED
-            masks[i] = box_mask(data.geometries[i], record.boxes)
+            whole = box_mask(data.geometries[i], record.boxes)
+            if centre:
+                masks[i, ..., 0] = whole
+                masks[i, ..., 1] = box_mask(data.geometries[i], record.boxes, share=CENTRE_SHARE)
+            else:
+                masks[i] = whole
     weights = np.zeros(len(data.records), np.float32)
     in_image_loss = np.array([r.source in image_sources for r in data.records])
     if in_image_loss.any():
@@ -244,6 +254,7 @@ def detector_dataset(
         return next(counter)
 
     images, masks = data.images, train.masks
+    mask_shape = [batch_size, *masks.shape[1:]]
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(labels)),))
     ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
     if paired:
@@ -256,16 +267,20 @@ def detector_dataset(
     def gather(index: Any) -> Any:
         imgs, msks = tf.numpy_function(lambda i: (images[i], masks[i]), [index], (tf.uint8, tf.uint8))
         imgs.set_shape([batch_size, size, size])
-        msks.set_shape([batch_size, size, size])
+        msks.set_shape(mask_shape)
         take = lambda values: tf.gather(tf.constant(values), index)  # noqa: E731
         return imgs, msks, take(content), take(labels), take(train.image_weights), take(train.cell_modes)
 
     def prepare(imgs: Any, msks: Any, bxs: Any, y: Any, w: Any, modes: Any) -> Any:
         x, m = augment_batch(tf, imgs, bxs, size, augment, seed_stream, masks=msks)
-        coverage = tf.nn.avg_pool2d(m, cell_stride, cell_stride, "VALID")[..., 0]
+        pooled = tf.nn.avg_pool2d(m, cell_stride, cell_stride, "VALID")
+        coverage = pooled[..., 0]
         boxed = tf.equal(modes, CELLS_BOXED)[:, None, None]
         normal = tf.equal(modes, CELLS_NORMAL)[:, None, None]
-        positive = boxed & (coverage > POSITIVE_COVERAGE)
+        if masks.ndim == 4:  # the centre target: the boxes' central parts positive, the rest of them ignored
+            positive = boxed & (pooled[..., 1] >= CENTRE_COVERAGE)
+        else:
+            positive = boxed & (coverage > POSITIVE_COVERAGE)
         negative_boxed = boxed & (coverage <= 0.0)
         target = tf.cast(positive, tf.float32)
         # Cell weights: +1 positive, -w negative (sign carries the class for the balanced loss), 0 ignored.

@@ -116,8 +116,8 @@ def augment_batch(
 ) -> Any:
     """uint8 (n, S, S) + content boxes (n, 4) -> augmented float32 (n, S, S, 1) in [0, 1].
 
-    With ``masks`` (n, S, S) (fracture-box masks), returns (images, masks) with the masks moved by the
-    same geometric transform (intensity changes apply to the images only).
+    With ``masks`` (n, S, S) or (n, S, S, k) (fracture-box masks), returns (images, masks (n, S, S, k)) with
+    the masks moved by the same geometric transform (intensity changes apply to the images only).
     """
     n = tf.shape(images)[0]
     x = tf.cast(images, tf.float32)[..., None] * PIXEL_SCALE
@@ -137,7 +137,8 @@ def augment_batch(
         x = tf.clip_by_value((x - mean) * c + mean + b, 0.0, 1.0) * mask
     transforms = _affine_matrices(tf, n, size, aug, seed_stream)
     if masks is not None:
-        x = tf.concat([x, tf.cast(masks, tf.float32)[..., None]], axis=-1)
+        channels = tf.cast(masks, tf.float32)
+        x = tf.concat([x, channels if channels.shape.rank == 4 else channels[..., None]], axis=-1)
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=x,
         transforms=transforms,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDES
+from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDES, CELL_TARGETS
 from classifier.pipeline import AugmentSpec
 from classifier.preprocessing import InputSpec
 
@@ -62,6 +62,12 @@ class Recipe:
     boxed_negative_weight: float = _option(
         BOXED_NEGATIVE_WEIGHT,
         "lite0det: weight of the cells outside the boxes of a boxed radiograph (a normal one's: 1)",
+    )
+    cell_target: str = _option(
+        "coverage",
+        "lite0det: the cell head's positives: the cells a third inside a box (coverage), or the cells on "
+        "each box's central third, the rest of the box ignored (centre)",
+        CELL_TARGETS,
     )
     consistency_weight: float = _option(
         0.0,

@@ -174,6 +174,7 @@ def fit_recipe(
             image_sources=list(classified),
             balance_sources=recipe.balance_sources,
             cluster_power=recipe.cluster_power,
+            cell_target=recipe.cell_target,
         ),
         size=recipe.size,
         epochs=recipe.epochs,

@@ -31,6 +31,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s384-cells8 0 --size 384 --cell-stride 8  # a finer fracture-cell head: one cell per 8 x 8 pixels
     run s384-boxneg1 0 --size 384 --boxed-negative-weight 1.0  # the cells around the boxes as firm negatives
     run s384-cellw3 0 --size 384 --cell-loss-weight 3.0  # the backbone pulled harder by the per-cell loss
+    run s384-centre 0 --size 384 --cell-target centre  # positives on each box's central third only
 fi
 
 # The baseline is the shipped recipe's own fold 1 (its out-of-fold logits are kept with lite0-det-v2.1).

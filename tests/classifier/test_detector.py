@@ -10,7 +10,9 @@ import pytest
 
 from classifier.bands import band_of, cluster_weights, sensitive_threshold, specific_threshold
 from classifier.cells import (
+    BOXED_NEGATIVE_WEIGHT,
     CELL_STRIDE,
+    CENTRE_SHARE,
     Box,
     BoxRule,
     box_hits,
@@ -305,6 +307,34 @@ def test_cell_targets_come_from_the_box_at_the_heads_stride(stride: int, negativ
     np.testing.assert_array_equal(target, inside.astype(np.float32))
     # The rest of a boxed radiograph is negative, at the recipe's weight (the sign carries the class).
     np.testing.assert_allclose(weight, np.where(inside, 1.0, -negative_weight))
+
+
+def test_centre_targets_make_the_boxes_middle_positive_and_ignore_the_rest_of_it() -> None:
+    from classifier.detector import detector_dataset
+    from classifier.recipe import AUGMENT_PRESETS
+
+    spec = InputSpec(size=128)
+    # A box over model pixels [16, 64) x [16, 64): nine 16-pixel cells, its central third [32, 48) the middle one.
+    record = _record("fracatlas", 1, ((40 / 128, 40 / 128, 48 / 128, 48 / 128),), "f1")
+    geometry = letterbox_uint8(np.zeros((128, 128), np.uint8), spec)[1]
+    data = ImageSet([record], np.zeros((1, 128, 128), np.uint8), [geometry], spec)
+    train = detector_data(data, image_sources=["fracatlas"], cell_target="centre")
+    assert train.masks.shape == (1, 128, 128, 2)
+    batches = detector_dataset(train, batch_size=1, augment=AUGMENT_PRESETS["none"], seed=0)
+    _, _, _, target, weight = (np.asarray(t)[0] for t in next(iter(batches)))
+    box, middle = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    box[1:4, 1:4] = True
+    middle[2, 2] = True
+    np.testing.assert_array_equal(target, middle.astype(np.float32))
+    # The box's other eight cells are neither fracture nor background; outside it, negative as usual.
+    np.testing.assert_allclose(weight, np.where(middle, 1.0, np.where(box, 0.0, -BOXED_NEGATIVE_WEIGHT)))
+
+
+def test_a_small_boxs_centre_is_at_least_a_pixel() -> None:
+    spec = InputSpec(size=64)
+    geometry = letterbox_uint8(np.zeros((64, 64), np.uint8), spec)[1]
+    core = box_mask(geometry, [(20 / 64, 20 / 64, 1 / 64, 1 / 64)], share=CENTRE_SHARE)
+    assert core.sum() >= 1 and core[19:21, 19:21].any()
 
 
 def test_view_consistency_is_the_mean_squared_difference_within_each_pair() -> None:
