@@ -44,6 +44,7 @@ $PY -m classifier.experiments --baseline v2.1-cv=models/lite0-det-v2.1/cross-val
 $PY -m classifier.experiments --baseline s384=$RUNS/s384 --run cons384=$RUNS/cons384 \
     --run s384-seed7=$RUNS/s384-seed7 --run s384-lite1=$RUNS/s384-lite1 --run s384-clahe=$RUNS/s384-clahe \
     --run s384-cells8=$RUNS/s384-cells8 --run s384-boxneg1=$RUNS/s384-boxneg1 --run s384-cellw3=$RUNS/s384-cellw3 \
+    --run s384-centre=$RUNS/s384-centre \
     --ensemble two-seeds=$RUNS/s384:none+$RUNS/s384-seed7:none \
     --ensemble lite0-lite1=$RUNS/s384:none+$RUNS/s384-lite1:none \
     --notes models/experiments/notes.md --out models/experiments/on-384
