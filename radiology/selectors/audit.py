@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
@@ -142,7 +143,7 @@ class ModelVersionAudit:
     def overrides(self) -> int:
         return sum(count for _, _, count in self.override_reasons)
 
-    @property
+    @cached_property  # the template reads it twice (the table, then the prevalence note)
     def band_rows(self) -> list[BandRow]:
         """Fracture, Doubt, No fracture: how many reviewed, and how often the clinicians found a fracture."""
         total = sum(sum(finals.values()) for finals in self.by_band.values())
