@@ -110,6 +110,10 @@ class Study(models.Model):
         AWAITING_REVIEW = "awaiting_review", "Awaiting review"
         REVIEWED = "reviewed", "Reviewed"
         FAILED = "failed", "Failed"
+        # The model declined every image (outside its intended use) and none failed: nothing went wrong and
+        # nothing will come; the images are read without the model. Kept apart from FAILED, which an
+        # administrator has to look at.
+        NOT_ANALYSED = "not_analysed", "Not analysed"
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     accession_number = models.CharField(max_length=64, unique=True)
@@ -180,14 +184,6 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.accession_number
-
-    @property
-    def state_text(self) -> str:
-        """The state as a reader reads it: a study left without a verdict because the model declined
-        every image (outside its intended use; none failed) is "Not analysed", not "Failed"."""
-        if self.state == Study.State.FAILED and not self.failed_count and self.radiograph_count:
-            return "Not analysed"
-        return str(self.get_state_display())
 
 
 def radiograph_storage_name(instance: Radiograph, filename: str) -> str:

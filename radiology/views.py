@@ -298,6 +298,7 @@ def queue(request: HttpRequest) -> HttpResponse:
             (Study.State.AWAITING_REVIEW, "Awaiting review"),
             (Study.State.PROCESSING, "Processing"),
             (Study.State.REVIEWED, "Reviewed"),
+            (Study.State.NOT_ANALYSED, "Not analysed"),
             (Study.State.FAILED, "Failed"),
             (QueueFilterForm.ALL, "All"),
         ]

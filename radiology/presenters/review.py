@@ -163,7 +163,7 @@ def study_data(*, user: Any, study: Study) -> dict[str, Any]:
     return {
         "id": study.pk,
         "state": study.state,
-        "state_display": study.state_text,
+        "state_display": study.get_state_display(),
         "blinded": blinded,
         "blinded_by": blinded_by,
         "images": images,

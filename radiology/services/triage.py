@@ -43,7 +43,10 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
         elif any(pk not in reviewed for pk in predicted):
             state = Study.State.AWAITING_REVIEW
         elif not predicted:
-            state = Study.State.FAILED
+            # Declined images are not failures: only a study with none failed and some declined is "not
+            # analysed" (an empty study, which no path creates, stays FAILED).
+            declined = statuses.count(Radiograph.Status.NOT_ANALYSED)
+            state = Study.State.NOT_ANALYSED if declined and not failed else Study.State.FAILED
         else:
             state = Study.State.REVIEWED
         probabilities = [current[pk].probability for pk in predicted]

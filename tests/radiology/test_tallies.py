@@ -263,18 +263,21 @@ def test_tab_counts_from_the_tally_equal_a_count_of_the_studies(clinician: Any, 
     for state, region in [("reviewed", "wrist"), ("reviewed", "hand"), ("awaiting_review", "wrist")]:
         StudyFactory(state=state, body_region=region)
     StudyFactory(state="failed", body_region="hand")
+    StudyFactory(state="not_analysed", body_region="wrist")
     _study_tally()
     assert selectors.study_queue_counts(user=clinician) == {
         "processing": 0,
         "awaiting_review": 1,
         "reviewed": 2,
         "failed": 1,
+        "not_analysed": 1,
     }
     assert selectors.study_queue_counts(user=clinician, body_region="hand") == {
         "processing": 0,
         "awaiting_review": 0,
         "reviewed": 1,
         "failed": 1,
+        "not_analysed": 0,
     }
     assert set(selectors.study_queue_counts(user=outsider).values()) == {0}
 

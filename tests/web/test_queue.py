@@ -308,8 +308,15 @@ def test_a_study_the_model_declined_reads_not_analysed_not_failed(
     declined = make_study(probabilities=[], accession_number="DECLINED")
     _decline(declined, 0)
     declined.refresh_from_db()
-    assert declined.state == Study.State.FAILED  # no verdict to review: kept out of the review tab
-    status, model = _status_and_model_cells(clinician_client, declined, "failed")
+    # No verdict to review, and nothing went wrong: a tab of its own, neither "Awaiting review" nor "Failed".
+    assert declined.state == Study.State.NOT_ANALYSED
+    assert (
+        f'id="study-row-{declined.pk}"'
+        not in clinician_client.get(QUEUE, {"state": "failed"}).content.decode()
+    )
+    tabs = clinician_client.get(QUEUE).content.decode()
+    assert re.search(r'data-state="not_analysed"[^>]*>Not analysed <span class="count"[^>]*>1</span>', tabs)
+    status, model = _status_and_model_cells(clinician_client, declined, "not_analysed")
     assert status == "Not analysed outside the model's intended use: read without it"
     assert model == "No verdict"  # not "yet": nothing more is coming
     # The study page and its status poll say the same.
@@ -320,6 +327,8 @@ def test_a_study_the_model_declined_reads_not_analysed_not_failed(
 
     mixed = make_study(probabilities=[], failed=1, accession_number="MIXED-FAILED")
     _decline(mixed, 5)
+    mixed.refresh_from_db()
+    assert mixed.state == Study.State.FAILED  # one failure is enough for an administrator to look
     status, _ = _status_and_model_cells(clinician_client, mixed, "failed")
     assert status == "Failed 1 of 2 could not be classified, 1 not analysed"
 
