@@ -101,6 +101,12 @@ def view_logits(
     return logits, plain_cells
 
 
+def highest_cell(cells: np.ndarray) -> np.ndarray:
+    """Each image's highest fracture-cell logit (plain view): kept beside the image logits so that a ranking
+    that reads the cell head too can be cross-validated from the kept files, without retraining."""
+    return cells.reshape(len(cells), -1).max(axis=1) if len(cells) else np.zeros(0, np.float32)
+
+
 def fold_figures(
     data: ImageSet, classified: Sequence[str], logits: dict[str, np.ndarray], cells: np.ndarray
 ) -> dict[str, Any]:
@@ -146,7 +152,8 @@ def run_detector_cv(
         write_predictions(
             args.out / f"oof-fold{k}.csv",
             held.records,
-            {f"logit_{mode}": v for mode, v in logits.items()} | {"fold": np.full(len(held_idx), k)},
+            {f"logit_{mode}": v for mode, v in logits.items()}
+            | {"cell_max": highest_cell(cells), "fold": np.full(len(held_idx), k)},
         )
         summary["seconds_per_fold"][str(k)] = round(result.seconds, 1)
         summary[f"fold{k}"] = fold_figures(held, classified, logits, cells)
@@ -156,7 +163,8 @@ def run_detector_cv(
             write_predictions(
                 args.out / f"test-fold{k}.csv",
                 test.records,
-                {f"logit_{mode}": v for mode, v in test_logits.items()},
+                {f"logit_{mode}": v for mode, v in test_logits.items()}
+                | {"cell_max": highest_cell(test_cells)},
             )
             summary[f"fold{k}_test"] = fold_figures(test, classified, test_logits, test_cells)
         summary_path.write_text(json.dumps(summary, indent=2))

@@ -366,3 +366,14 @@ def test_a_fit_with_the_consistency_loss_records_it() -> None:
     )
     (row,) = fit.history
     assert np.isfinite(row["consistency"]) and row["consistency"] >= 0 and np.isfinite(row["image_loss"])
+
+
+def test_highest_cell_is_each_images_own_maximum() -> None:
+    from classifier.train_detector import highest_cell
+
+    cells = np.full((3, 4, 4), -5.0, np.float32)
+    cells[0, 3, 1] = 2.5
+    cells[1, 0, 0] = -1.0
+    cells[2] = -7.0
+    assert highest_cell(cells).tolist() == [2.5, -1.0, -7.0]
+    assert highest_cell(np.zeros((0, 4, 4), np.float32)).shape == (0,)

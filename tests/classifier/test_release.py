@@ -136,7 +136,7 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
     pool = [p for src in three_sources for p in (src / "manifest.csv").read_text().splitlines()[1:]]
     assert len(rows) == sum(",test," not in line for line in pool)
     for row in rows:
-        assert {"logit_none", "logit_flip", "logit_rot4", "fold"} <= set(row)
+        assert {"logit_none", "logit_flip", "logit_rot4", "cell_max", "fold"} <= set(row)
     # A cluster is never split between folds.
     fold_of: dict[str, set[str]] = {}
     for row in rows:
@@ -151,7 +151,7 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
     )
     for k in (0, 1):
         test_rows = read_predictions(run / f"test-fold{k}.csv")
-        assert {row["split"] for row in test_rows} == {"test"}
+        assert {row["split"] for row in test_rows} == {"test"} and "cell_max" in test_rows[0]
         assert len(test_rows) == sum(",test," in line for line in pool)
         assert "fracatlas_auc" in summary[f"fold{k}_test"]["flip"]
 
