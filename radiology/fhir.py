@@ -13,7 +13,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from radiology import services
+from radiology import selectors, services
 from radiology.dicomnet.models import DicomInstance
 from radiology.fhir_validation import FhirValidationError, validate_bundle
 from radiology.models import Label, Radiograph, Review, Study
@@ -72,7 +72,7 @@ def _sop_class(radiograph: Radiograph, identity: dict[str, str]) -> str:
 def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
     """The Bundle (type collection) as JSON-ready data, validated."""
     patient = study.patient
-    radiographs = list(study.radiographs.order_by("position", "pk"))
+    radiographs = list(study.radiographs.prefetch_related("refusals").order_by("position", "pk"))
     current = services.current_predictions([r.pk for r in radiographs])
     latest_reviews: dict[int, Review] = {}
     for review in (
@@ -284,7 +284,7 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "status": "final" if reviewed_all else "preliminary" if results else "registered",
+        "status": _report_status(study, reviewed_all=reviewed_all, has_results=bool(results)),
         "category": [
             {
                 "coding": [
@@ -301,7 +301,7 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
         "imagingStudy": [{"reference": study_ref}],
         "identifier": [{"system": ACCESSION_SYSTEM, "value": study.accession_number}],
         "issued": _instant(study.reviewed_at or study.created_at),
-        "conclusion": _conclusion(study, current, latest_reviews),
+        "conclusion": _conclusion(study, radiographs, current, latest_reviews),
     }
     if results:
         report["result"] = results
@@ -315,7 +315,23 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
     return validate_bundle(bundle)
 
 
-def _conclusion(study: Study, current: dict[int, Any], reviews: dict[int, Review]) -> str:
+def _report_status(study: Study, *, reviewed_all: bool, has_results: bool) -> str:
+    # "cancelled": R4's status for a report that will not come because the work was not done, as for a
+    # study whose every radiograph the model declined; "registered" would promise a result.
+    if study.state == Study.State.NOT_ANALYSED:
+        return "cancelled"
+    return "final" if reviewed_all else "preliminary" if has_results else "registered"
+
+
+def _conclusion(
+    study: Study, radiographs: list[Radiograph], current: dict[int, Any], reviews: dict[int, Review]
+) -> str:
+    if study.state == Study.State.NOT_ANALYSED:
+        reasons = dict.fromkeys(
+            refusal.reason for r in radiographs if (refusal := selectors.radiograph_refusal(r)) is not None
+        )
+        why = " ".join(reasons) or "It is outside the model's intended use."
+        return f"Not analysed by the model: {why} Read the radiographs without it."
     if not current:
         return "No radiograph of this study has been classified yet."
     if reviews and study.state == Study.State.REVIEWED:
