@@ -24,10 +24,11 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from radiology import dispatch, services
+from radiology import dispatch, selectors, services
 from radiology.dicomnet import results
 from radiology.dicomnet.destination import DeliveryError, Destination, configured_destination, send
 from radiology.dicomnet.models import ResultDelivery, result_document_storage_name
+from radiology.governance.models import GuardrailRefusal
 from radiology.models import Radiograph, Review, Study
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,17 @@ def _dicom_radiographs(study: Study) -> list[Radiograph]:
     ]
 
 
-def _key(ids: Sequence[int]) -> str:
-    return hashlib.sha256(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()
+def _key(ids: Sequence[int], declined: Sequence[int] = ()) -> str:
+    """What a delivery reports: its predictions' (or reviews') ids and, for the model's result, the
+    refusals of the images the model declined (appended, so a key without them is what it always was)."""
+    parts = [str(i) for i in sorted(ids)] + [f"refusal-{i}" for i in sorted(declined)]
+    return hashlib.sha256(",".join(parts).encode()).hexdigest()
+
+
+def _refusals(radiographs: Sequence[Radiograph]) -> dict[int, GuardrailRefusal]:
+    """The refusal that declined each NOT_ANALYSED radiograph (selectors.radiograph_refusal's rule)."""
+    found = {r.pk: selectors.radiograph_refusal(r) for r in radiographs}
+    return {pk: refusal for pk, refusal in found.items() if refusal is not None}
 
 
 def _latest_reviews(radiographs: Sequence[Radiograph]) -> dict[int, Review]:
@@ -66,8 +76,10 @@ def result_deliveries_create_due(*, now: dt.datetime | None = None) -> list[int]
     since = (now or timezone.now()) - DUE_WINDOW
     predicted = [Study.State.AWAITING_REVIEW, Study.State.REVIEWED]
     due = [
-        # A model result once a study has a prediction newer than its last result delivery...
+        # A model result once a study has a prediction newer than its last result delivery, or an image
+        # the model declined since (the result then says so, with the reason)...
         (ResultDelivery.Kind.MODEL_RESULT, predicted, "predictions"),
+        (ResultDelivery.Kind.MODEL_RESULT, [*predicted, Study.State.NOT_ANALYSED], "refusals"),
         # ...and a final call once a reviewed study has a review newer than its last final-call delivery.
         (ResultDelivery.Kind.FINAL_CALL, [Study.State.REVIEWED], "reviews"),
     ]
@@ -104,14 +116,17 @@ def _create(study_id: int, kind: str, destination: Destination) -> int | None:
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=study_id)
         radiographs = _dicom_radiographs(study)
+        declined: list[int] = []
         if kind == ResultDelivery.Kind.MODEL_RESULT:
             ids = [p.pk for p in services.current_predictions([r.pk for r in radiographs]).values()]
+            declined = [refusal.pk for refusal in _refusals(radiographs).values()]
         else:
             ids = [r.pk for r in _latest_reviews(radiographs).values()]
-        if not ids:
+        if not ids and not declined:
             return None
+        # A shadow version's refusal, or a re-run of the poll, makes the same key: nothing is sent twice.
         delivery, created = ResultDelivery.objects.get_or_create(
-            study=study, kind=kind, key=_key(ids), defaults={"destination": str(destination)}
+            study=study, kind=kind, key=_key(ids, declined), defaults={"destination": str(destination)}
         )
         if not created:
             # The same content was delivered before (e.g. a re-run of the poll): touch it so the poll
@@ -166,10 +181,20 @@ def _build_model_result(study: Study, written: list[str]) -> list[dict[str, str]
 
     radiographs = _dicom_radiographs(study)
     current = services.current_predictions([r.pk for r in radiographs])
+    refusals = _refusals(radiographs)
     items: list[tuple[results.ImageResult, Any, bytes]] = []
+    reported: list[results.ImageResult | results.ImageNotAnalysed] = []  # the study's order
     version = ""
     for radiograph in radiographs:
         prediction = current.get(radiograph.pk)
+        refusal = refusals.get(radiograph.pk)
+        if prediction is None and refusal is not None:
+            version = version or refusal.model_version
+            source, _ = _read_dataset(radiograph, pixels=False)
+            reported.append(
+                results.ImageNotAnalysed(source=source, code=refusal.code, label=refusal.get_code_display())
+            )
+            continue
         if prediction is None:
             continue
         version = prediction.model_version
@@ -190,10 +215,11 @@ def _build_model_result(study: Study, written: list[str]) -> list[dict[str, str]
                 data,
             )
         )
-    if not items:
-        raise DeliveryError("The study has no predicted DICOM radiograph to report.")
+        reported.append(items[-1][0])
+    if not reported:
+        raise DeliveryError("The study has no predicted or declined DICOM radiograph to report.")
     sr = results.build_model_result_sr(
-        results=[item for item, _, _ in items],
+        results=reported,
         model_version=version,
         series_instance_uid=results.new_uid(),
         sop_instance_uid=results.new_uid(),

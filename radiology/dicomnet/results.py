@@ -39,6 +39,9 @@ BANDS = {
     "doubt": Code("FR-BAND-DOUBT", SCHEME, "Doubt"),
     "no_fracture": Code("FR-BAND-NO-FRACTURE", SCHEME, "No fracture"),
 }
+# An image the model declined (outside its intended use): its band, and why, instead of a finding.
+NOT_ANALYSED = Code("FR-BAND-NOT-ANALYSED", SCHEME, "Not analysed")
+NOT_ANALYSED_REASON = Code("FR-NOT-ANALYSED-REASON", SCHEME, "Why the model did not analyse the image")
 PROBABILITY = Code("FR-PROBABILITY", SCHEME, "Calibrated probability of fracture")
 SENSITIVE_POINT = Code("FR-THRESHOLD-SENSITIVE", SCHEME, "Sensitive operating point")
 SPECIFIC_POINT = Code("FR-THRESHOLD-SPECIFIC", SCHEME, "Specific operating point")
@@ -68,6 +71,19 @@ class ImageResult:
     threshold_sensitive: float | None
     threshold_specific: float | None
     boxes: Sequence[Box] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ImageNotAnalysed:
+    """One radiograph the model declined: the guardrail's code and its label (GuardrailRefusal.Code)."""
+
+    source: Dataset
+    code: str
+    label: str
+
+    @property
+    def reason(self) -> Code:
+        return Code(f"FR-NOT-ANALYSED-{self.code.upper().replace('_', '-')}", SCHEME, self.label[:64])
 
 
 @dataclass(frozen=True)
@@ -124,7 +140,7 @@ def _clip_box(box: Box, rows: int, columns: int) -> np.ndarray | None:
 
 def build_model_result_sr(
     *,
-    results: Sequence[ImageResult],
+    results: Sequence[ImageResult | ImageNotAnalysed],
     model_version: str,
     series_instance_uid: str,
     sop_instance_uid: str,
@@ -132,7 +148,9 @@ def build_model_result_sr(
 ) -> Dataset:
     """The model's result on a study as a TID 1500 measurement report: per image its finding, band,
     calibrated probability and operating points (TID 1501), and per box a planar ROI (TID 1410) whose
-    closed polyline is drawn on the referenced image, with the box's score."""
+    closed polyline is drawn on the referenced image, with the box's score. An image the model declined
+    has a group of its own with the band "Not analysed" and the guardrail's reason, and no finding: a
+    PACS reader sees why there is no result rather than a missing image."""
     import highdicom as hd
 
     if not results:
@@ -141,6 +159,24 @@ def build_model_result_sr(
     groups: list[Any] = []
     for index, result in enumerate(results, start=1):
         source = result.source
+        tracking = hd.sr.TrackingIdentifier(
+            uid=generate_uid(entropy_srcs=[sop_instance_uid, "image", str(index)]),
+            identifier=f"Image {index}",
+        )
+        if isinstance(result, ImageNotAnalysed):
+            groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking,
+                    finding_type=FRACTURE_FINDING,
+                    algorithm_id=algorithm,
+                    qualitative_evaluations=[
+                        hd.sr.QualitativeEvaluation(TRIAGE_BAND, NOT_ANALYSED),
+                        hd.sr.QualitativeEvaluation(NOT_ANALYSED_REASON, result.reason),
+                    ],
+                    source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+                )
+            )
+            continue
         qualitative = [
             hd.sr.QualitativeEvaluation(FRACTURE_FINDING, PRESENT if result.label == "fractured" else ABSENT),
         ]
@@ -158,10 +194,7 @@ def build_model_result_sr(
             measurements.append(hd.sr.Measurement(SPECIFIC_POINT, float(result.threshold_specific), UNITLESS))
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=generate_uid(entropy_srcs=[sop_instance_uid, "image", str(index)]),
-                    identifier=f"Image {index}",
-                ),
+                tracking_identifier=tracking,
                 finding_type=FRACTURE_FINDING,
                 algorithm_id=algorithm,
                 measurements=measurements,

@@ -21,9 +21,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from radiology import services
-from radiology.dicomnet import delivery, inbox
+from radiology.dicomnet import delivery, inbox, results
 from radiology.dicomnet.models import DicomInstance, ResultDelivery
 from radiology.fhir import study_fhir_bundle
+from radiology.governance.guardrails import Refusal
+from radiology.governance.models import GuardrailRefusal
+from radiology.governance.services import radiograph_mark_not_analysed
 from radiology.models import Radiograph, Review, Study
 from tests.api.conftest import token_client
 from tests.dicomnet import factory
@@ -62,15 +65,7 @@ def pacs(settings: Any) -> Iterator[Pacs]:
 
 
 def predicted_study(file_due: Any) -> Study:
-    study_uid = generate_uid()
-    for modality in ("DX", "CR"):
-        inbox.dicom_instance_receive(
-            data=factory.radiograph(study_uid=study_uid, modality=modality, size=512),
-            source=DicomInstance.Source.C_STORE,
-        )
-    file_due()
-    study = Study.objects.get()
-    radiographs = list(study.radiographs.order_by("position"))
+    study, radiographs = _dicom_study(file_due)
     PredictionFactory(radiograph=radiographs[0], probability=0.91, boxes=BOXES)
     PredictionFactory(radiograph=radiographs[1], probability=0.12, label="not_fractured", boxes=[])
     Radiograph.objects.filter(study=study).update(status=Radiograph.Status.PREDICTED)
@@ -78,6 +73,94 @@ def predicted_study(file_due: Any) -> Study:
     study.refresh_from_db()
     assert study.state == Study.State.AWAITING_REVIEW
     return study
+
+
+def _dicom_study(file_due: Any, modalities: tuple[str, ...] = ("DX", "CR")) -> tuple[Study, list[Radiograph]]:
+    study_uid = generate_uid()
+    for modality in modalities:
+        inbox.dicom_instance_receive(
+            data=factory.radiograph(study_uid=study_uid, modality=modality, size=512),
+            source=DicomInstance.Source.C_STORE,
+        )
+    file_due()
+    study = Study.objects.get()
+    return study, list(study.radiographs.order_by("position"))
+
+
+def _decline(radiograph: Radiograph, version: str = "test-model-1") -> None:
+    """The worker's guardrail path: the radiograph is marked not analysed, with a reason."""
+    Radiograph.objects.filter(pk=radiograph.pk).update(status=Radiograph.Status.RUNNING)
+    assert radiograph_mark_not_analysed(
+        radiograph_id=radiograph.pk,
+        model_version=version,
+        refusal=Refusal("body_region", "The model was not validated on the skull."),
+    )
+
+
+def _image_groups(sr: Dataset) -> list[Any]:
+    import highdicom as hd
+
+    return list(hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups())
+
+
+def test_a_study_the_model_declined_gets_an_sr_that_says_why_and_nothing_twice(
+    pacs: Pacs, file_due: Any
+) -> None:
+    study, radiographs = _dicom_study(file_due)
+    for radiograph in radiographs:
+        _decline(radiograph)
+    study.refresh_from_db()
+    assert study.state == Study.State.NOT_ANALYSED
+    created = delivery.result_deliveries_create_due()
+    assert len(created) == 1
+    sent = delivery.result_delivery_send(delivery_id=created[0])
+    assert sent.status == ResultDelivery.Status.SENT
+    # The SR alone: no Secondary Capture, as there is nothing to draw.
+    assert [str(ds.SOPClassUID) for ds in pacs.received] == [Comprehensive3DSRStorage]
+    groups = _image_groups(pacs.received[0])
+    assert len(groups) == 2
+    for group in groups:
+        assert group.get_qualitative_evaluations(name=results.TRIAGE_BAND)[0].value == results.NOT_ANALYSED
+        reason = group.get_qualitative_evaluations(name=results.NOT_ANALYSED_REASON)[0].value
+        assert reason.meaning == "Body region outside the model's training"
+        assert not group.get_measurements()  # no probability for an image the model did not read
+    # The poll again, and a shadow version's later refusal of the same image: the same content, not resent.
+    assert delivery.result_deliveries_create_due() == []
+    GuardrailRefusal.objects.create(
+        radiograph=radiographs[0], model_version="shadow-2", code="out_of_distribution", reason="Unlike."
+    )
+    assert delivery.result_deliveries_create_due() == []
+    assert ResultDelivery.objects.count() == 1
+
+
+def test_an_image_declined_after_the_others_were_reported_is_reported_too(pacs: Pacs, file_due: Any) -> None:
+    study, (dx,) = _dicom_study(file_due, ("DX",))
+    PredictionFactory(radiograph=dx, probability=0.91, boxes=BOXES)
+    Radiograph.objects.filter(pk=dx.pk).update(status=Radiograph.Status.PREDICTED)
+    services.study_refresh_triage(study_id=study.pk)
+    [first] = delivery.result_deliveries_create_due()
+    delivery.result_delivery_send(delivery_id=first)
+    assert len(_image_groups(pacs.received[0])) == 1
+
+    # A late instance of the same study, which the model declines: the PACS is told, beside the first image.
+    inbox.dicom_instance_receive(
+        data=factory.radiograph(study_uid=dx.dicom_attributes["StudyInstanceUID"], modality="CR", size=512),
+        source=DicomInstance.Source.C_STORE,
+    )
+    file_due()
+    late = study.radiographs.exclude(pk=dx.pk).get()
+    _decline(late)
+    study.refresh_from_db()
+    assert study.state == Study.State.AWAITING_REVIEW
+    [second] = delivery.result_deliveries_create_due()
+    delivery.result_delivery_send(delivery_id=second)
+    later = pacs.received[2:]  # after the first SR and its Secondary Capture
+    assert sorted(str(ds.SOPClassUID) for ds in later) == sorted(
+        [Comprehensive3DSRStorage, SecondaryCaptureImageStorage]
+    )
+    sr = next(ds for ds in later if ds.SOPClassUID == Comprehensive3DSRStorage)
+    bands = [g.get_qualitative_evaluations(name=results.TRIAGE_BAND)[0].value for g in _image_groups(sr)]
+    assert bands == [results.BANDS["fracture"], results.NOT_ANALYSED]  # in the study's order
 
 
 def test_a_classified_study_is_due_one_delivery(

@@ -120,6 +120,32 @@ def test_the_model_result_sr_is_a_valid_tid_1500_report(tmp_path: Path) -> None:
     assert evidence == {dx.SOPInstanceUID, cr.SOPInstanceUID}
 
 
+def test_an_image_the_model_declined_is_a_valid_group_with_its_reason_and_no_finding(tmp_path: Path) -> None:
+    dx, _ = source()
+    cr, _ = source(modality="CR")
+    declined = results.ImageNotAnalysed(
+        source=cr, code="out_of_distribution", label="Image unlike the model's training images"
+    )
+    sr = results.build_model_result_sr(
+        results=[model_result(dx), declined],
+        model_version=MODEL,
+        series_instance_uid=results.new_uid(),
+        sop_instance_uid=results.new_uid(),
+    )
+    report = dciodvfy(sr, tmp_path)
+    assert errors(report) == [], report
+    groups = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups()
+    assert len(groups) == 2
+    assert groups[1].get_qualitative_evaluations(name=results.TRIAGE_BAND)[0].value == results.NOT_ANALYSED
+    reason = groups[1].get_qualitative_evaluations(name=results.NOT_ANALYSED_REASON)[0].value
+    assert (reason.value, reason.scheme_designator) == ("FR-NOT-ANALYSED-OUT-OF-DISTRIBUTION", results.SCHEME)
+    assert reason.meaning == "Image unlike the model's training images"
+    assert not groups[1].get_qualitative_evaluations(name=results.FRACTURE_FINDING)  # no finding claimed
+    assert not groups[1].get_measurements()
+    referenced = groups[1].source_images
+    assert [ref.referenced_sop_instance_uid for ref in referenced] == [cr.SOPInstanceUID]
+
+
 def test_boxes_outside_the_image_are_clipped_to_it() -> None:
     dx, _ = source(size=256)
     sr = results.build_model_result_sr(
