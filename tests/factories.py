@@ -144,3 +144,21 @@ class AuditEventFactory(factory.django.DjangoModelFactory):
     action = AuditEvent.Action.STUDY_UPLOADED
     target_type = "study"
     target_id = "1"
+
+
+def decline(
+    radiograph: Radiograph,
+    *,
+    code: str = "out_of_distribution",
+    reason: str = "This image is unlike the radiographs the model was trained on.",
+    model_version: str = "test-model-1",
+) -> None:
+    """The worker's guardrail path: the radiograph (claimed, so RUNNING) is marked not analysed, with a
+    reason, and its study's triage follows."""
+    from radiology.governance.guardrails import Refusal
+    from radiology.governance.services import radiograph_mark_not_analysed
+
+    Radiograph.objects.filter(pk=radiograph.pk).update(status=Radiograph.Status.RUNNING)
+    assert radiograph_mark_not_analysed(
+        radiograph_id=radiograph.pk, model_version=model_version, refusal=Refusal(code, reason)
+    )

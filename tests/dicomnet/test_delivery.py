@@ -24,13 +24,11 @@ from radiology import services
 from radiology.dicomnet import delivery, inbox, results
 from radiology.dicomnet.models import DicomInstance, ResultDelivery
 from radiology.fhir import study_fhir_bundle
-from radiology.governance.guardrails import Refusal
 from radiology.governance.models import GuardrailRefusal
-from radiology.governance.services import radiograph_mark_not_analysed
 from radiology.models import Radiograph, Review, Study
 from tests.api.conftest import token_client
 from tests.dicomnet import factory
-from tests.factories import PredictionFactory
+from tests.factories import PredictionFactory, decline
 
 pytestmark = pytest.mark.django_db
 
@@ -87,16 +85,6 @@ def _dicom_study(file_due: Any, modalities: tuple[str, ...] = ("DX", "CR")) -> t
     return study, list(study.radiographs.order_by("position"))
 
 
-def _decline(radiograph: Radiograph, version: str = "test-model-1") -> None:
-    """The worker's guardrail path: the radiograph is marked not analysed, with a reason."""
-    Radiograph.objects.filter(pk=radiograph.pk).update(status=Radiograph.Status.RUNNING)
-    assert radiograph_mark_not_analysed(
-        radiograph_id=radiograph.pk,
-        model_version=version,
-        refusal=Refusal("body_region", "The model was not validated on the skull."),
-    )
-
-
 def _image_groups(sr: Dataset) -> list[Any]:
     import highdicom as hd
 
@@ -108,7 +96,7 @@ def test_a_study_the_model_declined_gets_an_sr_that_says_why_and_nothing_twice(
 ) -> None:
     study, radiographs = _dicom_study(file_due)
     for radiograph in radiographs:
-        _decline(radiograph)
+        decline(radiograph, code="body_region", reason="The model was not validated on the skull.")
     study.refresh_from_db()
     assert study.state == Study.State.NOT_ANALYSED
     created = delivery.result_deliveries_create_due()
@@ -149,7 +137,7 @@ def test_an_image_declined_after_the_others_were_reported_is_reported_too(pacs: 
     )
     file_due()
     late = study.radiographs.exclude(pk=dx.pk).get()
-    _decline(late)
+    decline(late)
     study.refresh_from_db()
     assert study.state == Study.State.AWAITING_REVIEW
     [second] = delivery.result_deliveries_create_due()

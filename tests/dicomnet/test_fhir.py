@@ -23,12 +23,10 @@ from fhirclient.models.resource import Resource
 
 from radiology.fhir import study_fhir_bundle
 from radiology.fhir_validation import FHIR_VERSION, FhirValidationError, validate_bundle
-from radiology.governance.guardrails import Refusal
-from radiology.governance.services import radiograph_mark_not_analysed
-from radiology.models import Radiograph, Review, Study
+from radiology.models import Review, Study
 from tests.api.conftest import token_client
 from tests.dicomnet.test_delivery import predicted_study
-from tests.factories import RadiographFactory, StudyFactory
+from tests.factories import RadiographFactory, StudyFactory, decline
 
 pytestmark = pytest.mark.django_db
 
@@ -150,12 +148,8 @@ def test_the_reviewed_bundle_is_final_and_strict_r4(file_due: Any, clinician: An
 def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why() -> None:
     study = StudyFactory(accession_number="DECLINED-FHIR")
     for position in (0, 1):
-        radiograph = RadiographFactory(study=study, position=position, status=Radiograph.Status.RUNNING)
-        radiograph_mark_not_analysed(
-            radiograph_id=radiograph.pk,
-            model_version="test-model-1",
-            refusal=Refusal("body_region", "The model was not validated on the skull."),
-        )
+        radiograph = RadiographFactory(study=study, position=position)
+        decline(radiograph, code="body_region", reason="The model was not validated on the skull.")
     study.refresh_from_db()
     assert study.state == Study.State.NOT_ANALYSED
     bundle = study_fhir_bundle(study=study)

@@ -12,11 +12,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from radiology.governance.guardrails import Refusal
 from radiology.governance.models import GuardrailRefusal
-from radiology.governance.services import radiograph_mark_not_analysed
-from radiology.models import Radiograph, Study
-from tests.factories import RadiographFactory
+from radiology.models import Study
+from tests.factories import RadiographFactory, decline
 from tests.web.conftest import MakeStudy
 
 pytestmark = pytest.mark.django_db
@@ -282,15 +280,7 @@ def test_queue_query_count_is_the_same_for_3_and_25_rows(
 
 
 def _decline(study: Study, position: int) -> None:
-    """The worker's guardrail path: the radiograph is marked not analysed, with a reason."""
-    radiograph = RadiographFactory(study=study, position=position, status=Radiograph.Status.RUNNING)
-    radiograph_mark_not_analysed(
-        radiograph_id=radiograph.pk,
-        model_version="test-model-1",
-        refusal=Refusal(
-            "out_of_distribution", "This image is unlike the radiographs the model was trained on."
-        ),
-    )
+    decline(RadiographFactory(study=study, position=position))
 
 
 def _status_and_model_cells(client: Client, study: Study, state: str) -> tuple[str, str]:
