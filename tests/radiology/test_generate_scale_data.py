@@ -31,6 +31,9 @@ def test_it_creates_consistent_studies_in_every_state() -> None:
     assert len(studies) == 60
     assert Radiograph.objects.count() == 180
     assert {s.state for s in studies} == set(Study.State.values)
+    # A declined radiograph carries the refusal that declined it, as the worker's guardrail path leaves it.
+    declined = Radiograph.objects.filter(status=Radiograph.Status.NOT_ANALYSED)
+    assert declined.exists() and not declined.filter(refusals__isnull=True).exists()
     assert Patient.objects.filter(name__startswith="Synthetic").count() == 40
     assert Prediction.objects.values("model_version").distinct().count() > 1
     assert Review.objects.filter(decision=Review.Decision.OVERRIDE).exclude(reason_code="").exists()

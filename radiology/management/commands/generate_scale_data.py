@@ -3,13 +3,13 @@
     python manage.py generate_scale_data --studies 10000 --radiographs-per-study 3
 
 Patients with one or more studies spread over the past year; studies in every state (mostly reviewed,
-a working backlog awaiting review, a few processing or failed); predictions by several model versions
-(older studies read by older models, some re-read by a newer one); confirmations and overrides with
-reasons by a handful of reviewers. Every study's triage summary is what services.study_refresh_triage
-would compute, and each radiograph points at its newest prediction. Rows are streamed in chunks with
-COPY on PostgreSQL (radiology.management.bulk; 1,000,000 radiographs in minutes, memory bounded by one
-chunk); a few synthetic images and one heatmap are stored once and shared, since the pages measured never
-read them.
+a working backlog awaiting review, a few processing, failed or declined by the guardrails, each declined
+image with its refusal); predictions by several model versions (older studies read by older models, some
+re-read by a newer one); confirmations and overrides with reasons by a handful of reviewers. Every study's
+triage summary is what services.study_refresh_triage would compute, and each radiograph points at its
+newest prediction. Rows are streamed in chunks with COPY on PostgreSQL (radiology.management.bulk;
+1,000,000 radiographs in minutes, memory bounded by one chunk); a few synthetic images and one heatmap are
+stored once and shared, since the pages measured never read them.
 
 Everything is marked synthetic (patients "Synthetic ...", accession numbers with the prefix), so it can
 never be mistaken for real patients. It adds to what is there; run it on a benchmark database.
@@ -33,6 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from classifier.explain import heatmap_to_stored_png
+from radiology.governance.models import GuardrailRefusal
 from radiology.management.bulk import BulkWriter
 from radiology.models import (
     Band,
@@ -67,12 +68,14 @@ def _band(probability: float) -> str:
     return Band.DOUBT if probability >= SENSITIVE else Band.NO_FRACTURE
 
 
-# Share of studies in each state: most work is done, a backlog waits, a little is in flight or failed.
+# Share of studies in each state: most work is done, a backlog waits, a little is in flight, failed, or
+# declined by the guardrails (outside the model's intended use).
 STATE_WEIGHTS = {
-    Study.State.REVIEWED: 0.70,
+    Study.State.REVIEWED: 0.68,
     Study.State.AWAITING_REVIEW: 0.22,
     Study.State.PROCESSING: 0.05,
     Study.State.FAILED: 0.03,
+    Study.State.NOT_ANALYSED: 0.02,
 }
 REGION_WEIGHTS = {
     BodyRegion.WRIST: 0.22,
@@ -270,6 +273,7 @@ class _Generator:
         radiographs: list[Radiograph] = []
         predictions: list[Prediction] = []
         reviews: list[Review] = []
+        refusals: list[GuardrailRefusal] = []
         for offset, (created, state) in enumerate(plans):
             i = number + offset
             study = Study(
@@ -292,6 +296,8 @@ class _Generator:
                     status = Radiograph.Status.QUEUED if position else Radiograph.Status.RUNNING
                 elif state == Study.State.FAILED:
                     status = Radiograph.Status.FAILED
+                elif state == Study.State.NOT_ANALYSED:
+                    status = Radiograph.Status.NOT_ANALYSED
                 else:
                     status = Radiograph.Status.PREDICTED
                 radiograph = Radiograph(
@@ -316,6 +322,17 @@ class _Generator:
                     updated_at=created,
                 )
                 radiographs.append(radiograph)
+                if status == Radiograph.Status.NOT_ANALYSED:
+                    # The refusal that declined it, as the worker's guardrail path writes it.
+                    refusals.append(
+                        GuardrailRefusal(
+                            radiograph_id=radiograph.pk,
+                            model_version=self.versions[self._version_at(created)],
+                            code=GuardrailRefusal.Code.BODY_REGION,
+                            reason="The model was not validated on this body region.",
+                            created_at=created + dt.timedelta(seconds=2),
+                        )
+                    )
                 if status == Radiograph.Status.PREDICTED:
                     current = self._predictions(radiograph, predictions, prediction_id, heatmap)
                     radiograph.current_prediction_id = current.pk
@@ -331,6 +348,11 @@ class _Generator:
         writer.write(Study, study_rows)
         writer.write(Radiograph, radiographs)
         writer.write(Prediction, predictions)
+        if refusals:
+            first_refusal = writer.reserve(GuardrailRefusal, len(refusals))
+            for index, refusal in enumerate(refusals):
+                refusal.pk = first_refusal + index
+            writer.write(GuardrailRefusal, refusals)
         if reviews:
             first_review = writer.reserve(Review, len(reviews))
             for index, review in enumerate(reviews):
