@@ -330,8 +330,10 @@ def _conclusion(
         reasons = dict.fromkeys(
             refusal.reason for r in radiographs if (refusal := selectors.radiograph_refusal(r)) is not None
         )
-        why = " ".join(reasons) or "It is outside the model's intended use."
-        return f"Not analysed by the model: {why} Read the radiographs without it."
+        # The guardrails' own reasons say what to do (e.g. "Read it without the model."): not repeated here.
+        return "Not analysed by the model, outside its intended use: " + (
+            " ".join(reasons) or "no reason kept."
+        )
     if not current:
         return "No radiograph of this study has been classified yet."
     if reviews and study.state == Study.State.REVIEWED:

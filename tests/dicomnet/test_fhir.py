@@ -158,7 +158,7 @@ def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why() -> Non
     # Not "registered", which promises a result: none will come. The reason once, not once per image.
     assert report.status == "cancelled" and not report.result
     assert report.conclusion == (
-        "Not analysed by the model: The model was not validated on the skull. Read the radiographs without it."
+        "Not analysed by the model, outside its intended use: The model was not validated on the skull."
     )
 
 
