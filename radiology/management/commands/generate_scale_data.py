@@ -348,16 +348,8 @@ class _Generator:
         writer.write(Study, study_rows)
         writer.write(Radiograph, radiographs)
         writer.write(Prediction, predictions)
-        if refusals:
-            first_refusal = writer.reserve(GuardrailRefusal, len(refusals))
-            for index, refusal in enumerate(refusals):
-                refusal.pk = first_refusal + index
-            writer.write(GuardrailRefusal, refusals)
-        if reviews:
-            first_review = writer.reserve(Review, len(reviews))
-            for index, review in enumerate(reviews):
-                review.pk = first_review + index
-            writer.write(Review, reviews)
+        _write_numbered(writer, GuardrailRefusal, refusals)
+        _write_numbered(writer, Review, reviews)
 
     def _predictions(
         self, radiograph: Radiograph, predictions: list[Prediction], first_id: int, heatmap: str
@@ -417,3 +409,13 @@ class _Generator:
                 )
             )
         return max(times)
+
+
+def _write_numbered(writer: BulkWriter, model: type[Any], rows: list[Any]) -> None:
+    """Write rows whose count is known only once the chunk is built: their ids reserved as one block."""
+    if not rows:
+        return
+    first = writer.reserve(model, len(rows))
+    for index, row in enumerate(rows):
+        row.pk = first + index
+    writer.write(model, rows)
