@@ -34,7 +34,7 @@ import numpy as np
 
 from classifier.cells import BOXED_NEGATIVE_WEIGHT, CELL_STRIDE, CELL_STRIDES, CENTRE_SHARE, box_mask
 from classifier.data import ImageSet
-from classifier.pipeline import AugmentSpec, augment_batch, sample_weights
+from classifier.pipeline import AugmentSpec, RandomKeys, augment_batch, batch_key, sample_weights
 from classifier.preprocessing import model_input_batches
 
 log = logging.getLogger(__name__)
@@ -248,14 +248,9 @@ def detector_dataset(
     size = data.spec.size
     labels = data.labels.astype(np.float32)
     content = data.content_boxes()
-    counter = iter(range(seed * 1000 + 7, 2**31 - 1))
-
-    def seed_stream() -> int:
-        return next(counter)
-
     images, masks = data.images, train.masks
     mask_shape = [batch_size, *masks.shape[1:]]
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(labels)),))
+    ds = tf.data.Dataset.from_tensor_slices(np.arange(len(labels)))
     ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
     if paired:
         if batch_size % 2:
@@ -263,16 +258,18 @@ def detector_dataset(
         ds = ds.batch(batch_size // 2, drop_remainder=True).map(lambda index: tf.repeat(index, 2))
     else:
         ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.enumerate()
 
-    def gather(index: Any) -> Any:
+    def gather(batch_index: Any, index: Any) -> Any:
         imgs, msks = tf.numpy_function(lambda i: (images[i], masks[i]), [index], (tf.uint8, tf.uint8))
         imgs.set_shape([batch_size, size, size])
         msks.set_shape(mask_shape)
         take = lambda values: tf.gather(tf.constant(values), index)  # noqa: E731
-        return imgs, msks, take(content), take(labels), take(train.image_weights), take(train.cell_modes)
+        key = batch_key(tf, seed, batch_index)
+        return key, imgs, msks, take(content), take(labels), take(train.image_weights), take(train.cell_modes)
 
-    def prepare(imgs: Any, msks: Any, bxs: Any, y: Any, w: Any, modes: Any) -> Any:
-        x, m = augment_batch(tf, imgs, bxs, size, augment, seed_stream, masks=msks)
+    def prepare(key: Any, imgs: Any, msks: Any, bxs: Any, y: Any, w: Any, modes: Any) -> Any:
+        x, m = augment_batch(tf, imgs, bxs, size, augment, RandomKeys(tf, key), masks=msks)
         pooled = tf.nn.avg_pool2d(m, cell_stride, cell_stride, "VALID")
         coverage = pooled[..., 0]
         boxed = tf.equal(modes, CELLS_BOXED)[:, None, None]

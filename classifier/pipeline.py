@@ -79,22 +79,48 @@ class AugmentSpec:
         return replace(self, **changes)
 
 
-def _affine_matrices(tf: Any, n: Any, size: int, aug: AugmentSpec, seed_stream: Any) -> Any:
+class RandomKeys:
+    """Stateless random keys for one batch: draw k folds k into the batch's key (seed, batch index).
+
+    Stateful random ops inside a parallel ``Dataset.map`` share one generator between the calls in flight,
+    so which batch got which rotation depended on thread timing, and two runs of one seed trained two
+    different models. A batch's augmentation now depends on the seed and its position in the stream only.
+    """
+
+    def __init__(self, tf: Any, key: Any) -> None:
+        self._tf = tf
+        self._key = key
+        self._drawn = 0
+
+    def __call__(self) -> Any:
+        self._drawn += 1
+        return self._tf.random.experimental.stateless_fold_in(self._key, self._drawn)
+
+    def uniform(self, shape: Any, low: float = 0.0, high: float = 1.0) -> Any:
+        return self._tf.random.stateless_uniform(shape, seed=self(), minval=low, maxval=high)
+
+
+def batch_key(tf: Any, seed: int, batch_index: Any) -> Any:
+    """The key of batch number ``batch_index`` (from ``Dataset.enumerate``) of a run seeded ``seed``."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(batch_index, tf.int64)])
+
+
+def _affine_matrices(tf: Any, n: Any, size: int, aug: AugmentSpec, keys: RandomKeys) -> Any:
     """(n, 8) projective transforms (output -> input coordinates) for ImageProjectiveTransformV3."""
     pi = np.float32(np.pi)
-    angle = tf.random.uniform([n], -aug.rotation, aug.rotation, seed=seed_stream()) * (pi / 180.0)
+    angle = keys.uniform([n], -aug.rotation, aug.rotation) * (pi / 180.0)
     if aug.rot90:
-        quarter = tf.cast(tf.random.uniform([n], 0, 4, dtype=tf.int32, seed=seed_stream()), tf.float32)
-        angle = angle + quarter * (pi / 2)
-    scale = tf.random.uniform([n], 1.0 - aug.zoom, 1.0 + aug.zoom, seed=seed_stream())
-    shift_x = tf.random.uniform([n], -aug.shift, aug.shift, seed=seed_stream()) * size
-    shift_y = tf.random.uniform([n], -aug.shift, aug.shift, seed=seed_stream()) * size
+        quarter = tf.random.stateless_uniform([n], seed=keys(), minval=0, maxval=4, dtype=tf.int32)
+        angle = angle + tf.cast(quarter, tf.float32) * (pi / 2)
+    scale = keys.uniform([n], 1.0 - aug.zoom, 1.0 + aug.zoom)
+    shift_x = keys.uniform([n], -aug.shift, aug.shift) * size
+    shift_y = keys.uniform([n], -aug.shift, aug.shift) * size
     sx = tf.ones([n])
     sy = tf.ones([n])
     if aug.hflip:
-        sx = tf.where(tf.random.uniform([n], seed=seed_stream()) < 0.5, -1.0, 1.0)
+        sx = tf.where(keys.uniform([n]) < 0.5, -1.0, 1.0)
     if aug.vflip:
-        sy = tf.where(tf.random.uniform([n], seed=seed_stream()) < 0.5, -1.0, 1.0)
+        sy = tf.where(keys.uniform([n]) < 0.5, -1.0, 1.0)
     # Output pixel p maps to input A^-1 (p - c - t) + c, with A = zoom * R(angle) * diag(sx, sy).
     c = (size - 1) / 2.0
     cos, sin = tf.cos(angle), tf.sin(angle)
@@ -112,7 +138,7 @@ def _affine_matrices(tf: Any, n: Any, size: int, aug: AugmentSpec, seed_stream: 
 
 
 def augment_batch(
-    tf: Any, images: Any, boxes: Any, size: int, aug: AugmentSpec, seed_stream: Any, masks: Any = None
+    tf: Any, images: Any, boxes: Any, size: int, aug: AugmentSpec, keys: RandomKeys, masks: Any = None
 ) -> Any:
     """uint8 (n, S, S) + content boxes (n, 4) -> augmented float32 (n, S, S, 1) in [0, 1].
 
@@ -128,14 +154,14 @@ def augment_batch(
     mask = tf.cast(mask, tf.float32)[..., None]
     if aug.brightness or aug.contrast or aug.gamma:
         if aug.gamma:
-            g = tf.random.uniform([n, 1, 1, 1], 1.0 - aug.gamma, 1.0 + aug.gamma, seed=seed_stream())
+            g = keys.uniform([n, 1, 1, 1], 1.0 - aug.gamma, 1.0 + aug.gamma)
             x = tf.pow(tf.clip_by_value(x, 1e-6, 1.0), g)
         area = tf.reduce_sum(mask, axis=[1, 2, 3], keepdims=True) + 1.0
         mean = tf.reduce_sum(x * mask, axis=[1, 2, 3], keepdims=True) / area
-        c = tf.random.uniform([n, 1, 1, 1], 1.0 - aug.contrast, 1.0 + aug.contrast, seed=seed_stream())
-        b = tf.random.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness, seed=seed_stream())
+        c = keys.uniform([n, 1, 1, 1], 1.0 - aug.contrast, 1.0 + aug.contrast)
+        b = keys.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
         x = tf.clip_by_value((x - mean) * c + mean + b, 0.0, 1.0) * mask
-    transforms = _affine_matrices(tf, n, size, aug, seed_stream)
+    transforms = _affine_matrices(tf, n, size, aug, keys)
     if masks is not None:
         channels = tf.cast(masks, tf.float32)
         x = tf.concat([x, channels if channels.shape.rank == 4 else channels[..., None]], axis=-1)
@@ -176,30 +202,26 @@ def training_dataset(
         data, balance_sources=balance_sources, cluster_power=cluster_power, class_balance=class_balance
     )
     boxes = data.content_boxes()
-    counter = iter(range(seed * 1000 + 1, 2**31 - 1))
-
-    def seed_stream() -> int:
-        return next(counter)
-
     size = data.spec.size
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(labels)),))
+    ds = tf.data.Dataset.from_tensor_slices(np.arange(len(labels)))
     ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
 
     images_const = data.images
 
-    def gather(index: Any) -> Any:
+    def gather(batch_index: Any, index: Any) -> Any:
         imgs = tf.numpy_function(lambda i: images_const[i], [index], tf.uint8)
         imgs.set_shape([batch_size, size, size])
         return (
+            batch_key(tf, seed, batch_index),
             imgs,
             tf.gather(tf.constant(boxes), index),
             tf.gather(tf.constant(labels), index),
             tf.gather(tf.constant(weights), index),
         )
 
-    def aug(imgs: Any, bxs: Any, y: Any, w: Any) -> Any:
-        return augment_batch(tf, imgs, bxs, size, augment, seed_stream), y[:, None], w
+    def aug(key: Any, imgs: Any, bxs: Any, y: Any, w: Any) -> Any:
+        return augment_batch(tf, imgs, bxs, size, augment, RandomKeys(tf, key)), y[:, None], w
 
     ds = ds.map(gather, num_parallel_calls=2).map(aug, num_parallel_calls=2)
     return ds.prefetch(2)

@@ -173,6 +173,22 @@ def test_the_training_pipeline_augments_within_range(
     assert not np.allclose(x, x2)
 
 
+def test_the_training_pipeline_repeats_its_augmentation_for_one_seed(
+    tmp_path: Path, fixtures_dir: Path, labelled: dict
+) -> None:
+    root = make_folder_layout(tmp_path / "mine", fixtures_dir, labelled)
+    data = load_images(load_source(root), InputSpec(size=48))
+    strong = AugmentSpec(hflip=True, rotation=30, zoom=0.2, shift=0.1, brightness=0.1, contrast=0.1)
+
+    def stream(seed: int) -> list[np.ndarray]:
+        iterator = iter(training_dataset(data, batch_size=4, augment=strong, seed=seed))
+        return [next(iterator)[0].numpy() for _ in range(40)]
+
+    first = stream(0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, stream(0), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, stream(1), strict=True))
+
+
 def test_the_original_kaggle_split_is_rebuilt_with_its_copies(
     tmp_path: Path, fixtures_dir: Path, labelled: dict
 ) -> None:

@@ -24,7 +24,7 @@ from classifier.cells import (
     pointing_hits,
 )
 from classifier.data import ImageSet, Record
-from classifier.detector import CELLS_BOXED, CELLS_NONE, CELLS_NORMAL, detector_data
+from classifier.detector import CELLS_BOXED, CELLS_NONE, CELLS_NORMAL, DetectorData, detector_data
 from classifier.localisation import box_counts, choose_box_rule, sensitivity_at
 from classifier.metrics import expected_calibration_error, fit_platt
 from classifier.preprocessing import InputSpec, letterbox_uint8
@@ -377,3 +377,24 @@ def test_highest_cell_is_each_images_own_maximum() -> None:
     cells[2] = -7.0
     assert highest_cell(cells).tolist() == [2.5, -1.0, -7.0]
     assert highest_cell(np.zeros((0, 4, 4), np.float32)).shape == (0,)
+
+
+def _augmented_stream(train: DetectorData, seed: int, batches: int) -> list[np.ndarray]:
+    from classifier.detector import detector_dataset
+    from classifier.pipeline import AugmentSpec
+
+    augment = AugmentSpec(hflip=True, rotation=30.0, zoom=0.2, shift=0.1, brightness=0.1, contrast=0.1)
+    iterator = iter(detector_dataset(train, batch_size=4, augment=augment, seed=seed))
+    return [np.asarray(next(iterator)[0]) for _ in range(batches)]
+
+
+def test_one_seed_draws_the_same_augmented_batches_however_the_parallel_calls_interleave() -> None:
+    # Stateful random ops in the parallel map gave about one batch in five another batch's draws.
+    data, _ = _distinct_images(8)
+    train = detector_data(data, image_sources=["kaggle"])
+    first, second = _augmented_stream(train, 0, 60), _augmented_stream(train, 0, 60)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    other_seed = _augmented_stream(train, 1, 60)
+    assert not any(np.array_equal(a, b) for a, b in zip(first, other_seed, strict=True))
+    # Each batch draws its own views: the same images come back differently augmented.
+    assert len({a.tobytes() for a in first}) == len(first)
