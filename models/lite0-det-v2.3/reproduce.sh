@@ -9,8 +9,10 @@ set -euo pipefail
 source models/lite0-det-v2.3/recipe.sh  # PY, DATA, RECIPE
 
 # 1. The weights: the recipe trained on every source's train split, the epoch with the best mean val AUC
-#    kept. RETRAIN=1 trains afresh (the same recipe, not the same bits: TensorFlow's CPU kernels are not
-#    bit-reproducible); by default the released run kept in models/experiments/runs/s384-train is used.
+#    kept. RETRAIN=1 trains afresh: the same recipe, not the same bits (the released weights were trained
+#    before the augmentation drew its random numbers statelessly; a retrain now repeats itself bit for bit,
+#    but draws another stream than the release did); by default the released run kept in
+#    models/experiments/runs/s384-train is used.
 RUN=models/experiments/runs/s384-train
 if [[ "${RETRAIN:-0}" == 1 ]]; then
     $PY -m classifier.convert  # the registry-shipped ImageNet weights, converted and checked against PyTorch

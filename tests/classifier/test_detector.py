@@ -344,30 +344,6 @@ def test_view_consistency_is_the_mean_squared_difference_within_each_pair() -> N
     assert float(view_consistency(logits)) == pytest.approx((4 + 0 + 1) / 3)
 
 
-def test_a_fit_with_the_consistency_loss_records_it() -> None:
-    from classifier.detector import fit_detector
-    from classifier.pipeline import AugmentSpec
-
-    data, _ = _distinct_images(8)
-    fit = fit_detector(
-        detector_data(data, image_sources=["kaggle"]),
-        size=64,
-        epochs=1,
-        batch_size=4,
-        lr=1e-3,
-        weight_decay=0.0,
-        warmup=0.1,
-        augment=AugmentSpec(rotation=45.0, zoom=0.2),
-        cell_loss_weight=1.0,
-        consistency_weight=0.1,
-        backbone_weights=None,
-        seed=0,
-        max_steps=2,
-    )
-    (row,) = fit.history
-    assert np.isfinite(row["consistency"]) and row["consistency"] >= 0 and np.isfinite(row["image_loss"])
-
-
 def test_highest_cell_is_each_images_own_maximum() -> None:
     from classifier.train_detector import highest_cell
 
@@ -398,3 +374,40 @@ def test_one_seed_draws_the_same_augmented_batches_however_the_parallel_calls_in
     assert not any(np.array_equal(a, b) for a, b in zip(first, other_seed, strict=True))
     # Each batch draws its own views: the same images come back differently augmented.
     assert len({a.tobytes() for a in first}) == len(first)
+
+
+def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice() -> None:
+    import keras
+
+    from classifier.detector import detector_core, fit_detector
+    from classifier.pipeline import AugmentSpec
+
+    data, _ = _distinct_images(8)
+    train = detector_data(data, image_sources=["kaggle"])
+
+    def fit() -> tuple[dict[str, float], list[np.ndarray]]:
+        fitted = fit_detector(
+            train,
+            size=64,
+            epochs=1,
+            batch_size=4,
+            lr=1e-3,
+            weight_decay=0.0,
+            warmup=0.1,
+            augment=AugmentSpec(hflip=True, rotation=45.0, zoom=0.2, shift=0.1, brightness=0.1),
+            cell_loss_weight=1.0,
+            consistency_weight=0.1,
+            backbone_weights=None,
+            seed=0,
+            max_steps=4,
+        )
+        (row,) = fitted.history
+        return row, [np.asarray(w) for w in fitted.core.get_weights()]
+
+    row, first = fit()
+    assert np.isfinite(row["consistency"]) and row["consistency"] >= 0 and np.isfinite(row["image_loss"])
+    assert all(np.array_equal(a, b) for a, b in zip(first, fit()[1], strict=True))
+    # ...and not because nothing was learnt: the fit moved the seed's initial weights.
+    keras.utils.set_random_seed(0)
+    initial = [np.asarray(w) for w in detector_core(64, backbone_weights=None).get_weights()]
+    assert not all(np.array_equal(a, b) for a, b in zip(first, initial, strict=True))
