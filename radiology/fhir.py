@@ -284,7 +284,9 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "status": _report_status(study, reviewed_all=reviewed_all, has_results=bool(results)),
+        "status": _report_status(
+            study, declined=_declined(study, current), reviewed_all=reviewed_all, has_results=bool(results)
+        ),
         "category": [
             {
                 "coding": [
@@ -315,10 +317,17 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
     return validate_bundle(bundle)
 
 
-def _report_status(study: Study, *, reviewed_all: bool, has_results: bool) -> str:
+def _declined(study: Study, current: dict[int, Any]) -> bool:
+    """The model declined every radiograph: still on the worklist, or since read without the model."""
+    read_without_model = study.read_without_model_at is not None and study.state == Study.State.REVIEWED
+    return study.state == Study.State.NOT_ANALYSED or (read_without_model and not current)
+
+
+def _report_status(study: Study, *, declined: bool, reviewed_all: bool, has_results: bool) -> str:
     # "cancelled": R4's status for a report that will not come because the work was not done, as for a
-    # study whose every radiograph the model declined; "registered" would promise a result.
-    if study.state == Study.State.NOT_ANALYSED:
+    # study whose every radiograph the model declined (read without it or not); "registered" would
+    # promise a result, "final" a model result that never was.
+    if declined:
         return "cancelled"
     return "final" if reviewed_all else "preliminary" if has_results else "registered"
 
@@ -326,14 +335,17 @@ def _report_status(study: Study, *, reviewed_all: bool, has_results: bool) -> st
 def _conclusion(
     study: Study, radiographs: list[Radiograph], current: dict[int, Any], reviews: dict[int, Review]
 ) -> str:
-    if study.state == Study.State.NOT_ANALYSED:
+    if _declined(study, current):
         reasons = dict.fromkeys(
             refusal.reason for r in radiographs if (refusal := selectors.radiograph_refusal(r)) is not None
         )
         # The guardrails' own reasons say what to do (e.g. "Read it without the model."): not repeated here.
-        return "Not analysed by the model, outside its intended use: " + (
+        conclusion = "Not analysed by the model, outside its intended use: " + (
             " ".join(reasons) or "no reason kept."
         )
+        if study.read_without_model_by is not None:
+            conclusion += f" Read without the model by {study.read_without_model_by.get_username()}."
+        return conclusion
     if not current:
         return "No radiograph of this study has been classified yet."
     if reviews and study.state == Study.State.REVIEWED:

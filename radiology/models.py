@@ -138,6 +138,12 @@ class Study(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reading_until = models.DateTimeField(null=True, blank=True)
+    # A study the model declined entirely is read without it (in the PACS); the clinician who did so takes
+    # it off the Not analysed worklist here. Covers the radiographs that had arrived by then only.
+    read_without_model_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    read_without_model_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "studies"
@@ -568,6 +574,7 @@ class AuditEvent(models.Model):
         MODEL_STATUS_CHANGED = "model.status_changed", "Model version status changed"
         MODEL_PROMOTION_REFUSED = "model.promotion_refused", "Model promotion refused"
         RADIOGRAPH_NOT_ANALYSED = "radiograph.not_analysed", "Radiograph not analysed"
+        STUDY_READ_WITHOUT_MODEL = "study.read_without_model", "Study read without the model"
         DRIFT_ALERT = "drift.alert", "Drift alert raised"
         AUDIT_VERIFIED = "audit.verified", "Audit trail verified"
 

@@ -149,6 +149,21 @@ def study_confirm(request: HttpRequest, pk: int) -> HttpResponseBase:
 
 @clinician_required
 @require_POST
+def study_read_without_model(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """A study the model declined entirely, read without it: off the Not analysed worklist."""
+    study = _get_study(request, pk)
+    page = reverse("radiology:study_detail", args=[study.pk])
+    try:
+        services.study_read_without_model(
+            study_id=study.pk, reader=request.user, client_ip=client_ip(request)
+        )
+    except services.ServiceError as error:
+        return _refused(request, error, page)
+    return _done(request, study, f"Study {study.accession_number}: read without the model.")
+
+
+@clinician_required
+@require_POST
 def study_unaided(request: HttpRequest, pk: int) -> HttpResponseBase:
     """The reader's own call before the model is shown: on one image (radiograph=) or on every image of the
     study they have not called yet."""

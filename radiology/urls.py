@@ -18,6 +18,11 @@ urlpatterns = [
     path("studies/<int:pk>/status/", reading_views.study_status, name="study_status"),
     path("studies/<int:pk>/confirm/", reading_views.study_confirm, name="study_confirm"),
     path("studies/<int:pk>/unaided/", reading_views.study_unaided, name="study_unaided"),
+    path(
+        "studies/<int:pk>/read-without-model/",
+        reading_views.study_read_without_model,
+        name="study_read_without_model",
+    ),
     path("radiographs/<int:pk>/image/", views.radiograph_image, name="radiograph_image"),
     path("radiographs/<int:pk>/review/", reading_views.radiograph_review, name="radiograph_review"),
     path("radiographs/<int:pk>/pixels/", reading_views.radiograph_pixels, name="radiograph_pixels"),

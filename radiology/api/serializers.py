@@ -217,6 +217,13 @@ class StudyOut(serializers.Serializer):
 
 class StudyDetailOut(StudyOut):
     uploaded_by = serializers.CharField(source="uploaded_by.username")
+    read_without_model_by = serializers.CharField(
+        source="read_without_model_by.username",
+        allow_null=True,
+        help_text="A study the model declined entirely (state not_analysed) that a clinician has read "
+        "without it, taking it off the worklist (the study is then reviewed): who; null otherwise.",
+    )
+    read_without_model_at = serializers.DateTimeField(allow_null=True, help_text="And when.")
     radiographs = RadiographOut(many=True)
 
 

@@ -41,7 +41,13 @@ STUDY: dict[str, Any] = {
     "created_at": "2025-06-02T09:14:05.101Z",
     "reviewed_at": None,
 }
-STUDY_DETAIL = {**STUDY, "uploaded_by": "pacs.bridge", "radiographs": [RADIOGRAPH]}
+STUDY_DETAIL = {
+    **STUDY,
+    "uploaded_by": "pacs.bridge",
+    "read_without_model_by": None,
+    "read_without_model_at": None,
+    "radiographs": [RADIOGRAPH],
+}
 
 
 class StudyListApi(ApiView):

@@ -26,7 +26,7 @@ def study_queue(
 ) -> QuerySet[Study]:
     """Studies in review order: most suspicious first (highest fracture probability), then oldest.
     `search`: MRN or accession number (exact) or a patient name prefix; `band`: the study's highest band."""
-    studies = Study.objects.select_related("patient", "reading_by")
+    studies = Study.objects.select_related("patient", "reading_by", "read_without_model_by")
     if state:
         studies = studies.filter(state=state)
     if band:
@@ -78,9 +78,9 @@ def study_get(*, user: Any, pk: int) -> Study:
             refusals_oldest_first(),
         )
     )
-    queryset = Study.objects.select_related("patient", "uploaded_by").prefetch_related(
-        Prefetch("radiographs", queryset=radiographs)
-    )
+    queryset = Study.objects.select_related(
+        "patient", "uploaded_by", "read_without_model_by"
+    ).prefetch_related(Prefetch("radiographs", queryset=radiographs))
     return require_clinical(user, queryset).get(pk=pk)
 
 

@@ -36,7 +36,12 @@ from radiology.services.reading import (
     unaided_read_record,
 )
 from radiology.services.reconcile import ReconcileResult, idempotency_expire_stale, storage_reconcile
-from radiology.services.reviews import override_reasons_for, review_submit, study_confirm
+from radiology.services.reviews import (
+    override_reasons_for,
+    review_submit,
+    study_confirm,
+    study_read_without_model,
+)
 from radiology.services.storage import cleanup_files_on_error, save_file
 from radiology.services.studies import (
     StudyDetails,
@@ -99,6 +104,7 @@ __all__ = [
     "study_confirm",
     "study_create",
     "study_mark_reading",
+    "study_read_without_model",
     "study_refresh_triage",
     "study_release_reading",
     "study_verdict_of",

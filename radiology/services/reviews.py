@@ -12,8 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from radiology.models import Adjudication, AuditEvent, Label, Prediction, Radiograph, Review, UnaidedRead
+from radiology.models import (
+    Adjudication,
+    AuditEvent,
+    Label,
+    Prediction,
+    Radiograph,
+    Review,
+    Study,
+    UnaidedRead,
+)
 from radiology.services.audit import audit_record
 from radiology.services.errors import ServiceError
 from radiology.services.reading import adjudication_open_if_needed, reader_is_blinded
@@ -94,6 +104,31 @@ def study_confirm(*, study_id: int, reviewer: Any, client_ip: str | None = None)
             )
         study_refresh_triage(study_id=study_id)
     return reviews
+
+
+def study_read_without_model(*, study_id: int, reader: Any, client_ip: str | None = None) -> Study:
+    """Take a study the model declined entirely off the Not analysed worklist: the clinician has read its
+    radiographs without the model (in the PACS). No label is recorded here; the report is theirs, there."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        if study.state != Study.State.NOT_ANALYSED:
+            raise ServiceError(
+                "not_declined",
+                "Only a study the model did not analyse can be marked as read without it.",
+            )
+        study.read_without_model_by = reader
+        study.read_without_model_at = timezone.now()
+        study.save(update_fields=["read_without_model_by", "read_without_model_at"])
+        study_refresh_triage(study_id=study.pk)
+        audit_record(
+            action=AuditEvent.Action.STUDY_READ_WITHOUT_MODEL,
+            actor=reader,
+            target=study,
+            details={"accession_number": study.accession_number},
+            client_ip=client_ip,
+        )
+    study.refresh_from_db()
+    return study
 
 
 def override_reasons_for(label: str) -> Sequence[str]:

@@ -44,9 +44,15 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
             state = Study.State.AWAITING_REVIEW
         elif not predicted:
             # Declined images are not failures: only a study with none failed and some declined is "not
-            # analysed" (an empty study, which no path creates, stays FAILED).
-            declined = statuses.count(Radiograph.Status.NOT_ANALYSED)
-            state = Study.State.NOT_ANALYSED if declined and not failed else Study.State.FAILED
+            # analysed" (an empty study, which no path creates, stays FAILED); once read without the model,
+            # reviewed, unless a declined image arrived after that read.
+            declined = [r for r in radiographs if r.status == Radiograph.Status.NOT_ANALYSED]
+            if not declined or failed:
+                state = Study.State.FAILED
+            elif _read_without_model(study, declined):
+                state = Study.State.REVIEWED
+            else:
+                state = Study.State.NOT_ANALYSED
         else:
             state = Study.State.REVIEWED
         probabilities = [current[pk].probability for pk in predicted]
@@ -58,7 +64,7 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
         study.radiograph_count = len(radiographs)
         study.failed_count = failed
         if state == Study.State.REVIEWED and study.reviewed_at is None:
-            study.reviewed_at = timezone.now()
+            study.reviewed_at = study.read_without_model_at if not predicted else timezone.now()
         elif state != Study.State.REVIEWED:
             study.reviewed_at = None
     fields = [
@@ -74,6 +80,11 @@ def studies_refresh_triage(*, study_ids: Sequence[int]) -> None:
         studies[0].save(update_fields=fields)
     else:
         Study.objects.bulk_update(studies, fields)
+
+
+def _read_without_model(study: Study, declined: Sequence[Radiograph]) -> bool:
+    read_at = study.read_without_model_at
+    return read_at is not None and all(r.created_at <= read_at for r in declined)
 
 
 def study_verdict_of(labels: Sequence[str]) -> str:

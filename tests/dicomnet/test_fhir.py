@@ -24,6 +24,7 @@ from fhirclient.models.resource import Resource
 from radiology.fhir import study_fhir_bundle
 from radiology.fhir_validation import FHIR_VERSION, FhirValidationError, validate_bundle
 from radiology.models import Review, Study
+from radiology.services import study_read_without_model
 from tests.api.conftest import token_client
 from tests.dicomnet.test_delivery import predicted_study
 from tests.factories import RadiographFactory, StudyFactory, decline
@@ -145,7 +146,7 @@ def test_the_reviewed_bundle_is_final_and_strict_r4(file_due: Any, clinician: An
     assert {f.performer[0].display for f in finals} == {clinician.get_username()}
 
 
-def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why() -> None:
+def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinician: Any) -> None:
     study = StudyFactory(accession_number="DECLINED-FHIR")
     for position in (0, 1):
         radiograph = RadiographFactory(study=study, position=position)
@@ -159,6 +160,20 @@ def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why() -> Non
     assert report.status == "cancelled" and not report.result
     assert report.conclusion == (
         "Not analysed by the model, outside its intended use: The model was not validated on the skull."
+    )
+    # Read without the model afterwards: still no model report (not "final"), and who read it.
+    study_read_without_model(study_id=study.pk, reader=clinician)
+    study = Study.objects.get(pk=study.pk)
+    report = next(
+        e.resource
+        for e in _read_back(study_fhir_bundle(study=study)).entry
+        if isinstance(e.resource, DiagnosticReport)
+    )
+    assert study.state == Study.State.REVIEWED
+    assert report.status == "cancelled" and not report.result
+    assert report.conclusion == (
+        "Not analysed by the model, outside its intended use: The model was not validated on the skull."
+        f" Read without the model by {clinician.get_username()}."
     )
 
 

@@ -43,6 +43,7 @@ ROLES: dict[str, str] = {
     "radiology:radiograph_pixels": CLINICIAN,
     "radiology:study_confirm": CLINICIAN,
     "radiology:study_unaided": CLINICIAN,
+    "radiology:study_read_without_model": CLINICIAN,
     "radiology:reader_settings": CLINICIAN,
     "radiology:adjudications": CLINICIAN,
     "radiology:adjudication_decide": CLINICIAN,
@@ -68,6 +69,7 @@ POST_ONLY = {
     "radiology:drift_acknowledge",
     "radiology:study_confirm",
     "radiology:study_unaided",
+    "radiology:study_read_without_model",
     "radiology:reader_settings",
     "radiology:site_settings",
     "radiology:adjudication_decide",
@@ -163,6 +165,7 @@ def url_for(route: Route, world: dict[str, Any]) -> str:
                 "radiology:study_status": world["study"].pk,
                 "radiology:study_confirm": world["study"].pk,
                 "radiology:study_unaided": world["study"].pk,
+                "radiology:study_read_without_model": world["study"].pk,
                 "radiology:adjudication_decide": world["adjudication"].pk,
                 "radiology:heatmap_image": world["prediction"].pk,
             }.get(route.name, world["radiograph"].pk)
