@@ -59,8 +59,10 @@ def test_a_declined_study_read_without_the_model_leaves_the_worklist(
     assert _tab_count(tabs, "not_analysed") == "0" and _tab_count(tabs, "reviewed") == "1"
     reviewed = clinician_client.get(QUEUE, {"state": "reviewed"}).content.decode()
     row = reviewed.split(f'id="study-row-{study.pk}"', 1)[1].split("</tr>", 1)[0]
-    status = " ".join(re.sub(r"<[^>]+>", " ", row.split('col-status">', 1)[1]).split())
+    text = lambda cell: " ".join(re.sub(r"<[^>]+>", " ", cell).split())  # noqa: E731
+    status = text(row.split('col-status">', 1)[1])
     assert status == f"Reviewed read without the model · {clinician.get_username()}"
+    assert text(row.split('col-model">', 1)[1].split("</td>", 1)[0]) == "No verdict"  # not "yet"
     page = clinician_client.get(reverse("radiology:study_detail", args=[study.pk])).content.decode()
     assert "The model did not analyse this study" not in page
     assert f"read without it by <strong>{clinician.get_username()}</strong>" in page
