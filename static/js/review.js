@@ -236,7 +236,9 @@
       list.appendChild(item);
     });
     show($("history-empty"), image.reviews.length === 0);
-    $("history-empty").textContent = image.hidden ? "Shown after your call." : "Not reviewed yet.";
+    $("history-empty").textContent = image.status === "not_analysed"
+      ? "Nothing to review: the model did not analyse this image."
+      : image.hidden ? "Shown after your call." : "Not reviewed yet.";
   }
 
   function renderAll() {
