@@ -132,6 +132,11 @@ CATALOGUE: dict[str, ProblemType] = {
         422, "Already recorded", "Your unaided call is recorded and never changed."
     ),
     "nothing_to_confirm": ProblemType(422, "Nothing to confirm", "No radiograph of the study awaits review."),
+    "not_declined": ProblemType(
+        422,
+        "Not declined by the model",
+        "Only a study the model did not analyse (state not_analysed) can be marked as read without it.",
+    ),
     "no_radiographs": ProblemType(422, "No radiographs", "Name at least one radiograph."),
     "adjudicated": ProblemType(
         409, "Adjudicated", "A second reader has adjudicated this radiograph; its label is locked."

@@ -16,6 +16,7 @@ from radiology.api.idempotency import run_idempotently
 from radiology.api.pagination import ApiPagination
 from radiology.api.problems import Problem
 from radiology.api.radiographs import REVIEW
+from radiology.api.studies import STUDY_DETAIL
 from radiology.api.views import ApiView, paginated, problem_from_service, radiograph_for, study_for
 from radiology.models import Adjudication
 from radiology.selectors import reading
@@ -127,6 +128,46 @@ class StudyConfirmApi(ApiView):
         except ServiceError as error:
             raise problem_from_service(error) from None
         return Response(s.ReviewOut(reviews, many=True).data, status=201)
+
+
+class StudyReadWithoutModelApi(ApiView):
+    """A study the model declined entirely, read without it (in the PACS): off the Not analysed worklist."""
+
+    @schema.operation(
+        operation_id="studies_read_without_model",
+        tag="reviews",
+        summary="Record that a study the model declined was read without it",
+        description="For a study whose every radiograph the model declined (state `not_analysed`: outside "
+        "its intended use). The caller has read it without the model; the study becomes `reviewed`, with "
+        "`read_without_model_by` / `_at`, and leaves the Not analysed worklist. No label is recorded (the "
+        "report is the reader's, in the PACS). Audited. A declined radiograph arriving later makes the "
+        "study `not_analysed` again. `not_declined` for any other study, a second time included.",
+        parameters=[schema.PK, schema.IDEMPOTENCY_KEY],
+        response=s.StudyDetailOut,
+        response_example={
+            **STUDY_DETAIL,
+            "state": "reviewed",
+            "max_probability": None,
+            "band": "",
+            "reviewed_at": "2025-06-02T10:05:00.000Z",
+            "read_without_model_by": "dr.ada",
+            "read_without_model_at": "2025-06-02T10:05:00.000Z",
+        },
+        # services.study_read_without_model
+        problems=(*schema.FOUND, *schema.POSTED, *schema.IDEMPOTENT, "not_declined"),
+    )
+    def post(self, request: Request, pk: int) -> HttpResponseBase:
+        return run_idempotently(request, lambda: self._read(request, pk))
+
+    def _read(self, request: Request, pk: int) -> Response:
+        study = study_for(request, pk)
+        try:
+            services.study_read_without_model(
+                study_id=study.pk, reader=request.user, client_ip=client_ip(request)
+            )
+        except ServiceError as error:
+            raise problem_from_service(error) from None
+        return Response(s.StudyDetailOut(study_for(request, pk), context={"request": request}).data)
 
 
 class AdjudicationListApi(ApiView):

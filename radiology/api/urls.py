@@ -37,6 +37,11 @@ urlpatterns = [
         name="radiograph_unaided_read",
     ),
     path("v1/studies/<int:pk>/confirm", reading.StudyConfirmApi.as_view(), name="study_confirm"),
+    path(
+        "v1/studies/<int:pk>/read-without-model",
+        reading.StudyReadWithoutModelApi.as_view(),
+        name="study_read_without_model",
+    ),
     path("v1/adjudications", reading.AdjudicationListApi.as_view(), name="adjudications"),
     path(
         "v1/adjudications/<int:pk>/decision",

@@ -155,6 +155,13 @@ ENDPOINTS = [
         lambda c, o: c.post(f"/api/v1/studies/{o['prediction'].radiograph.study_id}/confirm"),
     ),
     Endpoint(
+        "study_read_without_model",
+        "POST",
+        # Allowed to both (not 403); refused as not_declined, the study being predicted.
+        {"clinician": 422, "admin": 422},
+        lambda c, o: c.post(f"/api/v1/studies/{o['prediction'].radiograph.study_id}/read-without-model"),
+    ),
+    Endpoint(
         "adjudications", "GET", {"clinician": 200, "admin": 200}, lambda c, o: c.get("/api/v1/adjudications")
     ),
     Endpoint(

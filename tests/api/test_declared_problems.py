@@ -113,6 +113,10 @@ def test_the_operations_own_refusals_are_declared(clinician_api: APIClient, clin
     response = clinician_api.post(_url(route, queued.study_id))
     assert _declares(view, method, response) == "nothing_to_confirm"
 
+    route, method, view = _view("studies_read_without_model")
+    response = clinician_api.post(_url(route, queued.study_id))
+    assert _declares(view, method, response) == "not_declined"
+
     route, method, view = _view("radiographs_unaided_read_create")
     ReviewFactory(prediction=predicted.current_prediction, reviewer=clinician)
     response = clinician_api.post(_url(route, predicted.pk), {"label": "fractured"}, format="json")

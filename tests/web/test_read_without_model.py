@@ -128,3 +128,18 @@ def test_the_api_says_who_read_a_declined_study_without_the_model(
     after = clinician_client.get(url).json()
     assert after["state"] == "reviewed" and after["read_without_model_by"] == clinician.get_username()
     assert after["read_without_model_at"] == after["reviewed_at"] is not None
+
+
+def test_an_integrator_records_the_read_through_the_api(
+    clinician_client: Client, clinician: Any, make_study: MakeStudy
+) -> None:
+    study = _declined_study(make_study)
+    url = reverse("api:study_read_without_model", args=[study.pk])
+    response = clinician_client.post(url)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == study.pk and body["state"] == "reviewed"
+    assert body["read_without_model_by"] == clinician.get_username()
+    again = clinician_client.post(url)
+    assert again.status_code == 422 and again.json()["code"] == "not_declined"
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.STUDY_READ_WITHOUT_MODEL).count() == 1
