@@ -343,7 +343,7 @@ def _conclusion(
         conclusion = "Not analysed by the model, outside its intended use: " + (
             " ".join(reasons) or "no reason kept."
         )
-        if study.read_without_model_by is not None:
+        if study.state == Study.State.REVIEWED and study.read_without_model_by is not None:
             conclusion += f" Read without the model by {study.read_without_model_by.get_username()}."
         return conclusion
     if not current:

@@ -175,6 +175,16 @@ def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinicia
         "Not analysed by the model, outside its intended use: The model was not validated on the skull."
         f" Read without the model by {clinician.get_username()}."
     )
+    # A declined image arriving after that read has not been read: the reader is no longer named.
+    decline(RadiographFactory(study=study, position=2), code="body_region", reason="Another skull view.")
+    study = Study.objects.get(pk=study.pk)
+    report = next(
+        e.resource
+        for e in _read_back(study_fhir_bundle(study=study)).entry
+        if isinstance(e.resource, DiagnosticReport)
+    )
+    assert study.state == Study.State.NOT_ANALYSED and report.status == "cancelled"
+    assert "Read without the model" not in report.conclusion
 
 
 def _valid_bundle(file_due: Any) -> dict[str, Any]:
