@@ -344,7 +344,10 @@ def _conclusion(
             " ".join(reasons) or "no reason kept."
         )
         if study.state == Study.State.REVIEWED and study.read_without_model_by is not None:
-            conclusion += f" Read without the model by {study.read_without_model_by.get_username()}."
+            # The reasons already say "read it without the model": who did, and when.
+            read_at = study.read_without_model_at
+            when = f" at {read_at:%Y-%m-%d %H:%M} UTC" if read_at is not None else ""
+            conclusion += f" Read by {study.read_without_model_by.get_username()}{when}."
         return conclusion
     if not current:
         return "No radiograph of this study has been classified yet."

@@ -173,7 +173,7 @@ def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinicia
     assert report.status == "cancelled" and not report.result
     assert report.conclusion == (
         "Not analysed by the model, outside its intended use: The model was not validated on the skull."
-        f" Read without the model by {clinician.get_username()}."
+        f" Read by {clinician.get_username()} at {study.read_without_model_at:%Y-%m-%d %H:%M} UTC."
     )
     # A declined image arriving after that read has not been read: the reader is no longer named.
     decline(RadiographFactory(study=study, position=2), code="body_region", reason="Another skull view.")
@@ -184,7 +184,7 @@ def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinicia
         if isinstance(e.resource, DiagnosticReport)
     )
     assert study.state == Study.State.NOT_ANALYSED and report.status == "cancelled"
-    assert "Read without the model" not in report.conclusion
+    assert "Read by" not in report.conclusion
 
 
 def _valid_bundle(file_due: Any) -> dict[str, Any]:
