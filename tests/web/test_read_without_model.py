@@ -114,6 +114,12 @@ def test_an_image_arriving_after_the_read_puts_the_study_back_in_the_work(
     study_refresh_triage(study_id=predicted_later.pk)
     predicted_later.refresh_from_db()
     assert predicted_later.state == Study.State.AWAITING_REVIEW
+    # Its row and page show the new verdict, not the earlier "read without the model".
+    awaiting = clinician_client.get(QUEUE, {"state": "awaiting_review"}).content.decode()
+    row = awaiting.split(f'id="study-row-{predicted_later.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert ">Fracture · 80 %<" in row and "No verdict" not in row
+    page = clinician_client.get(reverse("radiology:study_detail", args=[predicted_later.pk])).content.decode()
+    assert 'id="read-without-model"' not in page
 
 
 def test_the_api_says_who_read_a_declined_study_without_the_model(
