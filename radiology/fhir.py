@@ -285,7 +285,7 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "status": _report_status(
-            study, declined=_declined(study, current), reviewed_all=reviewed_all, has_results=bool(results)
+            study, declined=_declined(study), reviewed_all=reviewed_all, has_results=bool(results)
         ),
         "category": [
             {
@@ -317,10 +317,9 @@ def study_fhir_bundle(*, study: Study) -> dict[str, Any]:
     return validate_bundle(bundle)
 
 
-def _declined(study: Study, current: dict[int, Any]) -> bool:
+def _declined(study: Study) -> bool:
     """The model declined every radiograph: still on the worklist, or since read without the model."""
-    read_without_model = study.read_without_model_at is not None and study.state == Study.State.REVIEWED
-    return study.state == Study.State.NOT_ANALYSED or (read_without_model and not current)
+    return study.state == Study.State.NOT_ANALYSED or study.read_without_model_stands
 
 
 def _report_status(study: Study, *, declined: bool, reviewed_all: bool, has_results: bool) -> str:
@@ -335,7 +334,7 @@ def _report_status(study: Study, *, declined: bool, reviewed_all: bool, has_resu
 def _conclusion(
     study: Study, radiographs: list[Radiograph], current: dict[int, Any], reviews: dict[int, Review]
 ) -> str:
-    if _declined(study, current):
+    if _declined(study):
         reasons = dict.fromkeys(
             refusal.reason for r in radiographs if (refusal := selectors.radiograph_refusal(r)) is not None
         )
@@ -343,7 +342,7 @@ def _conclusion(
         conclusion = "Not analysed by the model, outside its intended use: " + (
             " ".join(reasons) or "no reason kept."
         )
-        if study.state == Study.State.REVIEWED and study.read_without_model_by is not None:
+        if study.read_without_model_stands and study.read_without_model_by is not None:
             # The reasons already say "read it without the model": who did, and when.
             read_at = study.read_without_model_at
             when = f" at {read_at:%Y-%m-%d %H:%M} UTC" if read_at is not None else ""

@@ -191,6 +191,12 @@ class Study(models.Model):
     def __str__(self) -> str:
         return self.accession_number
 
+    @property
+    def read_without_model_stands(self) -> bool:
+        """Declined entirely and since read without the model: reviewed, with no model verdict."""
+        read = self.read_without_model_at is not None
+        return read and self.state == self.State.REVIEWED and not self.verdict
+
 
 def radiograph_storage_name(instance: Radiograph, filename: str) -> str:
     """A generated name: never the uploader's file name, which may hold identifiers or path tricks."""

@@ -106,7 +106,7 @@ def study_confirm(*, study_id: int, reviewer: Any, client_ip: str | None = None)
     return reviews
 
 
-def study_read_without_model(*, study_id: int, reader: Any, client_ip: str | None = None) -> Study:
+def study_read_without_model(*, study_id: int, reader: Any, client_ip: str | None = None) -> None:
     """Take a study the model declined entirely off the Not analysed worklist: the clinician has read its
     radiographs without the model (in the PACS). No label is recorded here; the report is theirs, there."""
     with transaction.atomic():
@@ -127,8 +127,6 @@ def study_read_without_model(*, study_id: int, reader: Any, client_ip: str | Non
             details={"accession_number": study.accession_number},
             client_ip=client_ip,
         )
-    study.refresh_from_db()
-    return study
 
 
 def override_reasons_for(label: str) -> Sequence[str]:
