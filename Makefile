@@ -8,6 +8,11 @@ EXTRAS ?= cpu,dev,convert
 # Real services for the end-to-end tests (CI starts them; see .ci/run).
 E2E_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/fracture_review
 E2E_BROKER_URL ?= redis://127.0.0.1:6379/15
+# The unit tests run in one process per core (pytest-xdist), at most 4: each process loads TensorFlow, and
+# the training tests already use every core. Tests are dealt out one by one in pytest-django's order (each
+# process runs its transactional tests, which empty the database, after the others); a module marked
+# xdist_group stays in one process, so its costly module fixtures run once.
+UNIT_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 
 
 .PHONY: dicom-tools
@@ -56,7 +61,7 @@ typecheck:
 	$(VENV)/bin/mypy config radiology worker classifier bench
 
 test-unit:
-	$(PYTEST) -m "not e2e and not browser" -q
+	$(PYTEST) -m "not e2e and not browser" -q -n $(UNIT_WORKERS) --dist loadgroup
 
 test-e2e-services:
 	DATABASE_URL=$(E2E_DATABASE_URL) CELERY_BROKER_URL=$(E2E_BROKER_URL) $(PYTEST) -m "(e2e or browser) and not screenshots" -q

@@ -36,6 +36,21 @@ def _private_media_root(settings: Any, tmp_path: Path, request: pytest.FixtureRe
 
 
 @pytest.fixture(autouse=True)
+def _no_state_from_other_tests() -> Iterator[None]:
+    """Each test starts from empty process-wide caches (the worker's registry answer, kept 10 s; the Django
+    cache: throttle counts, the model comparison), so that what a test sees, its query budget included, does
+    not depend on which tests ran before it in the same process (pytest-xdist deals them out differently)."""
+    from django.core.cache import cache
+
+    from worker import governance_tasks
+
+    governance_tasks.forget_registry_for_tests()
+    cache.clear()
+    yield
+    governance_tasks.forget_registry_for_tests()
+
+
+@pytest.fixture(autouse=True)
 def _tallies_at_once(request: pytest.FixtureRequest) -> None:
     """On PostgreSQL the study and radiograph tallies' triggers fire at commit (migrations 0018, 0022), and
     a test's transaction never commits: in such a test they fire at once, so that the counts see the test's

@@ -15,6 +15,9 @@ import pytest
 from classifier.data import sha256_file
 
 BOX = "0.5120 0.4392 0.0780 0.1750"
+# One test process for the whole module (make test-unit's --dist loadgroup): its fixtures train and
+# cross-validate once (about a minute), not once per process.
+pytestmark = pytest.mark.xdist_group("release")
 
 
 def _write_source(root: Path, rows: list[dict[str, str]], fixtures_dir: Path) -> None:

@@ -1,23 +1,11 @@
-"""Governance fixtures: registered model versions (real tiny artifacts) and a clean registry cache."""
+"""Governance fixtures: registered model versions (real tiny artifacts); the root conftest empties the
+registry cache and the Django cache before each test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from worker import governance_tasks
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry_cache() -> Iterator[None]:
-    from django.core.cache import cache
-
-    governance_tasks.forget_registry_for_tests()
-    cache.clear()  # the comparison is cached per pair of versions, whose names every test reuses
-    yield
-    governance_tasks.forget_registry_for_tests()
 
 
 @pytest.fixture(autouse=True)

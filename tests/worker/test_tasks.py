@@ -222,13 +222,13 @@ def test_a_batch_is_stored_with_a_fixed_number_of_queries(
     first = _radiograph(_png(10))
     rest = [_radiograph(_png(20 + i)) for i in range(7)]
     Radiograph.objects.filter(pk__in=[r.pk for r in rest]).update(dispatched_at="2026-01-01T00:00:00Z")
-    # Claim 3, read the rows 1, store 10 (lock, existing, two inserts, update, five for the studies),
-    # 4 savepoints around the two transactions: 18 for the batch, where it was about 10 per radiograph.
-    # Governance adds 4, whatever the batch size: the audit chain's head (lock, advance), the input
-    # statistics (one insert) and the registry's active and shadow versions (asked at most every 10 s).
-    # The audit dashboard's prediction tally adds 1, or 4 on a model version's first batch of the day (an
-    # update that finds no row, a savepoint, the insert, its release).
-    with django_assert_max_num_queries(26):
+    # 28 for the whole batch, where it was about 10 per radiograph: claim 3 (+2 savepoints), read the rows 1,
+    # store 8 (lock, existing, insert, status update, the studies' triage 4; +2 savepoints), the audit event 3
+    # (the chain head's lock and advance, the insert; +2 savepoints), the input statistics 1, the registry's
+    # active and shadow versions 2 (asked at most every 10 s; each test starts with none remembered) and the
+    # audit dashboard's prediction tally 1, or 4 on a model version's first batch of the day (an update that
+    # finds no row, a savepoint, the insert, its release), as here.
+    with django_assert_max_num_queries(28):
         tasks.classify_radiograph.apply(args=[first.pk])
     assert fake_predictor.batches == [8]
     assert Radiograph.objects.filter(status=Radiograph.Status.PREDICTED).count() == 8
