@@ -356,13 +356,18 @@ def fit_detector(
     cell_stride: int = CELL_STRIDE,
     boxed_negative_weight: float = BOXED_NEGATIVE_WEIGHT,
     consistency_weight: float = 0.0,
+    ema_momentum: float = 0.0,
     seed: int,
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
     select_best: bool = True,
     max_steps: int | None = None,
     on_epoch: Callable[[int, Any, dict[str, Any]], None] | None = None,
 ) -> DetectorFit:
-    """Train both heads with AdamW, one-cycle cosine; keep the epoch that `evaluate_epoch` rates best."""
+    """Train both heads with AdamW, one-cycle cosine; keep the epoch that `evaluate_epoch` rates best.
+
+    With ``ema_momentum`` > 0 the optimiser also keeps a moving average of the trainable weights; at each
+    epoch's end that average is what is evaluated, saved and kept, and training goes on from the raw
+    weights."""
     import keras
     import tensorflow as tf
 
@@ -374,7 +379,10 @@ def fit_detector(
     if max_steps:
         steps = min(steps, max_steps)
     schedule = warmup_cosine(lr, steps * epochs, warmup)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    ema = ema_momentum > 0
+    optimizer = keras.optimizers.AdamW(
+        schedule, weight_decay=weight_decay, use_ema=ema, ema_momentum=ema_momentum if ema else 0.99
+    )
     paired = consistency_weight > 0
     dataset = iter(
         detector_dataset(
@@ -421,7 +429,13 @@ def fit_detector(
             if (k + 1) % 25 == 0:
                 log.info("epoch %d step %d/%d: %.1f s", epoch + 1, k + 1, steps, time.perf_counter() - t0)
         losses = {"image_loss": sums[0] / steps, "cell_loss": sums[1] / steps}
+        raw = [v.numpy() for v in core.trainable_variables] if ema else []
+        if ema:  # the callbacks evaluate, save and keep the averaged weights
+            optimizer.finalize_variable_values(core.trainable_variables)
         callbacks.on_epoch_end(epoch, losses | ({"consistency": sums[2] / steps} if paired else {}))
+        if ema and epoch + 1 < epochs:  # training goes on from where the raw weights were
+            for variable, value in zip(core.trainable_variables, raw, strict=True):
+                variable.assign(value)
     callbacks.on_train_end()
     best.restore()
     return DetectorFit(core, history, best.epoch, time.perf_counter() - started)

@@ -74,6 +74,11 @@ class Recipe:
         "lite0det: weight of the squared logit difference between two augmented views of each image (0: off; "
         "a batch then holds batch_size / 2 images twice)",
     )
+    ema_momentum: float = _option(
+        0.0,
+        "lite0det: evaluate and keep an exponential moving average of the weights, updated every step with "
+        "this momentum (0: off; 0.99 averages over about the last 100 steps)",
+    )
     # Not an option of its own: --augment names a preset, --rotation / --zoom adjust it.
     augment: AugmentSpec = field(default_factory=AugmentSpec)
 

@@ -193,6 +193,7 @@ def fit_recipe(
         augment=recipe.augment,
         cell_loss_weight=recipe.cell_loss_weight,
         consistency_weight=recipe.consistency_weight,
+        ema_momentum=recipe.ema_momentum,
         backbone=recipe.backbone,
         cell_stride=recipe.cell_stride,
         boxed_negative_weight=recipe.boxed_negative_weight,

@@ -411,3 +411,46 @@ def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice() -> 
     keras.utils.set_random_seed(0)
     initial = [np.asarray(w) for w in detector_core(64, backbone_weights=None).get_weights()]
     assert not all(np.array_equal(a, b) for a, b in zip(first, initial, strict=True))
+
+
+def test_a_fit_with_ema_evaluates_and_keeps_the_moving_average_and_trains_on_from_the_raw_weights() -> None:
+    from classifier.detector import fit_detector
+    from classifier.pipeline import AugmentSpec
+
+    data, _ = _distinct_images(8)
+    train = detector_data(data, image_sources=["kaggle"])
+    momentum = 0.5
+
+    def fit(ema_momentum: float) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
+        seen: list[list[np.ndarray]] = []  # what each epoch's end evaluates and saves
+        fitted = fit_detector(
+            train,
+            size=64,
+            epochs=3,
+            batch_size=4,
+            lr=1e-3,
+            weight_decay=0.0,
+            warmup=0.1,
+            augment=AugmentSpec(hflip=True, rotation=20.0),
+            cell_loss_weight=1.0,
+            ema_momentum=ema_momentum,
+            backbone_weights=None,
+            seed=0,
+            max_steps=1,  # one step an epoch: each epoch's end sees one more step of the average
+            on_epoch=lambda _epoch, core, _row: seen.append([v.numpy() for v in core.trainable_variables]),
+        )
+        return seen, [v.numpy() for v in fitted.core.trainable_variables]
+
+    raw, _ = fit(0.0)  # the raw weights after steps 1, 2, 3 (the same seed repeats them bit for bit)
+    averaged, kept = fit(momentum)
+    # Step 1 starts the average at the weights; each later step moves it by (1 - momentum) towards them.
+    # Step 3's raw weights are the plain fit's only if training went on from step 2's raw weights, not
+    # from the average evaluated at the end of epoch 2.
+    expected = raw[0]
+    for epoch in range(3):
+        if epoch:
+            expected = [momentum * e + (1 - momentum) * w for e, w in zip(expected, raw[epoch], strict=True)]
+        assert all(np.allclose(a, e, atol=1e-6) for a, e in zip(averaged[epoch], expected, strict=True))
+    assert not all(np.allclose(a, w, atol=1e-6) for a, w in zip(averaged[2], raw[2], strict=True))
+    # The fit keeps the last epoch's average (no evaluate_epoch: no epoch is chosen).
+    assert all(np.array_equal(k, a) for k, a in zip(kept, averaged[2], strict=True))
