@@ -380,9 +380,8 @@ def fit_detector(
         steps = min(steps, max_steps)
     schedule = warmup_cosine(lr, steps * epochs, warmup)
     ema = ema_momentum > 0
-    optimizer = keras.optimizers.AdamW(
-        schedule, weight_decay=weight_decay, use_ema=ema, ema_momentum=ema_momentum if ema else 0.99
-    )
+    averaging = {"use_ema": True, "ema_momentum": ema_momentum} if ema else {}
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **averaging)
     paired = consistency_weight > 0
     dataset = iter(
         detector_dataset(
