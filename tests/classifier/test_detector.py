@@ -4,6 +4,7 @@ operating points, cluster-weighted calibration, and who teaches which head."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,14 @@ from classifier.cells import (
     pointing_hits,
 )
 from classifier.data import ImageSet, Record
-from classifier.detector import CELLS_BOXED, CELLS_NONE, CELLS_NORMAL, DetectorData, detector_data
+from classifier.detector import (
+    CELLS_BOXED,
+    CELLS_NONE,
+    CELLS_NORMAL,
+    DetectorData,
+    DetectorFit,
+    detector_data,
+)
 from classifier.localisation import box_counts, choose_box_rule, sensitivity_at
 from classifier.metrics import expected_calibration_error, fit_platt
 from classifier.preprocessing import InputSpec, letterbox_uint8
@@ -376,31 +384,36 @@ def test_one_seed_draws_the_same_augmented_batches_however_the_parallel_calls_in
     assert len({a.tobytes() for a in first}) == len(first)
 
 
+def _small_fit(train: DetectorData, **options: Any) -> DetectorFit:
+    """A few steps of fit_detector at 64 px from random weights, seed 0 (options override)."""
+    from classifier.detector import fit_detector
+    from classifier.pipeline import AugmentSpec
+
+    settings: dict[str, Any] = {
+        "size": 64,
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "warmup": 0.1,
+        "augment": AugmentSpec(hflip=True, rotation=45.0, zoom=0.2, shift=0.1, brightness=0.1),
+        "cell_loss_weight": 1.0,
+        "backbone_weights": None,
+        "seed": 0,
+    }
+    return fit_detector(train, **(settings | options))
+
+
 def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice() -> None:
     import keras
 
-    from classifier.detector import detector_core, fit_detector
-    from classifier.pipeline import AugmentSpec
+    from classifier.detector import detector_core
 
     data, _ = _distinct_images(8)
     train = detector_data(data, image_sources=["kaggle"])
 
     def fit() -> tuple[dict[str, float], list[np.ndarray]]:
-        fitted = fit_detector(
-            train,
-            size=64,
-            epochs=1,
-            batch_size=4,
-            lr=1e-3,
-            weight_decay=0.0,
-            warmup=0.1,
-            augment=AugmentSpec(hflip=True, rotation=45.0, zoom=0.2, shift=0.1, brightness=0.1),
-            cell_loss_weight=1.0,
-            consistency_weight=0.1,
-            backbone_weights=None,
-            seed=0,
-            max_steps=4,
-        )
+        fitted = _small_fit(train, consistency_weight=0.1, max_steps=4)
         (row,) = fitted.history
         return row, [np.asarray(w) for w in fitted.core.get_weights()]
 
@@ -414,28 +427,16 @@ def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice() -> 
 
 
 def test_a_fit_with_ema_evaluates_and_keeps_the_moving_average_and_trains_on_from_the_raw_weights() -> None:
-    from classifier.detector import fit_detector
-    from classifier.pipeline import AugmentSpec
-
     data, _ = _distinct_images(8)
     train = detector_data(data, image_sources=["kaggle"])
     momentum = 0.5
 
     def fit(ema_momentum: float) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
         seen: list[list[np.ndarray]] = []  # what each epoch's end evaluates and saves
-        fitted = fit_detector(
+        fitted = _small_fit(
             train,
-            size=64,
             epochs=3,
-            batch_size=4,
-            lr=1e-3,
-            weight_decay=0.0,
-            warmup=0.1,
-            augment=AugmentSpec(hflip=True, rotation=20.0),
-            cell_loss_weight=1.0,
             ema_momentum=ema_momentum,
-            backbone_weights=None,
-            seed=0,
             max_steps=1,  # one step an epoch: each epoch's end sees one more step of the average
             on_epoch=lambda _epoch, core, _row: seen.append([v.numpy() for v in core.trainable_variables]),
         )
