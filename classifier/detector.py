@@ -428,8 +428,8 @@ def fit_detector(
             if (k + 1) % 25 == 0:
                 log.info("epoch %d step %d/%d: %.1f s", epoch + 1, k + 1, steps, time.perf_counter() - t0)
         losses = {"image_loss": sums[0] / steps, "cell_loss": sums[1] / steps}
-        raw = [v.numpy() for v in core.trainable_variables] if ema else []
         if ema:  # the callbacks evaluate, save and keep the averaged weights
+            raw = [v.numpy() for v in core.trainable_variables]
             optimizer.finalize_variable_values(core.trainable_variables)
         callbacks.on_epoch_end(epoch, losses | ({"consistency": sums[2] / steps} if paired else {}))
         if ema and epoch + 1 < epochs:  # training goes on from where the raw weights were

@@ -36,7 +36,7 @@ def _private_media_root(settings: Any, tmp_path: Path, request: pytest.FixtureRe
 
 
 @pytest.fixture(autouse=True)
-def _no_state_from_other_tests() -> Iterator[None]:
+def _no_state_from_other_tests() -> None:
     """Each test starts from empty process-wide caches (the worker's registry answer, kept 10 s; the Django
     cache: throttle counts, the model comparison), so that what a test sees, its query budget included, does
     not depend on which tests ran before it in the same process (pytest-xdist deals them out differently)."""
@@ -46,8 +46,6 @@ def _no_state_from_other_tests() -> Iterator[None]:
 
     governance_tasks.forget_registry_for_tests()
     cache.clear()
-    yield
-    governance_tasks.forget_registry_for_tests()
 
 
 @pytest.fixture(autouse=True)

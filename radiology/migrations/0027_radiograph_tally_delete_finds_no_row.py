@@ -5,6 +5,8 @@ count for good, and the API's radiograph list, paged by that count, failed on a 
 only updates a row that is there, as the study tally's trigger (0018) already did. PostgreSQL flushes with
 TRUNCATE, which fires no row triggers: nothing changes there."""
 
+import importlib
+
 from django.db import migrations
 
 from radiology.migrations._per_vendor import run_per_vendor
@@ -14,12 +16,8 @@ UPDATE_ONLY = """
         UPDATE radiology_radiographtally SET radiographs = radiographs - 1 WHERE id = 1;
     END
 """
-INSERT_OR_IGNORE_THEN_UPDATE = """
-    CREATE TRIGGER radiograph_tally_delete AFTER DELETE ON radiology_radiograph BEGIN
-        INSERT OR IGNORE INTO radiology_radiographtally (id, radiographs) VALUES (1, 0);
-        UPDATE radiology_radiographtally SET radiographs = radiographs - 1 WHERE id = 1;
-    END
-"""
+# 0022's delete trigger (its SQLITE: the insert trigger, then the delete trigger), made again on the way back.
+INSERT_OR_IGNORE_THEN_UPDATE = importlib.import_module("radiology.migrations.0022_radiograph_tally").SQLITE[1]
 DROP = "DROP TRIGGER IF EXISTS radiograph_tally_delete"
 
 
