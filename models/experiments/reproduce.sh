@@ -32,7 +32,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s384-boxneg1 0 --size 384 --boxed-negative-weight 1.0  # the cells around the boxes as firm negatives
     run s384-cellw3 0 --size 384 --cell-loss-weight 3.0  # the backbone pulled harder by the per-cell loss
     run s384-centre 0 --size 384 --cell-target centre  # positives on each box's central third only
-    run s384-ep7 0 --size 384 --epochs 7  # seven epochs instead of five
+    run s384-ep7 "0 1 2" --size 384 --epochs 7  # seven epochs instead of five (fold 1 kept from before the stateless augmentation)
     run s384-rerun 0 --size 384  # the baseline again, same seed, now keeping each image's highest cell (cell_max)
     run s384-ema 0 --size 384 --ema-momentum 0.99  # a moving average of the weights evaluated and kept
 fi
