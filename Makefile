@@ -58,7 +58,7 @@ lint:
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck:
-	$(VENV)/bin/mypy config radiology worker classifier bench
+	$(VENV)/bin/mypy config radiology worker classifier bench tests
 
 test-unit:
 	$(PYTEST) -m "not e2e and not browser" -q -n $(UNIT_WORKERS) --dist loadgroup

@@ -103,18 +103,18 @@ def roles(db: None) -> None:
 
 @pytest.fixture
 def clinician(roles: None) -> Any:
-    return ClinicianFactory(username="dr.ada")
+    return ClinicianFactory.create(username="dr.ada")
 
 
 @pytest.fixture
 def admin(roles: None) -> Any:
-    return AdminFactory(username="audit.admin")
+    return AdminFactory.create(username="audit.admin")
 
 
 @pytest.fixture
 def outsider(roles: None) -> Any:
     """Can log in, belongs to no group, must see nothing clinical."""
-    return UserFactory(username="no.role")
+    return UserFactory.create(username="no.role")
 
 
 def _client_for(user: Any) -> Client:
@@ -191,7 +191,7 @@ class FakePredictor:
             heatmap = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8) if heatmaps else None
             band = self.band_for(probability)
             height, width = image.shape[:2]
-            boxes = ()
+            boxes: tuple[FakeBox, ...] = ()
             if band != "no_fracture":
                 boxes = (FakeBox(width * 0.125, height * 0.125, width * 0.375, height * 0.375, probability),)
             results.append(FakeResult(probability, label, heatmap, band, boxes))

@@ -7,7 +7,7 @@ from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
 from django.db import transaction
 
@@ -17,59 +17,60 @@ from radiology.services.tallies import standing_reviews_change, tally_prediction
 from radiology.services.triage import study_verdict_of
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
         skip_postgeneration_save = True  # the hooks only add groups, which need no save
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.django.Password("correct-horse-battery")
+    # types-factory-boy 0.4 lacks django.Password (factory_boy 3.3's hashed-password declaration).
+    password = factory.django.Password("correct-horse-battery")  # type: ignore[attr-defined]
 
     @factory.post_generation
-    def groups(self, create: bool, extracted: list[str] | None, **kwargs: object) -> None:
+    def groups(user: User, create: bool, extracted: list[str] | None, **kwargs: object) -> None:
         for name in extracted or []:
-            self.groups.add(Group.objects.get_or_create(name=name)[0])
+            user.groups.add(Group.objects.get_or_create(name=name)[0])
 
 
 class ClinicianFactory(UserFactory):
     @factory.post_generation
-    def clinician_role(self, create: bool, extracted: object, **kwargs: object) -> None:
-        self.groups.add(Group.objects.get_or_create(name=CLINICIAN_GROUP)[0])
+    def clinician_role(user: User, create: bool, extracted: object, **kwargs: object) -> None:
+        user.groups.add(Group.objects.get_or_create(name=CLINICIAN_GROUP)[0])
 
 
 class AdminFactory(UserFactory):
     is_staff = True
 
     @factory.post_generation
-    def admin_role(self, create: bool, extracted: object, **kwargs: object) -> None:
-        self.groups.add(Group.objects.get_or_create(name=ADMIN_GROUP)[0])
+    def admin_role(user: User, create: bool, extracted: object, **kwargs: object) -> None:
+        user.groups.add(Group.objects.get_or_create(name=ADMIN_GROUP)[0])
 
 
-class PatientFactory(factory.django.DjangoModelFactory):
+class PatientFactory(factory.django.DjangoModelFactory[Patient]):
     class Meta:
         model = Patient
 
     mrn = factory.Sequence(lambda n: f"MRN{n:06d}")
-    name = factory.Faker("name")
+    name: factory.Faker[Patient, str] = factory.Faker("name")
 
 
-class StudyFactory(factory.django.DjangoModelFactory):
+class StudyFactory(factory.django.DjangoModelFactory[Study]):
     class Meta:
         model = Study
 
-    patient = factory.SubFactory(PatientFactory)
+    patient: factory.SubFactory[Study, Patient] = factory.SubFactory(PatientFactory)
     accession_number = factory.Sequence(lambda n: f"ACC{n:07d}")
     body_region = BodyRegion.WRIST
-    uploaded_by = factory.SubFactory(ClinicianFactory)
+    uploaded_by: factory.SubFactory[Study, User] = factory.SubFactory(ClinicianFactory)
     radiograph_count = 1
 
 
-class RadiographFactory(factory.django.DjangoModelFactory):
+class RadiographFactory(factory.django.DjangoModelFactory[Radiograph]):
     class Meta:
         model = Radiograph
 
-    study = factory.SubFactory(StudyFactory)
+    study: factory.SubFactory[Radiograph, Study] = factory.SubFactory(StudyFactory)
     original_filename = factory.Sequence(lambda n: f"image{n}.png")
     format = Radiograph.Format.PNG
     sha256 = factory.Sequence(lambda n: hashlib.sha256(str(n).encode()).hexdigest())
@@ -79,18 +80,20 @@ class RadiographFactory(factory.django.DjangoModelFactory):
     image = factory.LazyFunction(lambda: ContentFile(b"not-read-in-this-test", name="image.png"))
 
 
-class PredictionFactory(factory.django.DjangoModelFactory):
+class PredictionFactory(factory.django.DjangoModelFactory[Prediction]):
     class Meta:
         model = Prediction
         skip_postgeneration_save = True
 
-    radiograph = factory.SubFactory(RadiographFactory, status=Radiograph.Status.PREDICTED)
+    radiograph: factory.SubFactory[Prediction, Radiograph] = factory.SubFactory(
+        RadiographFactory, status=Radiograph.Status.PREDICTED
+    )
     model_version = "test-model-1"
     probability = 0.9
     label = Label.FRACTURED
     threshold = 0.5
     # The band the fake predictor's operating points (0.3, 0.7) give the probability.
-    band = factory.LazyAttribute(
+    band: factory.LazyAttribute[Prediction, str] = factory.LazyAttribute(
         lambda p: "fracture" if p.probability >= 0.7 else "doubt" if p.probability >= 0.3 else "no_fracture"
     )
     threshold_sensitive = 0.3
@@ -118,15 +121,15 @@ class PredictionFactory(factory.django.DjangoModelFactory):
         Study.objects.filter(pk=obj.radiograph.study_id).update(verdict=study_verdict_of(labels))
 
 
-class ReviewFactory(factory.django.DjangoModelFactory):
+class ReviewFactory(factory.django.DjangoModelFactory[Review]):
     class Meta:
         model = Review
 
-    prediction = factory.SubFactory(PredictionFactory)
-    radiograph = factory.SelfAttribute("prediction.radiograph")
-    reviewer = factory.SubFactory(ClinicianFactory)
+    prediction: factory.SubFactory[Review, Prediction] = factory.SubFactory(PredictionFactory)
+    radiograph: factory.SelfAttribute[Review, Radiograph] = factory.SelfAttribute("prediction.radiograph")
+    reviewer: factory.SubFactory[Review, User] = factory.SubFactory(ClinicianFactory)
     decision = Review.Decision.CONFIRM
-    final_label = factory.SelfAttribute("prediction.label")
+    final_label: factory.SelfAttribute[Review, str] = factory.SelfAttribute("prediction.label")
 
     @classmethod
     def _create(cls, model_class: type[Review], *args: Any, **kwargs: Any) -> Review:
@@ -137,7 +140,7 @@ class ReviewFactory(factory.django.DjangoModelFactory):
             return review
 
 
-class AuditEventFactory(factory.django.DjangoModelFactory):
+class AuditEventFactory(factory.django.DjangoModelFactory[AuditEvent]):
     class Meta:
         model = AuditEvent
 

@@ -81,11 +81,11 @@ def manifest_part(manifest: dict[str, Any]) -> str:
 
 def predicted_radiograph(**prediction: Any) -> Radiograph:
     """A radiograph with a stored prediction (factories bypass services: state is arranged directly)."""
-    return PredictionFactory(**prediction).radiograph
+    return PredictionFactory.create(**prediction).radiograph
 
 
 def queued_radiograph(**kwargs: Any) -> Radiograph:
-    return RadiographFactory(**kwargs)
+    return RadiographFactory.create(**kwargs)
 
 
 def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:

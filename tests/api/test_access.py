@@ -184,14 +184,14 @@ PUBLIC = {
 
 @pytest.fixture
 def objs(clinician: Any) -> dict[str, Any]:
-    prediction = PredictionFactory(heatmap=ContentFile(png_bytes(), name="heatmap.png"))
+    prediction = PredictionFactory.create(heatmap=ContentFile(png_bytes(), name="heatmap.png"))
     batch = Batch.objects.create(submitted_by=clinician)
     BatchItem.objects.create(
         batch=batch, index=0, accession_number="X", outcome="created", study=prediction.radiograph.study
     )
     # A case for a second reader, first read by someone else (the cast may adjudicate it).
-    other = PredictionFactory()
-    review = ReviewFactory(
+    other = PredictionFactory.create()
+    review = ReviewFactory.create(
         prediction=other, final_label="not_fractured", decision="override", reason_code="false_alarm"
     )
     adjudication = Adjudication.objects.create(
@@ -263,7 +263,7 @@ def test_session_post_without_csrf_token_is_refused(clinician: Any) -> None:
 
     client = Client(enforce_csrf_checks=True)
     client.force_login(clinician)
-    prediction = PredictionFactory()
+    prediction = PredictionFactory.create()
     response = client.post(
         f"/api/v1/radiographs/{prediction.radiograph_id}/reviews",
         {"decision": "confirm"},
@@ -277,5 +277,5 @@ def test_another_clinicians_batch_is_not_found(objs: dict[str, Any], roles: None
     from tests.api.conftest import token_client
     from tests.factories import ClinicianFactory
 
-    other = token_client(ClinicianFactory(username="dr.other"))
+    other = token_client(ClinicianFactory.create(username="dr.other"))
     assert_problem(other.get(f"/api/v1/batches/{objs['batch'].pk}"), 404, "not_found")

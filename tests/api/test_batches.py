@@ -41,7 +41,7 @@ def _stored_files() -> list[str]:
 def test_each_study_succeeds_or_fails_on_its_own(
     clinician_api: Any, dispatched: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    StudyFactory(accession_number="DUP")
+    StudyFactory.create(accession_number="DUP")
     manifest = {
         "reference": "night run",
         "studies": [
@@ -154,7 +154,7 @@ def test_the_manifest_may_be_a_file_part(clinician_api: Any) -> None:
 
 
 def test_when_no_study_can_be_created_nothing_is_stored(clinician_api: Any) -> None:
-    StudyFactory(accession_number="DUP")
+    StudyFactory.create(accession_number="DUP")
     response = _submit(
         clinician_api,
         {"studies": [_study("DUP", ["a.png"]), _study("N-2", ["b.png"])]},

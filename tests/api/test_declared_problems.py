@@ -69,7 +69,7 @@ def test_the_refusals_every_operation_meets_are_declared(
         assert _declares(view, method, too_large) == "request_too_large"
         settings.API_MAX_REQUEST_BYTES = 10**6
     if getattr(view, method).operation_id in BODY_PARSED:
-        review = ReviewFactory()
+        review = ReviewFactory.create()
         case = Adjudication.objects.create(
             radiograph=review.radiograph, review=review, trigger="model_disagrees"
         )
@@ -118,7 +118,7 @@ def test_the_operations_own_refusals_are_declared(clinician_api: APIClient, clin
     assert _declares(view, method, response) == "not_declined"
 
     route, method, view = _view("radiographs_unaided_read_create")
-    ReviewFactory(prediction=predicted.current_prediction, reviewer=clinician)
+    ReviewFactory.create(prediction=predicted.current_prediction, reviewer=clinician)
     response = clinician_api.post(_url(route, predicted.pk), {"label": "fractured"}, format="json")
     assert _declares(view, method, response) == "already_seen"
 

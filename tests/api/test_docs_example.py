@@ -58,7 +58,7 @@ def test_the_documented_python_client_submits_and_collects_results(
     live_server: Any, transactional_db: None, tmp_path: Path
 ) -> None:
     ensure_role_groups()
-    token = Token.objects.create(user=ClinicianFactory(username="docs.client")).key
+    token = Token.objects.create(user=ClinicianFactory.create(username="docs.client")).key
     script = tmp_path / "client.py"
     script.write_text(_python_example())
     stop = threading.Event()

@@ -102,7 +102,7 @@ def test_submissions_have_their_own_tighter_throttle(clinician_api: Any, setting
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"user": "100/minute", "submit": "1/minute"},
     }
-    radiograph = PredictionFactory().radiograph
+    radiograph = PredictionFactory.create().radiograph
     url = f"/api/v1/radiographs/{radiograph.pk}/reviews"
     assert clinician_api.post(url, {"decision": "confirm"}, format="json").status_code == 201
     assert_problem(clinician_api.post(url, {"decision": "confirm"}, format="json"), 429, "throttled")

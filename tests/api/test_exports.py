@@ -19,18 +19,18 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def rows(clinician: Any) -> dict[str, Any]:
-    reviewed = PredictionFactory(
+    reviewed = PredictionFactory.create(
         label=Label.FRACTURED, probability=0.91, radiograph__study__accession_number="=HYPERLINK(1)"
     )
-    ReviewFactory(prediction=reviewed, reviewer=clinician)
-    ReviewFactory(
+    ReviewFactory.create(prediction=reviewed, reviewer=clinician)
+    ReviewFactory.create(
         prediction=reviewed,
         reviewer=clinician,
         decision=Review.Decision.OVERRIDE,
         final_label=Label.NOT_FRACTURED,
         reason_code=Review.Reason.HARDWARE,
     )
-    queued = RadiographFactory(study__body_region="ankle")
+    queued = RadiographFactory.create(study__body_region="ankle")
     return {"reviewed": reviewed, "queued": queued}
 
 
@@ -70,12 +70,12 @@ def test_json_has_the_same_rows(admin_api: Any, rows: dict[str, Any]) -> None:
 
 
 def test_rows_carry_the_band_and_why_a_radiograph_was_not_analysed(admin_api: Any) -> None:
-    doubtful = PredictionFactory(probability=0.5, label=Label.FRACTURED)
+    doubtful = PredictionFactory.create(probability=0.5, label=Label.FRACTURED)
     # A shadow version declined it too: that refusal is not the radiograph's, which has a verdict.
     GuardrailRefusal.objects.create(
         radiograph=doubtful.radiograph, model_version="shadow-2", code="out_of_distribution", reason="Unlike."
     )
-    declined = RadiographFactory(status=Radiograph.Status.NOT_ANALYSED)
+    declined = RadiographFactory.create(status=Radiograph.Status.NOT_ANALYSED)
     GuardrailRefusal.objects.create(
         radiograph=declined,
         model_version="active-1",
@@ -128,7 +128,7 @@ def test_invalid_export_filters_are_a_400_and_not_audited(admin_api: Any) -> Non
 
 def test_export_queries_stay_bounded(admin_api: Any, django_assert_max_num_queries: Any) -> None:
     for _ in range(25):
-        ReviewFactory()
+        ReviewFactory.create()
     # 11 whatever the row count: auth (2), count, the export's audit event with its chain head (5), rows (3:
     # radiographs, their reviews, their guardrail refusals).
     with django_assert_max_num_queries(11):

@@ -36,7 +36,7 @@ def test_a_deeply_nested_manifest_is_a_400(clinician_api: Any) -> None:
 
 
 def test_a_deeply_nested_json_body_is_a_400(clinician_api: Any, clinician: Any) -> None:
-    prediction = PredictionFactory(radiograph__study__uploaded_by=clinician)
+    prediction = PredictionFactory.create(radiograph__study__uploaded_by=clinician)
     response = clinician_api.post(
         f"/api/v1/radiographs/{prediction.radiograph.pk}/reviews",
         data='{"decision": ' + DEEP + "}",

@@ -80,7 +80,7 @@ def test_the_same_key_with_another_body_is_a_422(clinician_api: Any) -> None:
 @pytest.mark.django_db
 def test_the_same_key_on_another_endpoint_is_a_422(clinician_api: Any) -> None:
     assert _create(clinician_api).status_code == 201
-    radiograph = PredictionFactory().radiograph
+    radiograph = PredictionFactory.create().radiograph
     response = clinician_api.post(
         f"/api/v1/radiographs/{radiograph.pk}/reviews",
         {"decision": "confirm"},
@@ -94,7 +94,7 @@ def test_the_same_key_on_another_endpoint_is_a_422(clinician_api: Any) -> None:
 @pytest.mark.django_db
 def test_keys_belong_to_their_caller(clinician_api: Any, roles: None) -> None:
     assert _create(clinician_api).status_code == 201
-    other = token_client(ClinicianFactory(username="dr.other"))
+    other = token_client(ClinicianFactory.create(username="dr.other"))
     assert_problem(_create(other), 409, "duplicate_accession")  # did the work: not a replay of ours
     assert _create(other, accession_number="ACC-200").status_code == 201  # errors are not kept: key free
 
@@ -109,7 +109,7 @@ def test_an_error_is_not_stored_so_the_key_can_be_retried(clinician_api: Any) ->
 
 @pytest.mark.django_db
 def test_review_and_batch_submissions_are_idempotent(clinician_api: Any) -> None:
-    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    radiograph = PredictionFactory.create(label=Label.FRACTURED).radiograph
     url = f"/api/v1/radiographs/{radiograph.pk}/reviews"
     reviews = [
         clinician_api.post(url, {"decision": "confirm"}, format="json", HTTP_IDEMPOTENCY_KEY="review-1")
@@ -159,7 +159,7 @@ def _review_request(user: Any, radiograph_id: int, key: str) -> tuple[str, Reque
 
 @pytest.mark.django_db
 def test_a_request_still_in_progress_is_a_409_until_it_goes_stale(clinician_api: Any, clinician: Any) -> None:
-    radiograph = PredictionFactory().radiograph
+    radiograph = PredictionFactory.create().radiograph
     path, request = _review_request(clinician, radiograph.pk, "busy")
     record = IdempotencyRecord.objects.create(
         user=clinician, key="busy", fingerprint=request_fingerprint(request)

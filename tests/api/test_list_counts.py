@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def studies() -> None:
     for state, region in [("reviewed", "wrist")] * 3 + [("reviewed", "hand"), ("awaiting_review", "wrist")]:
-        StudyFactory(state=state, body_region=region)
+        StudyFactory.create(state=state, body_region=region)
 
 
 def _counts_of(table: str, queries: CaptureQueriesContext) -> list[str]:
@@ -66,9 +66,9 @@ def test_the_last_page_and_past_it(clinician_api: Any, studies: None) -> None:
 
 @pytest.fixture
 def radiographs() -> None:
-    for study in (StudyFactory(), StudyFactory()):
+    for study in (StudyFactory.create(), StudyFactory.create()):
         for position in range(3):
-            RadiographFactory(study=study, position=position, status=Radiograph.Status.FAILED)
+            RadiographFactory.create(study=study, position=position, status=Radiograph.Status.FAILED)
     Radiograph.objects.filter(pk=Radiograph.objects.order_by("pk").values("pk")[:1]).delete()
 
 
@@ -93,7 +93,7 @@ def test_the_unfiltered_radiograph_list_counts_from_the_tally(clinician_api: Any
 
 
 def test_a_filtered_radiograph_list_still_counts(clinician_api: Any, radiographs: None) -> None:
-    RadiographFactory(status=Radiograph.Status.QUEUED)
+    RadiographFactory.create(status=Radiograph.Status.QUEUED)
     with CaptureQueriesContext(connection) as queries:
         body = clinician_api.get("/api/v1/radiographs?status=failed").json()
     assert body["count"] == 5

@@ -24,19 +24,21 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def cast(clinician: Any) -> dict[str, Radiograph]:
     """fractured (reviewed), clear (not fractured, an older model too), queued (ankle, old), failed."""
-    fractured = PredictionFactory(label=Label.FRACTURED, probability=0.9).radiograph
-    ReviewFactory(prediction=fractured.predictions.get(), reviewer=clinician)
-    clear = PredictionFactory(label=Label.FRACTURED, probability=0.8, model_version="old-model").radiograph
+    fractured = PredictionFactory.create(label=Label.FRACTURED, probability=0.9).radiograph
+    ReviewFactory.create(prediction=fractured.predictions.get(), reviewer=clinician)
+    clear = PredictionFactory.create(
+        label=Label.FRACTURED, probability=0.8, model_version="old-model"
+    ).radiograph
     later = timezone.now() + dt.timedelta(seconds=5)
-    newer = PredictionFactory(
+    newer = PredictionFactory.create(
         radiograph=clear, label=Label.NOT_FRACTURED, probability=0.1, model_version="new-model"
     )
     type(newer).objects.filter(pk=newer.pk).update(created_at=later)
-    queued = RadiographFactory(study__body_region="ankle")
+    queued = RadiographFactory.create(study__body_region="ankle")
     Radiograph.objects.filter(pk=queued.pk).update(
         created_at=timezone.make_aware(dt.datetime(2020, 1, 5, 12))
     )
-    failed = RadiographFactory(status=Radiograph.Status.FAILED, failure_message="Unreadable.")
+    failed = RadiographFactory.create(status=Radiograph.Status.FAILED, failure_message="Unreadable.")
     return {"fractured": fractured, "clear": clear, "queued": queued, "failed": failed}
 
 
@@ -88,14 +90,14 @@ def test_list_shows_current_prediction_and_latest_review(
 
 
 def test_a_radiograph_the_model_declined_says_why(clinician_api: Any) -> None:
-    declined = RadiographFactory(status=Radiograph.Status.NOT_ANALYSED)
+    declined = RadiographFactory.create(status=Radiograph.Status.NOT_ANALYSED)
     GuardrailRefusal.objects.create(
         radiograph=declined, model_version="active-1", code="modality", reason="Not a plain radiograph (CT)."
     )
     GuardrailRefusal.objects.create(
         radiograph=declined, model_version="shadow-2", code="out_of_distribution", reason="Unlike."
     )
-    predicted = PredictionFactory().radiograph
+    predicted = PredictionFactory.create().radiograph
     GuardrailRefusal.objects.create(
         radiograph=predicted, model_version="shadow-2", code="out_of_distribution", reason="Unlike."
     )
@@ -109,18 +111,18 @@ def test_a_radiograph_the_model_declined_says_why(clinician_api: Any) -> None:
 
 def test_list_queries_do_not_grow_with_rows(clinician_api: Any, django_assert_max_num_queries: Any) -> None:
     for _ in range(40):
-        ReviewFactory()
+        ReviewFactory.create()
     with django_assert_max_num_queries(7):
         response = clinician_api.get("/api/v1/radiographs?verdict=fractured&reviewed=true&page_size=100")
     assert response.json()["count"] == 40
 
 
 def test_the_band_filter_uses_the_current_prediction(clinician_api: Any) -> None:
-    doubtful = PredictionFactory(probability=0.5, label="fractured")
-    certain = PredictionFactory(probability=0.95)
+    doubtful = PredictionFactory.create(probability=0.5, label="fractured")
+    certain = PredictionFactory.create(probability=0.95)
     # A newer model version read the doubtful one again and was sure: only the current band counts.
-    PredictionFactory(radiograph=certain.radiograph, model_version="test-model-2", probability=0.5)
-    clear = PredictionFactory(probability=0.05, label="not_fractured")
+    PredictionFactory.create(radiograph=certain.radiograph, model_version="test-model-2", probability=0.5)
+    clear = PredictionFactory.create(probability=0.05, label="not_fractured")
     ids = {
         band: {r["id"] for r in clinician_api.get(f"/api/v1/radiographs?band={band}").json()["results"]}
         for band in ("fracture", "doubt", "no_fracture")
@@ -140,7 +142,7 @@ def test_the_band_filter_uses_the_current_prediction(clinician_api: Any) -> None
 
 def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
     heatmap = png_bytes(200)  # stored levels, as the worker writes them
-    prediction = PredictionFactory(
+    prediction = PredictionFactory.create(
         heatmap=ContentFile(heatmap, name="h.png"),
         threshold=0.42,
         boxes=[{"x0": 100.0, "y0": 120.5, "x1": 300.0, "y1": 260.0, "score": 0.8}],
@@ -174,13 +176,13 @@ def test_detail_prediction_and_heatmap(clinician_api: Any) -> None:
 
 
 def test_an_unreadable_stored_heatmap_is_a_404_problem_not_a_crash(clinician_api: Any) -> None:
-    prediction = PredictionFactory(heatmap=ContentFile(b"\x89PNG\r\n\x1a\n-cut-short", name="h.png"))
+    prediction = PredictionFactory.create(heatmap=ContentFile(b"\x89PNG\r\n\x1a\n-cut-short", name="h.png"))
     body = assert_problem(clinician_api.get(f"/api/v1/predictions/{prediction.pk}/heatmap"), 404, "not_found")
     assert "cannot be read" in body["detail"]
 
 
 def test_prediction_of_a_queued_radiograph_is_a_404_saying_why(clinician_api: Any) -> None:
-    radiograph = RadiographFactory()
+    radiograph = RadiographFactory.create()
     body = assert_problem(
         clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}/prediction"), 404, "prediction_not_available"
     )
@@ -188,7 +190,7 @@ def test_prediction_of_a_queued_radiograph_is_a_404_saying_why(clinician_api: An
 
 
 def test_image_returns_the_stored_bytes_whatever_the_accept_header(clinician_api: Any) -> None:
-    radiograph = RadiographFactory(format=Radiograph.Format.JPEG)
+    radiograph = RadiographFactory.create(format=Radiograph.Format.JPEG)
     response = clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}/image", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert response["Content-Type"] == "image/jpeg"
@@ -196,10 +198,10 @@ def test_image_returns_the_stored_bytes_whatever_the_accept_header(clinician_api
 
 
 def test_missing_heatmap_and_image_are_404_problems(clinician_api: Any) -> None:
-    prediction = PredictionFactory()
+    prediction = PredictionFactory.create()
     assert_problem(clinician_api.get(f"/api/v1/predictions/{prediction.pk}/heatmap"), 404, "not_found")
     radiograph = prediction.radiograph
-    radiograph.image.storage.delete(radiograph.image.name)
+    radiograph.image.storage.delete(radiograph.image.name or "")
     assert_problem(clinician_api.get(f"/api/v1/radiographs/{radiograph.pk}/image"), 404, "not_found")
 
 
@@ -207,7 +209,7 @@ def test_missing_heatmap_and_image_are_404_problems(clinician_api: Any) -> None:
 
 
 def test_confirm_records_a_review_and_updates_the_study(clinician_api: Any, clinician: Any) -> None:
-    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    radiograph = PredictionFactory.create(label=Label.FRACTURED).radiograph
     response = clinician_api.post(
         f"/api/v1/radiographs/{radiograph.pk}/reviews", {"decision": "confirm"}, format="json"
     )
@@ -221,7 +223,7 @@ def test_confirm_records_a_review_and_updates_the_study(clinician_api: Any, clin
 
 
 def test_override_with_reason_then_list_newest_first(clinician_api: Any) -> None:
-    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    radiograph = PredictionFactory.create(label=Label.FRACTURED).radiograph
     url = f"/api/v1/radiographs/{radiograph.pk}/reviews"
     clinician_api.post(url, {"decision": "confirm"}, format="json")
     response = clinician_api.post(
@@ -255,7 +257,7 @@ def test_override_with_reason_then_list_newest_first(clinician_api: Any) -> None
 def test_inconsistent_reviews_are_refused(
     clinician_api: Any, payload: dict[str, str], status: int, code: str
 ) -> None:
-    radiograph = PredictionFactory(label=Label.FRACTURED).radiograph
+    radiograph = PredictionFactory.create(label=Label.FRACTURED).radiograph
     response = clinician_api.post(f"/api/v1/radiographs/{radiograph.pk}/reviews", payload, format="json")
     body = assert_problem(response, status, code)
     assert body.get("errors"), "each refusal names its field"
@@ -263,7 +265,7 @@ def test_inconsistent_reviews_are_refused(
 
 
 def test_reviewing_a_radiograph_without_prediction_is_a_409(clinician_api: Any) -> None:
-    radiograph = RadiographFactory()
+    radiograph = RadiographFactory.create()
     response = clinician_api.post(
         f"/api/v1/radiographs/{radiograph.pk}/reviews", {"decision": "confirm"}, format="json"
     )
@@ -280,7 +282,7 @@ def test_review_of_unknown_radiograph_is_a_404(clinician_api: Any) -> None:
 
 
 def test_review_body_must_be_json(clinician_api: Any) -> None:
-    radiograph = PredictionFactory().radiograph
+    radiograph = PredictionFactory.create().radiograph
     response = clinician_api.post(
         f"/api/v1/radiographs/{radiograph.pk}/reviews",
         "decision=confirm",

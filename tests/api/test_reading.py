@@ -94,7 +94,7 @@ def test_adjudication_by_a_second_clinician_locks_the_label(clinician_api: APICl
     own = clinician_api.post(f"/api/v1/adjudications/{pk}/decision", {"label": "fractured"}, format="json")
     assert_problem(own, 422, "own_case")
 
-    colleague = token_client(ClinicianFactory(username="dr.grace"))
+    colleague = token_client(ClinicianFactory.create(username="dr.grace"))
     decided = colleague.post(f"/api/v1/adjudications/{pk}/decision", {"label": "fractured"}, format="json")
     assert decided.status_code == 200
     assert (decided.json()["state"], decided.json()["label"], decided.json()["adjudicator"]) == (

@@ -45,9 +45,9 @@ MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
 
 
 def _seed(admin: Any) -> dict[str, list[Any]]:
-    predictions = [PredictionFactory(heatmap=ContentFile(png_bytes(), name="h.png")) for _ in range(3)]
-    ReviewFactory(prediction=predictions[0], reviewer=admin)
-    queued = RadiographFactory()
+    predictions = [PredictionFactory.create(heatmap=ContentFile(png_bytes(), name="h.png")) for _ in range(3)]
+    ReviewFactory.create(prediction=predictions[0], reviewer=admin)
+    queued = RadiographFactory.create()
     batch = Batch.objects.create(submitted_by=admin, reference="seed")
     BatchItem.objects.create(batch=batch, index=0, outcome="created", study=queued.study)
     radiographs = [p.radiograph for p in predictions] + [queued]
@@ -88,7 +88,7 @@ def test_the_api_conforms_to_its_schema(
         "DEFAULT_THROTTLE_RATES": {"user": "100000/minute", "submit": "100000/minute"},
     }
     ensure_role_groups()
-    admin = AdminFactory(username="schemathesis.admin")
+    admin = AdminFactory.create(username="schemathesis.admin")
     token = Token.objects.create(user=admin).key
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(_seed(admin)))

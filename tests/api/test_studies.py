@@ -81,7 +81,7 @@ def test_it_creates_nothing_when_every_file_is_refused(clinician_api: Any) -> No
 
 
 def test_a_duplicate_accession_number_is_a_409_naming_the_field(clinician_api: Any) -> None:
-    StudyFactory(accession_number="ACC-100")
+    StudyFactory.create(accession_number="ACC-100")
     response = clinician_api.post(
         "/api/v1/studies", study_form(files=[upload("kaggle_fractured_1.jpg")]), format="multipart"
     )
@@ -94,7 +94,7 @@ def test_a_duplicate_accession_number_is_a_409_naming_the_field(clinician_api: A
 
 
 def test_a_known_mrn_with_another_name_is_refused(clinician_api: Any) -> None:
-    PatientFactory(mrn="MRN-100", name="Someone Else")
+    PatientFactory.create(mrn="MRN-100", name="Someone Else")
     response = clinician_api.post(
         "/api/v1/studies", study_form(files=[upload("kaggle_fractured_1.jpg")]), format="multipart"
     )
@@ -191,9 +191,9 @@ def test_storage_failure_is_a_503_and_leaves_nothing(clinician_api: Any, monkeyp
 
 
 def test_list_is_in_queue_order_and_paginated(clinician_api: Any) -> None:
-    low = StudyFactory(max_probability=0.2)
-    high = StudyFactory(max_probability=0.9)
-    none = StudyFactory(max_probability=None)
+    low = StudyFactory.create(max_probability=0.2)
+    high = StudyFactory.create(max_probability=0.9)
+    none = StudyFactory.create(max_probability=None)
     body = clinician_api.get("/api/v1/studies").json()
     assert [s["id"] for s in body["results"]] == [high.pk, low.pk, none.pk]
     assert body["count"] == 3 and body["next"] is None
@@ -231,16 +231,16 @@ def test_a_page_past_the_end_is_a_404_problem(clinician_api: Any) -> None:
     ],
 )
 def test_study_filters(clinician_api: Any, query: str, expected: set[str]) -> None:
-    awaiting = StudyFactory(accession_number="ACC-AWAITING", state=Study.State.AWAITING_REVIEW)
-    PredictionFactory(radiograph__study=awaiting, label=Label.FRACTURED)
-    reviewed = StudyFactory(
+    awaiting = StudyFactory.create(accession_number="ACC-AWAITING", state=Study.State.AWAITING_REVIEW)
+    PredictionFactory.create(radiograph__study=awaiting, label=Label.FRACTURED)
+    reviewed = StudyFactory.create(
         accession_number="ACC-R",
         state=Study.State.REVIEWED,
         patient__mrn="MRN-R",
         study_date=dt.date(2024, 5, 1),
     )
-    PredictionFactory(radiograph__study=reviewed, label=Label.NOT_FRACTURED, probability=0.1)
-    old = StudyFactory(accession_number="ACC-OLD", body_region="ankle")
+    PredictionFactory.create(radiograph__study=reviewed, label=Label.NOT_FRACTURED, probability=0.1)
+    old = StudyFactory.create(accession_number="ACC-OLD", body_region="ankle")
     Study.objects.filter(pk=old.pk).update(created_at=timezone.make_aware(dt.datetime(2020, 1, 31, 23, 30)))
     names = {awaiting.pk: "awaiting", reviewed.pk: "reviewed", old.pk: "old_ankle"}
 
@@ -261,14 +261,16 @@ def test_invalid_filters_are_a_400_naming_each_parameter(clinician_api: Any) -> 
 
 def test_list_queries_are_bounded(clinician_api: Any, django_assert_max_num_queries: Any) -> None:
     for _ in range(30):
-        PredictionFactory(radiograph__study__state=Study.State.AWAITING_REVIEW)
+        PredictionFactory.create(radiograph__study__state=Study.State.AWAITING_REVIEW)
     with django_assert_max_num_queries(6):
         response = clinician_api.get("/api/v1/studies?verdict=fractured&page_size=50")
     assert response.json()["count"] == 30
 
 
 def test_search_queries_are_bounded(clinician_api: Any, django_assert_max_num_queries: Any) -> None:
-    predictions = [PredictionFactory(radiograph__study__state=Study.State.AWAITING_REVIEW) for _ in range(5)]
+    predictions = [
+        PredictionFactory.create(radiograph__study__state=Study.State.AWAITING_REVIEW) for _ in range(5)
+    ]
     mrn = predictions[0].radiograph.study.patient.mrn
     # As the plain list (6), plus looking up the patients with that MRN.
     with django_assert_max_num_queries(7):
@@ -279,9 +281,9 @@ def test_search_queries_are_bounded(clinician_api: Any, django_assert_max_num_qu
 def test_detail_has_radiographs_with_prediction_and_latest_review(
     clinician_api: Any, django_assert_max_num_queries: Any
 ) -> None:
-    prediction = PredictionFactory()
+    prediction = PredictionFactory.create()
     study = prediction.radiograph.study
-    RadiographFactory(study=study, position=1)
+    RadiographFactory.create(study=study, position=1)
     with django_assert_max_num_queries(8):
         body = clinician_api.get(f"/api/v1/studies/{study.pk}").json()
     assert body["patient"]["mrn"] == study.patient.mrn

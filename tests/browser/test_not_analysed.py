@@ -25,7 +25,7 @@ def test_a_declined_study_is_read_without_the_model_and_leaves_the_worklist(
 ) -> None:
     settings.CLASSIFIER_MODEL = str(e2e_model_path)
     base = live_server.url
-    ClinicianFactory(username="browser.declined")
+    ClinicianFactory.create(username="browser.declined")
     clinician = open_page()
     page = clinician.page
     sign_in(clinician, base, "browser.declined")

@@ -98,7 +98,7 @@ def _ready(page: Any, pane: str = "#viewer-0") -> None:
 
 @pytest.mark.parametrize("blinded", [False, True], ids=["plain", "blinded"])
 def test_five_studies_of_twenty_images_by_keyboard(live_server: Any, open_page: Any, blinded: bool) -> None:
-    reader = ClinicianFactory(username="browser.reader")
+    reader = ClinicianFactory.create(username="browser.reader")
     ReaderProfile.objects.create(user=reader, blinded=blinded)
     studies = _five_studies(reader)
     watched = open_page()
@@ -137,7 +137,7 @@ def test_five_studies_of_twenty_images_by_keyboard(live_server: Any, open_page: 
 def test_study_confirm_with_one_override_and_viewer_state_across_images(
     live_server: Any, open_page: Any
 ) -> None:
-    reader = ClinicianFactory(username="browser.reader")
+    reader = ClinicianFactory.create(username="browser.reader")
     study = _study(reader, "STATE-1", FILES, [0.91, 0.12, 0.45, 0.05])
     watched = open_page()
     sign_in(watched, live_server.url, "browser.reader")
@@ -208,7 +208,7 @@ def test_study_confirm_with_one_override_and_viewer_state_across_images(
 def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
     live_server: Any, open_page: Any
 ) -> None:
-    reader = ClinicianFactory(username="browser.reader")
+    reader = ClinicianFactory.create(username="browser.reader")
     # EXIF orientation 6: the file's pixels are turned a quarter; the radiograph (and every box) is upright.
     from PIL import Image
 
@@ -258,8 +258,8 @@ def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
 
 
 def test_a_second_clinician_adjudicates_a_disagreement(live_server: Any, open_page: Any) -> None:
-    first = ClinicianFactory(username="browser.reader")
-    ClinicianFactory(username="browser.second")
+    first = ClinicianFactory.create(username="browser.reader")
+    ClinicianFactory.create(username="browser.second")
     study = _study(first, "ADJ-1", FILES[:1], [0.93])
     radiograph = Radiograph.objects.get(study=study)
     with transaction.atomic():
@@ -302,7 +302,7 @@ def test_a_second_clinician_adjudicates_a_disagreement(live_server: Any, open_pa
 def test_the_queue_at_narrow_widths_and_in_the_dark_theme(
     live_server: Any, chromium: Any, width: int
 ) -> None:
-    reader = ClinicianFactory(username="browser.reader")
+    reader = ClinicianFactory.create(username="browser.reader")
     for i, p in enumerate([0.93, 0.45, 0.05]):
         _study(reader, f"NARROW-{i}-WITH-A-LONG-ACCESSION", FILES[:2], [p, 0.1])
     context = chromium.new_context(viewport={"width": width, "height": 800}, color_scheme="dark")
@@ -347,7 +347,7 @@ def test_the_queue_at_narrow_widths_and_in_the_dark_theme(
 def test_the_upload_form_reads_dicom_here_and_keeps_the_files_on_a_refusal(
     live_server: Any, open_page: Any
 ) -> None:
-    reader = ClinicianFactory(username="browser.reader")
+    reader = ClinicianFactory.create(username="browser.reader")
     _study(reader, "TAKEN-1", FILES[:1], [0.5])
     dicom = Path(__file__).resolve().parent.parent / "fixtures" / "dicom" / "monochrome2_8bit.dcm"
     watched = open_page()

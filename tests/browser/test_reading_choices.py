@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_an_admin_turns_blinded_reading_on_for_readers_who_never_chose(
     live_server: Any, open_page: Any
 ) -> None:
-    AdminFactory(username="browser.admin")
-    reader = ClinicianFactory(username="browser.reader")  # never chose: follows the site
+    AdminFactory.create(username="browser.admin")
+    reader = ClinicianFactory.create(username="browser.reader")  # never chose: follows the site
     study = _study(reader, "BLIND-SITE-1", FILES[:2], [0.91, 0.12])
 
     admin = open_page()
@@ -62,7 +62,7 @@ def test_an_admin_turns_blinded_reading_on_for_readers_who_never_chose(
 
 
 def test_the_reader_chooses_the_second_image_in_2up_and_it_stays(live_server: Any, open_page: Any) -> None:
-    reader = ClinicianFactory(username="browser.reader")
+    reader = ClinicianFactory.create(username="browser.reader")
     study = _study(reader, "TWOUP-1", FILES, [0.91, 0.12, 0.45, 0.05])
     ids = [r.pk for r in sorted(study.radiographs.all(), key=lambda r: r.position)]
     watched = open_page()

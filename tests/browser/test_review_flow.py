@@ -63,8 +63,8 @@ def test_clinician_reviews_by_keyboard_and_admin_finds_both_reviews(
     # The web process checks the same artifact the worker uses (an absent one shows a banner).
     settings.CLASSIFIER_MODEL = str(e2e_model_path)
     base = live_server.url
-    ClinicianFactory(username="browser.clinician")
-    AdminFactory(username="browser.admin")
+    ClinicianFactory.create(username="browser.clinician")
+    AdminFactory.create(username="browser.admin")
     shots = screenshot_dir()
 
     clinician = open_page()
@@ -186,7 +186,7 @@ def test_queue_rows_update_in_place_while_processing(
 
     from radiology import services
 
-    ClinicianFactory(username="browser.clinician")
+    ClinicianFactory.create(username="browser.clinician")
     study = make_study(probabilities=[0.3, None], accession_number="LIVE-1")
     watched = open_page()
     sign_in(watched, live_server.url, "browser.clinician")
@@ -230,7 +230,7 @@ def test_the_review_page_shows_the_result_when_it_arrives(
 
     from radiology import services
 
-    ClinicianFactory(username="browser.clinician")
+    ClinicianFactory.create(username="browser.clinician")
     study = make_study(probabilities=[None], accession_number="WAIT-1")
     radiograph = study.radiographs.get()
     watched = open_page()

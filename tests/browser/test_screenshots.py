@@ -71,9 +71,9 @@ def test_readme_screenshots(
     settings.CLASSIFIER_MODEL = str(e2e_model_path)
     shots = screenshot_dir()
     assert shots is not None
-    clinician = ClinicianFactory(username="dr.okafor")
-    second_reader = ClinicianFactory(username="dr.lindqvist")
-    AdminFactory(username="audit.admin")
+    clinician = ClinicianFactory.create(username="dr.okafor")
+    second_reader = ClinicianFactory.create(username="dr.lindqvist")
+    AdminFactory.create(username="audit.admin")
 
     truth: dict[int, str] = {}
     studies = []

@@ -178,7 +178,11 @@ def test_a_box_hits_a_fracture_by_overlap_or_by_its_centre() -> None:
 
 
 def test_pointing_game_on_a_hand_made_example() -> None:
-    truths = [[(10.0, 10.0, 20.0, 20.0)], [(0.0, 0.0, 5.0, 5.0), (50.0, 50.0, 60.0, 60.0)], [(0.0, 0.0, 1.0, 1.0)]]
+    truths = [
+        [(10.0, 10.0, 20.0, 20.0)],
+        [(0.0, 0.0, 5.0, 5.0), (50.0, 50.0, 60.0, 60.0)],
+        [(0.0, 0.0, 1.0, 1.0)],
+    ]
     peaks = [(15.0, 15.0), (55.0, 59.0), (2.0, 2.0)]
     np.testing.assert_array_equal(pointing_hits(peaks, truths), [True, True, False])
 

@@ -123,7 +123,7 @@ def write_folds(path: Path, recipe: dict, noise: float, folds: int) -> Path:
     for k in range(folds):
         records, logits = held_out(10 + k, noise=noise)
         records = [Record(r.path.with_name(f"f{k}-{r.path.name}"), r.source, r.split, r.label,
-                          f"{r.cluster}-f{k}", r.hardware) for r in records]  # fmt: skip
+                          f"{r.cluster}-f{k}", hardware=r.hardware) for r in records]  # fmt: skip
         write_predictions(
             path / f"oof-fold{k}.csv", records, {"logit_flip": logits, "fold": np.full(len(records), k)}
         )

@@ -8,6 +8,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -60,8 +61,15 @@ def three_sources(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path, 
     return list(dirs.values())
 
 
+class Released(TypedDict):
+    run: Path  # the training run
+    out: Path  # the released model
+    cache: Path
+    data_args: list[str]  # --data DIR for each source
+
+
 @pytest.fixture(scope="module")
-def released(three_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def released(three_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Released:
     """`classifier.train --arch lite0det` (one step, random backbone), then `classifier.release` on val."""
     from classifier import release, train
 
@@ -73,11 +81,11 @@ def released(three_sources: list[Path], tmp_path_factory: pytest.TempPathFactory
                        "--out", str(run), "--cache-dir", str(cache), "--verbose", "0"]) == 0  # fmt: skip
     assert release.main(["--run", str(run), "--out", str(out), *data_args, "--n-boot", "20", "--train-every", "1",
                          "--cache-dir", str(cache)]) == 0  # fmt: skip
-    return {"run": run, "out": out, "cache": cache, "data_args": data_args}
+    return Released(run=run, out=out, cache=cache, data_args=data_args)
 
 
 def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report(
-    released: dict[str, Path],
+    released: Released,
 ) -> None:
     from classifier.card import read_card
     from classifier.predict import OperatingPoints, Predictor
@@ -111,7 +119,7 @@ def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report
 
 
 @pytest.fixture(scope="module")
-def cross_validated(released: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cross_validated(released: Released, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from classifier import train
 
     run = tmp_path_factory.mktemp("cv") / "cv"
@@ -119,7 +127,7 @@ def cross_validated(released: dict[str, Path], tmp_path_factory: pytest.TempPath
     return run
 
 
-def tiny_cv_args(released: dict[str, Path], out: Path) -> list[str]:
+def tiny_cv_args(released: Released, out: Path) -> list[str]:
     """A 2-fold cross-validation of the lite0det recipe at 64 px, one step per fold."""
     return [*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "1", "--max-steps", "1",
             "--batch-size", "4", "--from-scratch", "--balance-sources", "--cv", "2", "--max-held-cluster", "1000",
@@ -160,7 +168,7 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
 
 
 def test_a_rerun_with_another_training_seed_holds_out_the_same_clusters(
-    released: dict[str, Path], cross_validated: Path, tmp_path: Path
+    released: Released, cross_validated: Path, tmp_path: Path
 ) -> None:
     from classifier import train
     from classifier.scoring import read_predictions
@@ -208,7 +216,7 @@ def test_per_view_logits_equal_the_serving_graphs_tta_logit() -> None:
 
 
 def test_a_release_fits_calibration_bands_and_tta_on_the_out_of_fold_logits(
-    released: dict[str, Path], cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    released: Released, cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
 
@@ -263,8 +271,10 @@ def test_a_release_fits_calibration_bands_and_tta_on_the_out_of_fold_logits(
     release.build_serving(run, None, tmp_path / "again", tta=first.card["architecture"]["tta"])
     batch = np.random.default_rng(0).random((2, 64, 64, 1), dtype=np.float32)
     again = Predictor.load(tmp_path / "again").forward(batch)
-    np.testing.assert_allclose(again.logits, first.forward(batch).logits, atol=1e-5)
-    np.testing.assert_allclose(again.cells, first.forward(batch).cells, atol=1e-5)
+    expected = first.forward(batch)
+    assert again.cells is not None and expected.cells is not None
+    np.testing.assert_allclose(again.logits, expected.logits, atol=1e-5)
+    np.testing.assert_allclose(again.cells, expected.cells, atol=1e-5)
 
 
 def test_the_goals_table_shows_every_earlier_model_in_its_own_column() -> None:
@@ -287,7 +297,7 @@ def test_the_goals_table_shows_every_earlier_model_in_its_own_column() -> None:
 
 
 def test_a_release_can_serve_the_same_weights_at_another_input_size_chosen_on_val(
-    released: dict[str, Path], cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    released: Released, cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
 
@@ -337,7 +347,7 @@ def test_a_release_can_serve_the_same_weights_at_another_input_size_chosen_on_va
 
 
 def test_refit_boxes_chooses_the_box_rule_again_and_leaves_the_rest_of_the_card(
-    released: dict[str, Path], tmp_path: Path
+    released: Released, tmp_path: Path
 ) -> None:
     from classifier import release
     from classifier.card import read_card, write_card
@@ -374,7 +384,7 @@ def test_refit_boxes_chooses_the_box_rule_again_and_leaves_the_rest_of_the_card(
     assert json.loads((out / "metrics.json").read_text())["test"]["localisation"]["boxes"]["images"] > 0
 
 
-def _one_step_run(released: dict[str, Path], tmp_path: Path, *options: str) -> tuple[dict, tuple[int, ...]]:
+def _one_step_run(released: Released, tmp_path: Path, *options: str) -> tuple[dict, tuple[int, ...]]:
     """A 1-step, 64-px detector run with ``options``: its card, and the cell-map grid of the serving graph
     the release rebuilds from that card (the epoch's weights load only into the graph the card describes)."""
     import numpy as np
@@ -394,7 +404,7 @@ def _one_step_run(released: dict[str, Path], tmp_path: Path, *options: str) -> t
 
 
 def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
-    released: dict[str, Path], tmp_path: Path
+    released: Released, tmp_path: Path
 ) -> None:
     from classifier import release
 
@@ -412,7 +422,7 @@ def test_a_lite1_run_trains_and_its_serving_graph_is_rebuilt_from_its_card(
 
 
 def test_a_run_with_8_pixel_cells_releases_a_serving_graph_with_the_finer_grid(
-    released: dict[str, Path], tmp_path: Path
+    released: Released, tmp_path: Path
 ) -> None:
     from classifier import release
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import highdicom as hd
 import numpy as np
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.sr.coding import Code
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -161,3 +163,17 @@ def _dcmcjpeg(ds: FileDataset, options: list[str]) -> bytes:
 
 def reference_pixels(data: bytes) -> np.ndarray:
     return dcmread(io.BytesIO(data)).pixel_array
+
+
+def measurement_report(sr: Dataset) -> hd.sr.MeasurementReport:
+    """A TID 1500 SR's content, parsed back by highdicom (whose `content` is typed as the generic sequence)."""
+    content = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    assert isinstance(content, hd.sr.MeasurementReport), type(content)
+    return content
+
+
+def evaluation(group: hd.sr.MeasurementsAndQualitativeEvaluations, name: Code) -> hd.sr.CodedConcept:
+    """The coded value of the group's first qualitative evaluation called ``name``."""
+    value = group.get_qualitative_evaluations(name=name)[0].value
+    assert isinstance(value, hd.sr.CodedConcept), type(value)
+    return value

@@ -79,7 +79,7 @@ def _network_study(path: str, clinician: Any, file_due: Any, data: bytes) -> Rad
     assert send_over_network(path, data, clinician)
     file_due()
     radiograph = Radiograph.objects.get()
-    PredictionFactory(radiograph=radiograph)
+    PredictionFactory.create(radiograph=radiograph)
     return radiograph
 
 
@@ -124,7 +124,7 @@ def test_an_uploaded_instance_sent_over_the_network_creates_nothing(
     assert instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.1.1"
     assert instance.arrival.study == radiograph.study
     assert instance.arrival.state == DicomArrival.State.FILED
-    PredictionFactory(radiograph=radiograph)
+    PredictionFactory.create(radiograph=radiograph)
 
     assert send_over_network(network, data, clinician)  # the sender is told "stored"
     assert send_over_network(network, data, clinician)

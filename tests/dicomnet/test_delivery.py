@@ -56,6 +56,7 @@ def pacs(settings: Any) -> Iterator[Pacs]:
         return state.status
 
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    assert server is not None  # block=False returns the running server
     state.port = server.server_address[1]
     settings.DICOM_DESTINATION = f"TESTPACS@127.0.0.1:{state.port}"
     yield state
@@ -64,8 +65,8 @@ def pacs(settings: Any) -> Iterator[Pacs]:
 
 def predicted_study(file_due: Any) -> Study:
     study, radiographs = _dicom_study(file_due)
-    PredictionFactory(radiograph=radiographs[0], probability=0.91, boxes=BOXES)
-    PredictionFactory(radiograph=radiographs[1], probability=0.12, label="not_fractured", boxes=[])
+    PredictionFactory.create(radiograph=radiographs[0], probability=0.91, boxes=BOXES)
+    PredictionFactory.create(radiograph=radiographs[1], probability=0.12, label="not_fractured", boxes=[])
     Radiograph.objects.filter(study=study).update(status=Radiograph.Status.PREDICTED)
     services.study_refresh_triage(study_id=study.pk)
     study.refresh_from_db()
@@ -86,9 +87,8 @@ def _dicom_study(file_due: Any, modalities: tuple[str, ...] = ("DX", "CR")) -> t
 
 
 def _image_groups(sr: Dataset) -> list[Any]:
-    import highdicom as hd
 
-    return list(hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups())
+    return list(factory.measurement_report(sr).get_image_measurement_groups())
 
 
 def test_a_study_the_model_declined_gets_an_sr_that_says_why_and_nothing_twice(
@@ -108,8 +108,8 @@ def test_a_study_the_model_declined_gets_an_sr_that_says_why_and_nothing_twice(
     groups = _image_groups(pacs.received[0])
     assert len(groups) == 2
     for group in groups:
-        assert group.get_qualitative_evaluations(name=results.TRIAGE_BAND)[0].value == results.NOT_ANALYSED
-        reason = group.get_qualitative_evaluations(name=results.NOT_ANALYSED_REASON)[0].value
+        assert factory.evaluation(group, results.TRIAGE_BAND) == results.NOT_ANALYSED
+        reason = factory.evaluation(group, results.NOT_ANALYSED_REASON)
         assert reason.meaning == "Body region outside the model's training"
         assert not group.get_measurements()  # no probability for an image the model did not read
     # The poll again, and a shadow version's later refusal of the same image: the same content, not resent.
@@ -123,7 +123,7 @@ def test_a_study_the_model_declined_gets_an_sr_that_says_why_and_nothing_twice(
 
 def test_an_image_declined_after_the_others_were_reported_is_reported_too(pacs: Pacs, file_due: Any) -> None:
     study, (dx,) = _dicom_study(file_due, ("DX",))
-    PredictionFactory(radiograph=dx, probability=0.91, boxes=BOXES)
+    PredictionFactory.create(radiograph=dx, probability=0.91, boxes=BOXES)
     Radiograph.objects.filter(pk=dx.pk).update(status=Radiograph.Status.PREDICTED)
     services.study_refresh_triage(study_id=study.pk)
     [first] = delivery.result_deliveries_create_due()
@@ -147,7 +147,7 @@ def test_an_image_declined_after_the_others_were_reported_is_reported_too(pacs: 
         [Comprehensive3DSRStorage, SecondaryCaptureImageStorage]
     )
     sr = next(ds for ds in later if ds.SOPClassUID == Comprehensive3DSRStorage)
-    bands = [g.get_qualitative_evaluations(name=results.TRIAGE_BAND)[0].value for g in _image_groups(sr)]
+    bands = [factory.evaluation(g, results.TRIAGE_BAND) for g in _image_groups(sr)]
     assert bands == [results.BANDS["fracture"], results.NOT_ANALYSED]  # in the study's order
 
 

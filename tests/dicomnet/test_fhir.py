@@ -147,9 +147,9 @@ def test_the_reviewed_bundle_is_final_and_strict_r4(file_due: Any, clinician: An
 
 
 def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinician: Any) -> None:
-    study = StudyFactory(accession_number="DECLINED-FHIR")
+    study = StudyFactory.create(accession_number="DECLINED-FHIR")
     for position in (0, 1):
-        radiograph = RadiographFactory(study=study, position=position)
+        radiograph = RadiographFactory.create(study=study, position=position)
         decline(radiograph, code="body_region", reason="The model was not validated on the skull.")
     study.refresh_from_db()
     assert study.state == Study.State.NOT_ANALYSED
@@ -176,7 +176,9 @@ def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinicia
         f" Read by {clinician.get_username()} at {study.read_without_model_at:%Y-%m-%d %H:%M} UTC."
     )
     # A declined image arriving after that read has not been read: the reader is no longer named.
-    decline(RadiographFactory(study=study, position=2), code="body_region", reason="Another skull view.")
+    decline(
+        RadiographFactory.create(study=study, position=2), code="body_region", reason="Another skull view."
+    )
     study = Study.objects.get(pk=study.pk)
     report = next(
         e.resource

@@ -8,7 +8,6 @@ import io
 import subprocess
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
@@ -90,9 +89,9 @@ def test_the_model_result_sr_is_a_valid_tid_1500_report(tmp_path: Path) -> None:
     assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "UNVERIFIED")
     assert (sr.PatientID, sr.StudyInstanceUID) == (dx.PatientID, dx.StudyInstanceUID)
 
-    parsed = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    groups = parsed.content.get_image_measurement_groups()
-    rois = parsed.content.get_planar_roi_measurement_groups()
+    content = factory.measurement_report(sr)
+    groups = content.get_image_measurement_groups()
+    rois = content.get_planar_roi_measurement_groups()
     assert len(groups) == 2
     assert len(rois) == 2  # two boxes on the DX, none on the CR
     probability = groups[0].get_measurements(name=results.PROBABILITY)[0]
@@ -100,12 +99,13 @@ def test_the_model_result_sr_is_a_valid_tid_1500_report(tmp_path: Path) -> None:
     assert groups[1].get_measurements(name=results.PROBABILITY)[0].value == pytest.approx(0.12)
     band = groups[0].get_qualitative_evaluations(name=results.TRIAGE_BAND)[0]
     assert band.value == results.BANDS["fracture"]
-    assert groups[1].get_qualitative_evaluations(name=results.FRACTURE_FINDING)[0].value == results.ABSENT
-    points = {m.name: m.value for m in groups[0].get_measurements()}
-    assert points[results.SPECIFIC_POINT] == pytest.approx(0.61)
-    assert points[results.SENSITIVE_POINT] == pytest.approx(0.264)
+    assert factory.evaluation(groups[1], results.FRACTURE_FINDING) == results.ABSENT
+    points = {m.name.meaning: m.value for m in groups[0].get_measurements()}
+    assert points[results.SPECIFIC_POINT.meaning] == pytest.approx(0.61)
+    assert points[results.SENSITIVE_POINT.meaning] == pytest.approx(0.264)
 
     region = rois[0].roi
+    assert region is not None
     assert region.value.tolist() == [[50, 60], [200, 60], [200, 220], [50, 220], [50, 60]]
     assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == dx.SOPInstanceUID
     assert rois[0].get_measurements(name=results.BOX_SCORE)[0].value == pytest.approx(0.71)
@@ -134,10 +134,10 @@ def test_an_image_the_model_declined_is_a_valid_group_with_its_reason_and_no_fin
     )
     report = dciodvfy(sr, tmp_path)
     assert errors(report) == [], report
-    groups = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups()
+    groups = factory.measurement_report(sr).get_image_measurement_groups()
     assert len(groups) == 2
-    assert groups[1].get_qualitative_evaluations(name=results.TRIAGE_BAND)[0].value == results.NOT_ANALYSED
-    reason = groups[1].get_qualitative_evaluations(name=results.NOT_ANALYSED_REASON)[0].value
+    assert factory.evaluation(groups[1], results.TRIAGE_BAND) == results.NOT_ANALYSED
+    reason = factory.evaluation(groups[1], results.NOT_ANALYSED_REASON)
     assert (reason.value, reason.scheme_designator) == ("FR-NOT-ANALYSED-OUT-OF-DISTRIBUTION", results.SCHEME)
     assert reason.meaning == "Image unlike the model's training images"
     assert not groups[1].get_qualitative_evaluations(name=results.FRACTURE_FINDING)  # no finding claimed
@@ -156,8 +156,9 @@ def test_boxes_outside_the_image_are_clipped_to_it() -> None:
         series_instance_uid=results.new_uid(),
         sop_instance_uid=results.new_uid(),
     )
-    rois = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_planar_roi_measurement_groups()
+    rois = factory.measurement_report(sr).get_planar_roi_measurement_groups()
     assert len(rois) == 1  # the box wholly outside is dropped
+    assert rois[0].roi is not None
     assert rois[0].roi.value.tolist() == [[0, 0], [256, 0], [256, 120], [0, 120], [0, 0]]
 
 
@@ -223,13 +224,10 @@ def test_the_final_call_sr_is_verified_and_names_the_model_result_sr(tmp_path: P
     assert final.VerifyingObserverSequence[0].VerifyingObserverName == "Lovelace^Ada"
     predecessor = final.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == first.SOPInstanceUID
-    group = hd.sr.Comprehensive3DSR.from_dataset(final).content.get_image_measurement_groups()[0]
-    assert group.get_qualitative_evaluations(name=results.FRACTURE_FINDING)[0].value == results.ABSENT
-    assert (
-        group.get_qualitative_evaluations(name=results.REVIEW_DECISION)[0].value
-        == results.DECISIONS["override"]
-    )
-    reason = group.get_qualitative_evaluations(name=results.REVIEW_REASON)[0].value
+    group = factory.measurement_report(final).get_image_measurement_groups()[0]
+    assert factory.evaluation(group, results.FRACTURE_FINDING) == results.ABSENT
+    assert factory.evaluation(group, results.REVIEW_DECISION) == results.DECISIONS["override"]
+    reason = factory.evaluation(group, results.REVIEW_REASON)
     assert reason.meaning == "No fracture where the model saw one"
     assert "Nutrient canal, not a fracture line." in [
         str(getattr(i, "TextValue", "")) for i in content_items(final)

@@ -54,6 +54,7 @@ def _images(count: int) -> list[UploadedImage]:
     base = cv2.imdecode(
         np.frombuffer(fixture_bytes("images/kaggle_fractured_1.jpg"), np.uint8), cv2.IMREAD_GRAYSCALE
     )
+    assert base is not None
     images = []
     for index in range(count):
         marked = base.copy()
@@ -63,7 +64,7 @@ def _images(count: int) -> list[UploadedImage]:
 
 
 def _upload(count: int, accession: str) -> list[int]:
-    user = ClinicianFactory(username=f"u-{accession}")
+    user = ClinicianFactory.create(username=f"u-{accession}")
     result = services.study_create(
         uploaded_by=user,
         details=StudyDetails(
@@ -83,7 +84,9 @@ def _assert_predicted_exactly_once(ids: Sequence[int]) -> None:
     for pk in ids:
         predictions = list(Prediction.objects.filter(radiograph_id=pk))
         assert len(predictions) == 1, f"radiograph {pk} has {len(predictions)} predictions"
-        assert predictions[0].heatmap and predictions[0].heatmap.storage.exists(predictions[0].heatmap.name)
+        assert predictions[0].heatmap and predictions[0].heatmap.storage.exists(
+            predictions[0].heatmap.name or ""
+        )
 
 
 def test_a_worker_killed_mid_inference_still_predicts_exactly_once(worker_env: dict[str, str]) -> None:

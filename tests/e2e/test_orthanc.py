@@ -184,7 +184,7 @@ def test_modality_to_listener_to_model_to_orthanc(
         assert model_sr["SOPInstanceUID"] == delivered.sr_sop_instance_uid
 
         # The clinician confirms every image: the final-call SR follows, naming the first.
-        clinician = ClinicianFactory(
+        clinician = ClinicianFactory.create(
             username=f"reader-{uuid.uuid4().hex[:6]}", first_name="Ada", last_name="Reader"
         )
         for radiograph in study.radiographs.all():
@@ -215,7 +215,7 @@ def test_stow_rs_in_and_out(
     env = _env(worker_env, orthanc.dicomweb_url, free_port())
     worker = start_worker(env, name="stow", beat=True)
     try:
-        clinician = ClinicianFactory(username=f"stow-{uuid.uuid4().hex[:6]}")
+        clinician = ClinicianFactory.create(username=f"stow-{uuid.uuid4().hex[:6]}")
         token = Token.objects.create(user=clinician).key
         study_uid = generate_uid()
         boundary = uuid.uuid4().hex

@@ -50,7 +50,7 @@ def test_upload_classify_and_review_over_real_services(
     live_server: Any, celery_worker: WorkerProcess, e2e_model_path: Any
 ) -> None:
     base = live_server.url
-    ClinicianFactory(username="e2e.clinician")
+    ClinicianFactory.create(username="e2e.clinician")
     session = _login(base, "e2e.clinician")
 
     upload_url = f"{base}/studies/new/"

@@ -40,13 +40,14 @@ def _upload(accession: str, count: int) -> list[int]:
     base = cv2.imdecode(
         np.frombuffer(fixture_bytes("images/kaggle_fractured_1.jpg"), np.uint8), cv2.IMREAD_GRAYSCALE
     )
+    assert base is not None
     images = []
     for index in range(count):
         marked = base.copy()
         marked[:4, :4] = index + 1  # a different SHA-256 for each
         images.append(UploadedImage(f"{accession}-{index}.png", cv2.imencode(".png", marked)[1].tobytes()))
     result = services.study_create(
-        uploaded_by=ClinicianFactory(username=f"u-{accession}"),
+        uploaded_by=ClinicianFactory.create(username=f"u-{accession}"),
         details=StudyDetails(
             mrn=f"M-{accession}", patient_name="Child Kill", accession_number=accession, body_region="wrist"
         ),

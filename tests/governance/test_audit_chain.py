@@ -7,6 +7,7 @@ import itertools
 import json
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -31,7 +32,7 @@ def _events(n: int) -> list[AuditEvent]:
     return events
 
 
-def _raw(sql: str, params: list[object]) -> None:
+def _raw(sql: str, params: list[Any]) -> None:
     """Behind the application's back: the append-only trigger is dropped first, as a DBA could."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -114,4 +115,4 @@ def test_export_writes_the_period_with_the_chain_head(tmp_path: Path) -> None:
     assert [r["sequence"] for r in records] == [1, 2, 3, 4, 5]
     assert trailer["chain_head"]["hash"] == records[-1]["hash"] and trailer["events"] == 5
     # The export itself is audited, after the trailer was written.
-    assert AuditEvent.objects.order_by("-sequence").first().details["what"] == "audit trail"
+    assert AuditEvent.objects.latest("sequence").details["what"] == "audit trail"

@@ -79,8 +79,10 @@ def test_the_worker_does_not_analyse_a_colour_picture(monkeypatch: pytest.Monkey
     tasks.reset_predictor_for_tests()
     predictor = ColourCarded()
     monkeypatch.setattr("worker.tasks.get_predictor", lambda: predictor)
-    photo = RadiographFactory(image=ContentFile(_jpeg(_photo()), name="p.jpg"), width=300, height=200)
-    grey = RadiographFactory(image=ContentFile(_jpeg(_grey_rgb()), name="g.jpg"), width=300, height=200)
+    photo = RadiographFactory.create(image=ContentFile(_jpeg(_photo()), name="p.jpg"), width=300, height=200)
+    grey = RadiographFactory.create(
+        image=ContentFile(_jpeg(_grey_rgb()), name="g.jpg"), width=300, height=200
+    )
     for radiograph in (photo, grey):
         tasks.classify_radiograph.apply(args=[radiograph.pk])
         radiograph.refresh_from_db()
@@ -92,7 +94,7 @@ def test_the_worker_does_not_analyse_a_colour_picture(monkeypatch: pytest.Monkey
 
 @pytest.mark.django_db
 def test_a_shadow_version_does_not_analyse_a_colour_picture() -> None:
-    photo = RadiographFactory(image=ContentFile(_jpeg(_photo()), name="p.jpg"), width=300, height=200)
+    photo = RadiographFactory.create(image=ContentFile(_jpeg(_photo()), name="p.jpg"), width=300, height=200)
     assert governance_tasks.shadow_predict_batch("tiny-shadow", ShadowColourCarded(), [photo.pk]) == 0
     assert not ShadowPrediction.objects.exists()
     refusal = GuardrailRefusal.objects.get(radiograph=photo, model_version="tiny-shadow")

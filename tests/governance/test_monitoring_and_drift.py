@@ -23,18 +23,19 @@ pytestmark = pytest.mark.django_db
 
 
 def test_monitoring_counts_against_the_reference_standard() -> None:
-    study = StudyFactory(
-        patient=PatientFactory(date_of_birth=dt.date(1950, 1, 1), sex="F"), study_date=dt.date(2026, 3, 4)
+    study = StudyFactory.create(
+        patient=PatientFactory.create(date_of_birth=dt.date(1950, 1, 1), sex="F"),
+        study_date=dt.date(2026, 3, 4),
     )
     site = {"Manufacturer": "Acme", "ManufacturerModelName": "DR-1", "StationName": "ED1"}
     outcomes = [(0.9, True), (0.8, True), (0.2, True), (0.1, False), (0.7, False)]  # tp, tp, fn, tn, fp
     for probability, truth in outcomes:
-        prediction = PredictionFactory(
-            radiograph=RadiographFactory(study=study, status="predicted", dicom_attributes=site),
+        prediction = PredictionFactory.create(
+            radiograph=RadiographFactory.create(study=study, status="predicted", dicom_attributes=site),
             probability=probability,
             label=Label.FRACTURED if probability >= 0.5 else Label.NOT_FRACTURED,
         )
-        ReviewFactory(
+        ReviewFactory.create(
             prediction=prediction,
             final_label=Label.FRACTURED if truth else Label.NOT_FRACTURED,
             decision="override",
@@ -98,8 +99,8 @@ def _site_radiographs(
 ) -> None:
     attributes = {"Manufacturer": site, "ManufacturerModelName": "X", "StationName": "S"}
     for i in range(n):
-        radiograph = RadiographFactory(status="predicted", dicom_attributes=attributes)
-        PredictionFactory(
+        radiograph = RadiographFactory.create(status="predicted", dicom_attributes=attributes)
+        PredictionFactory.create(
             radiograph=radiograph, model_version="tiny-ref", probability=float(probabilities[i])
         )
         # Sizes as the reference has them: 10 % under 1000 px, 40 % 1000-2000, 40 % 2000-3000, 10 % above.
@@ -108,12 +109,12 @@ def _site_radiographs(
             radiograph=radiograph, long_side=side, mean_intensity=100.0, intensity_histogram=histogram
         )
     for _ in range(refused):
-        radiograph = RadiographFactory(status="not_analysed", dicom_attributes=attributes)
+        radiograph = RadiographFactory.create(status="not_analysed", dicom_attributes=attributes)
         GuardrailRefusal.objects.create(
             radiograph=radiograph, model_version="tiny-ref", code="modality", reason="CT"
         )
     for _ in range(failed):
-        RadiographFactory(status="failed", failure_message="unreadable", dicom_attributes=attributes)
+        RadiographFactory.create(status="failed", failure_message="unreadable", dicom_attributes=attributes)
 
 
 @pytest.fixture

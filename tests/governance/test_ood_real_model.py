@@ -48,7 +48,7 @@ def served(shipped: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def _upload(path: Path) -> Radiograph:
     data = path.read_bytes()
     height, width = decode_grayscale(data).shape
-    radiograph = RadiographFactory(
+    radiograph = RadiographFactory.create(
         image=ContentFile(data, name=path.name),
         width=width,
         height=height,

@@ -65,9 +65,7 @@ def test_promotion_and_rollback_from_the_page(two_versions: None, admin_client_:
         reverse("radiology:governance_rollback"), {"justification": "sensitivity fell at site B"}, follow=True
     )
     assert "tiny-test is now active." in response.content.decode()
-    change = (
-        AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_STATUS_CHANGED).order_by("-sequence").first()
-    )
+    change = AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_STATUS_CHANGED).latest("sequence")
     assert change.actor == admin and change.details["reason"] == "rollback: sensitivity fell at site B"
 
 

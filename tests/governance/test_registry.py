@@ -84,7 +84,7 @@ def test_the_database_allows_one_active_version(tiny_model_dir: Path, shadow_mod
 def _reviewed_cases(n: int, *, active_good: bool, shadow_good: bool, seed: int = 0) -> None:
     """n reviewed radiographs in n/2 studies read by both versions; a good version ranks them well."""
     rng = np.random.default_rng(seed)
-    studies = [StudyFactory() for _ in range(max(1, n // 2))]
+    studies = [StudyFactory.create() for _ in range(max(1, n // 2))]
     for i in range(n):
         truth = i % 2 == 0
 
@@ -92,15 +92,15 @@ def _reviewed_cases(n: int, *, active_good: bool, shadow_good: bool, seed: int =
             base = (0.75 if truth else 0.25) if good else 0.5
             return float(np.clip(base + rng.normal(0, 0.12 if good else 0.25), 0.01, 0.99))
 
-        radiograph = RadiographFactory(study=studies[i // 2], status="predicted")
+        radiograph = RadiographFactory.create(study=studies[i // 2], status="predicted")
         a, s = score(active_good), score(shadow_good)
-        prediction = PredictionFactory(
+        prediction = PredictionFactory.create(
             radiograph=radiograph,
             model_version="tiny-test",
             probability=a,
             label=Label.FRACTURED if a >= 0.5 else Label.NOT_FRACTURED,
         )
-        ReviewFactory(
+        ReviewFactory.create(
             prediction=prediction,
             final_label=Label.FRACTURED if truth else Label.NOT_FRACTURED,
             decision="confirm" if (a >= 0.5) == truth else "override",
@@ -163,11 +163,12 @@ def test_a_non_inferior_shadow_is_promoted_and_rollback_is_one_action(
         ("tiny-test", "retired"),
         ("tiny-shadow", "active"),
     ]
-    assert changes.last().details["gate"]["reviewed_cases"] == 120
+    assert changes.latest("sequence").details["gate"]["reviewed_cases"] == 120
 
     model_version_rollback(actor=admin, justification="sensitivity dropped at site B")
     statuses = dict(ModelVersion.objects.values_list("version", "status"))
     assert statuses == {"tiny-shadow": "shadow", "tiny-test": "active"}
     with pytest.raises(RegistryError, match="no previously active version"):
         model_version_rollback(actor=admin, justification="once more, to be sure")
-    assert ModelVersion.objects.get(version="tiny-test").activated_at <= timezone.now()
+    activated_at = ModelVersion.objects.get(version="tiny-test").activated_at
+    assert activated_at is not None and activated_at <= timezone.now()

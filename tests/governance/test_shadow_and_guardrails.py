@@ -4,6 +4,7 @@ model must not be trusted on, with the reason shown instead of a verdict."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ def _png(value: int, shape: tuple[int, int] = (64, 96)) -> bytes:
 
 
 def _radiograph(value: int = 200, **kwargs: Any) -> Radiograph:
-    return RadiographFactory(image=ContentFile(_png(value), name="x.png"), width=96, height=64, **kwargs)
+    return RadiographFactory.create(
+        image=ContentFile(_png(value), name="x.png"), width=96, height=64, **kwargs
+    )
 
 
 class ShadowFake(FakePredictor):
@@ -56,9 +59,12 @@ def shadow_registered(
 @pytest.fixture
 def shadow_sent(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     sent: list[list[int]] = []
-    monkeypatch.setattr(
-        "radiology.dispatch.send_shadow_predictions", lambda ids: sent.append(list(ids)) or True
-    )
+
+    def send(ids: Iterable[int]) -> bool:
+        sent.append(list(ids))
+        return True
+
+    monkeypatch.setattr("radiology.dispatch.send_shadow_predictions", send)
     return sent
 
 
@@ -219,7 +225,9 @@ def _classify(radiograph: Radiograph) -> Radiograph:
 def test_metadata_guardrails_refuse_with_a_reason(
     carded: CardedFake, kwargs: dict, code: str, words: str
 ) -> None:
-    radiograph = _classify(RadiographFactory(image=ContentFile(_textured(120, 40), name="x.png"), **kwargs))
+    radiograph = _classify(
+        RadiographFactory.create(image=ContentFile(_textured(120, 40), name="x.png"), **kwargs)
+    )
     assert radiograph.status == Radiograph.Status.NOT_ANALYSED
     assert not Prediction.objects.filter(radiograph=radiograph).exists()
     refusal = GuardrailRefusal.objects.get(radiograph=radiograph)
@@ -230,11 +238,11 @@ def test_metadata_guardrails_refuse_with_a_reason(
 
 
 def test_a_child_is_not_analysed_by_an_adult_model(carded: CardedFake) -> None:
-    study = StudyFactory(
-        patient=PatientFactory(date_of_birth=dt.date(2015, 5, 1)), study_date=dt.date(2026, 4, 30)
+    study = StudyFactory.create(
+        patient=PatientFactory.create(date_of_birth=dt.date(2015, 5, 1)), study_date=dt.date(2026, 4, 30)
     )
     radiograph = _classify(
-        RadiographFactory(study=study, image=ContentFile(_textured(120, 40), name="x.png"))
+        RadiographFactory.create(study=study, image=ContentFile(_textured(120, 40), name="x.png"))
     )
     assert radiograph.status == Radiograph.Status.NOT_ANALYSED
     assert GuardrailRefusal.objects.get(radiograph=radiograph).details == {
@@ -244,9 +252,11 @@ def test_a_child_is_not_analysed_by_an_adult_model(carded: CardedFake) -> None:
 
 
 def test_an_adult_radiograph_in_distribution_is_analysed(carded: CardedFake) -> None:
-    study = StudyFactory(patient=PatientFactory(date_of_birth=dt.date(1980, 1, 1)), body_region="wrist")
+    study = StudyFactory.create(
+        patient=PatientFactory.create(date_of_birth=dt.date(1980, 1, 1)), body_region="wrist"
+    )
     radiograph = _classify(
-        RadiographFactory(
+        RadiographFactory.create(
             study=study,
             image=ContentFile(_textured(120, 40), name="x.png"),
             dicom_attributes={"Modality": "DX"},
@@ -258,7 +268,7 @@ def test_an_adult_radiograph_in_distribution_is_analysed(carded: CardedFake) -> 
 
 def test_an_image_far_from_the_training_images_is_not_analysed(carded: CardedFake) -> None:
     # Flat white (a scanned page): far from the centroid in brightness and in contrast.
-    radiograph = _classify(RadiographFactory(image=ContentFile(_textured(250, 2), name="x.png")))
+    radiograph = _classify(RadiographFactory.create(image=ContentFile(_textured(250, 2), name="x.png")))
     assert radiograph.status == Radiograph.Status.NOT_ANALYSED
     refusal = GuardrailRefusal.objects.get(radiograph=radiograph)
     assert (
@@ -271,7 +281,7 @@ def test_the_study_page_shows_the_reason_instead_of_a_verdict(
     carded: CardedFake, clinician_client: Client
 ) -> None:
     radiograph = _classify(
-        RadiographFactory(
+        RadiographFactory.create(
             image=ContentFile(_textured(120, 40), name="x.png"), dicom_attributes={"Modality": "CT"}
         )
     )
@@ -312,6 +322,6 @@ def test_the_guardrail_uses_the_forward_pass_embedding(monkeypatch: pytest.Monke
     reset_predictor_for_tests()
     predictor = OnePassFake()
     monkeypatch.setattr("worker.tasks.get_predictor", lambda: predictor)
-    radiograph = _classify(RadiographFactory(image=ContentFile(_textured(250, 2), name="x.png")))
+    radiograph = _classify(RadiographFactory.create(image=ContentFile(_textured(250, 2), name="x.png")))
     assert predictor.asked == [True] and predictor.embed_calls == 0  # one forward pass, not two
     assert radiograph.status == Radiograph.Status.NOT_ANALYSED

@@ -33,8 +33,8 @@ FILES = [
 def reviewed(clinician: Any, admin: Any) -> list[Any]:
     out = []
     for i, (name, fractured) in enumerate(FILES):
-        study = StudyFactory(patient=PatientFactory(), body_region="wrist")
-        radiograph = RadiographFactory(
+        study = StudyFactory.create(patient=PatientFactory.create(), body_region="wrist")
+        radiograph = RadiographFactory.create(
             study=study,
             status="predicted",
             format="JPEG",
@@ -42,8 +42,8 @@ def reviewed(clinician: Any, admin: Any) -> list[Any]:
             image=ContentFile((IMAGES / name).read_bytes(), name="x.jpg"),
             dicom_attributes={"Manufacturer": "Acme", "StationName": "ED1"},
         )
-        prediction = PredictionFactory(radiograph=radiograph, model_version="lite0-cam-v1")
-        review = ReviewFactory(
+        prediction = PredictionFactory.create(radiograph=radiograph, model_version="lite0-cam-v1")
+        review = ReviewFactory.create(
             prediction=prediction,
             reviewer=clinician,
             decision="override",
@@ -62,7 +62,7 @@ def reviewed(clinician: Any, admin: Any) -> list[Any]:
         label=Label.FRACTURED,
         decided_at=review.created_at,
     )
-    RadiographFactory()  # never reviewed: not exported
+    RadiographFactory.create()  # never reviewed: not exported
     return out
 
 

@@ -83,7 +83,7 @@ def test_the_upload_page_names_each_refused_file(clinician_client: Any, name: st
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_the_worker_never_crashes_on_a_corpus_file(name: str, fake_predictor: FakePredictor) -> None:
     """Even a file that slipped past ingest (or was damaged in storage) ends in a terminal state."""
-    radiograph = RadiographFactory(image=ContentFile((BAD / name).read_bytes(), name="stored.bin"))
+    radiograph = RadiographFactory.create(image=ContentFile((BAD / name).read_bytes(), name="stored.bin"))
     tasks.classify_radiograph.apply(args=[radiograph.pk]).get()
     radiograph.refresh_from_db()
     assert radiograph.status in (Radiograph.Status.PREDICTED, Radiograph.Status.FAILED)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def test_pages_are_those_of_the_plain_paginator_in_queue_order_through_ties(clinician: Any) -> None:
     for probability in [0.9, 0.5, 0.5, 0.5, None, 0.1, 0.5, None, 0.9]:
-        StudyFactory(max_probability=probability, state="awaiting_review")
+        StudyFactory.create(max_probability=probability, state="awaiting_review")
     queue = selectors.study_queue_with_results(selectors.study_queue(user=clinician))
     plain, ids_first = Paginator(queue, 2, orphans=1), IdsFirstPaginator(queue, 2, orphans=1)
     assert ids_first.num_pages == plain.num_pages == 4
@@ -29,7 +29,7 @@ def test_pages_are_those_of_the_plain_paginator_in_queue_order_through_ties(clin
 
 def test_the_offset_is_read_on_ids_alone(clinician: Any) -> None:
     for _ in range(5):
-        StudyFactory(state="awaiting_review")
+        StudyFactory.create(state="awaiting_review")
     queue = selectors.study_queue(user=clinician)  # joins the patient and the reader
     with CaptureQueriesContext(connection) as queries:
         page = IdsFirstPaginator(queue, 2).page(3)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _awaiting(probability: float, minutes_ago: int) -> Study:
-    study = StudyFactory()
+    study = StudyFactory.create()
     Study.objects.filter(pk=study.pk).update(
         state=Study.State.AWAITING_REVIEW,
         max_probability=probability,
@@ -25,7 +25,7 @@ def _awaiting(probability: float, minutes_ago: int) -> Study:
 
 
 def test_neighbours_follow_the_queue_order_through_ties() -> None:
-    user = ClinicianFactory()
+    user = ClinicianFactory.create()
     # Queue order: highest probability first, then oldest, then id.
     order = [
         _awaiting(0.9, 5),

@@ -19,10 +19,12 @@ pytestmark = pytest.mark.django_db
 
 def _study(*probabilities: float) -> Study:
     """A study awaiting review, one predicted radiograph per probability (bands from 0.3 / 0.7)."""
-    study = StudyFactory(radiograph_count=len(probabilities))
+    study = StudyFactory.create(radiograph_count=len(probabilities))
     for position, p in enumerate(probabilities):
-        radiograph = RadiographFactory(study=study, position=position, status=Radiograph.Status.PREDICTED)
-        PredictionFactory(
+        radiograph = RadiographFactory.create(
+            study=study, position=position, status=Radiograph.Status.PREDICTED
+        )
+        PredictionFactory.create(
             radiograph=radiograph, probability=p, label="fractured" if p >= 0.5 else "not_fractured"
         )
     services.study_refresh_triage(study_id=study.pk)
@@ -191,7 +193,7 @@ def test_the_first_reader_cannot_adjudicate_their_own_case_and_a_decision_is_loc
         )
     assert own.value.code == "own_case"
 
-    colleague = ClinicianFactory(username="dr.grace")
+    colleague = ClinicianFactory.create(username="dr.grace")
     services.adjudication_decide(
         adjudication_id=adjudication.pk,
         adjudicator=colleague,
@@ -218,7 +220,7 @@ def test_the_first_reader_cannot_adjudicate_their_own_case_and_a_decision_is_loc
 
 def test_the_reading_marker_holds_until_it_expires(clinician: Any) -> None:
     study = _study(0.9)
-    colleague = ClinicianFactory(username="dr.grace")
+    colleague = ClinicianFactory.create(username="dr.grace")
     now = timezone.now()
     assert services.study_mark_reading(study_id=study.pk, reader=clinician, now=now)
     assert not services.study_mark_reading(study_id=study.pk, reader=colleague, now=now)
@@ -258,7 +260,7 @@ def test_a_typed_patient_that_differs_from_the_dicom_header_needs_confirmation(c
     dicom = services.UploadedImage(
         "pa.dcm", fixture_bytes("dicom/monochrome2_8bit.dcm")
     )  # DCM-0001, Doe^Jane
-    typed = {
+    typed: dict[str, Any] = {
         "mrn": "MRN-77",
         "patient_name": "Jane Doe",
         "accession_number": "ACC-WP-1",

@@ -35,11 +35,13 @@ def _orphan(name: str, age_seconds: float) -> str:
 
 def test_old_files_without_rows_are_removed_and_nothing_else(settings: Any) -> None:
     settings.RECONCILE_ORPHAN_GRACE_SECONDS = 3600
-    radiograph = RadiographFactory(image=ContentFile(b"kept", name="r.png"))
-    prediction = PredictionFactory(radiograph=radiograph)
+    radiograph = RadiographFactory.create(image=ContentFile(b"kept", name="r.png"))
+    prediction = PredictionFactory.create(radiograph=radiograph)
     prediction.heatmap.save("h.png", ContentFile(b"kept too"))
-    _age(radiograph.image.name, 7200)  # old, but a row points at it
-    _age(prediction.heatmap.name, 7200)
+    image, heatmap = radiograph.image.name, prediction.heatmap.name
+    assert image is not None and heatmap is not None
+    _age(image, 7200)  # old, but a row points at it
+    _age(heatmap, 7200)
     old_dcm = _orphan("radiographs/0123456789abcdef.dcm", 7200)
     old_heatmap = _orphan("heatmaps/fedcba9876543210.png", 7200)
     young = _orphan("radiographs/aaaaaaaaaaaaaaaa.dcm", 60)  # an upload may still be committing it
@@ -49,7 +51,7 @@ def test_old_files_without_rows_are_removed_and_nothing_else(settings: Any) -> N
     assert result.orphan_files_removed == 2
     assert not default_storage.exists(old_dcm) and not default_storage.exists(old_heatmap)
     assert default_storage.exists(young)
-    assert default_storage.exists(radiograph.image.name) and default_storage.exists(prediction.heatmap.name)
+    assert default_storage.exists(image) and default_storage.exists(heatmap)
 
 
 def test_stuck_in_progress_idempotency_records_are_expired(settings: Any, clinician: Any) -> None:

@@ -63,7 +63,7 @@ def test_upload_creates_patient_study_and_queued_radiographs(clinician: Any, dis
     assert [r.original_filename for r in radiographs] == ["a.jpg", "b.png"]
     # Stored under a generated name, never the uploader's.
     # (A random 32-hex name: "a.jpg" may end one by chance, so the shape is checked, not a substring.)
-    assert all(re.fullmatch(r"radiographs/[0-9a-f]{32}\.(jpg|png)", r.image.name) for r in radiographs)
+    assert all(re.fullmatch(r"radiographs/[0-9a-f]{32}\.(jpg|png)", r.image.name or "") for r in radiographs)
     assert radiographs[0].image.read() == fixture_bytes("images/kaggle_fractured_1.jpg")
     assert (
         AuditEvent.objects.filter(action=AuditEvent.Action.STUDY_UPLOADED, target_id=str(study.pk)).count()
@@ -202,7 +202,7 @@ def test_a_storage_failure_leaves_no_rows_and_no_files(
 
 
 def test_claim_is_won_by_exactly_one_caller() -> None:
-    radiograph = RadiographFactory()
+    radiograph = RadiographFactory.create()
     assert services.radiograph_claim(radiograph_id=radiograph.pk) is True
     assert services.radiograph_claim(radiograph_id=radiograph.pk) is False
     radiograph.refresh_from_db()
@@ -212,15 +212,17 @@ def test_claim_is_won_by_exactly_one_caller() -> None:
 
 def test_a_stale_running_claim_can_be_taken_over(settings: Any) -> None:
     settings.CLASSIFY_RUNNING_TIMEOUT_SECONDS = 60
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     Radiograph.objects.filter(pk=radiograph.pk).update(claimed_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     assert services.radiograph_claim(radiograph_id=radiograph.pk) is True
 
 
 def test_batch_claim_fills_up_with_other_dispatched_radiographs() -> None:
-    first = RadiographFactory()
-    others = [RadiographFactory(dispatched_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) for _ in range(3)]
-    RadiographFactory()  # never dispatched: left for its own message or the sweep
+    first = RadiographFactory.create()
+    others = [
+        RadiographFactory.create(dispatched_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) for _ in range(3)
+    ]
+    RadiographFactory.create()  # never dispatched: left for its own message or the sweep
     claimed = services.radiograph_claim_batch(radiograph_id=first.pk, max_batch=3)
     assert claimed[0] == first.pk
     assert len(claimed) == 3
@@ -228,8 +230,8 @@ def test_batch_claim_fills_up_with_other_dispatched_radiographs() -> None:
 
 
 def test_batch_claim_returns_nothing_when_the_first_is_taken() -> None:
-    first = RadiographFactory(status=Radiograph.Status.PREDICTED)
-    RadiographFactory(dispatched_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    first = RadiographFactory.create(status=Radiograph.Status.PREDICTED)
+    RadiographFactory.create(dispatched_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert services.radiograph_claim_batch(radiograph_id=first.pk, max_batch=4) == []
 
 
@@ -265,7 +267,7 @@ class _Box:
 
 
 def test_prediction_store_keeps_band_boxes_and_operating_points() -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING, width=200, height=100)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING, width=200, height=100)
     prediction = _store(radiograph, 0.85, boxes=[_Box(10, 20.5, 60, 80, 0.91)])
     prediction.refresh_from_db()
     assert prediction.band == "fracture"
@@ -277,9 +279,9 @@ def test_prediction_store_keeps_band_boxes_and_operating_points() -> None:
 
 
 def test_a_study_takes_the_highest_band_of_its_images() -> None:
-    study = StudyFactory(radiograph_count=3)
+    study = StudyFactory.create(radiograph_count=3)
     radiographs = [
-        RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(3)
+        RadiographFactory.create(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(3)
     ]
     _store(radiographs[0], 0.1)
     study.refresh_from_db()
@@ -300,7 +302,7 @@ def test_a_study_takes_the_highest_band_of_its_images() -> None:
     ],
 )
 def test_a_box_the_model_cannot_have_meant_stores_nothing(box: dict[str, float], problem: str) -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING, width=200, height=100)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING, width=200, height=100)
     with pytest.raises(ValueError, match=problem):
         _store(radiograph, 0.9, boxes=[box])
     assert not Prediction.objects.exists()
@@ -309,7 +311,7 @@ def test_a_box_the_model_cannot_have_meant_stores_nothing(box: dict[str, float],
 
 
 def test_an_unknown_band_or_reversed_operating_points_store_nothing() -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     with pytest.raises(ValueError, match="band"):
         services.prediction_store_batch(
             model_version="m1", threshold=0.5, results=[_result(radiograph, 0.9, band="likely")]
@@ -326,18 +328,18 @@ def test_an_unknown_band_or_reversed_operating_points_store_nothing() -> None:
 
 
 def test_prediction_store_marks_predicted_and_updates_the_study() -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     prediction = _store(radiograph, 0.8)
     radiograph.refresh_from_db()
     study = Study.objects.get(pk=radiograph.study_id)
     assert radiograph.status == Radiograph.Status.PREDICTED
-    assert prediction.heatmap.name.startswith("heatmaps/")
+    assert (prediction.heatmap.name or "").startswith("heatmaps/")
     assert study.state == Study.State.AWAITING_REVIEW
     assert study.max_probability == pytest.approx(0.8)
 
 
 def test_prediction_store_is_idempotent() -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     first = _store(radiograph, 0.8)
     second = _store(radiograph, 0.3)
     assert first.pk == second.pk
@@ -353,9 +355,11 @@ def _result(radiograph: Radiograph, probability: float, band: str | None = None)
 
 
 def test_prediction_store_batch_stores_a_forward_pass_in_one_go(django_assert_max_num_queries: Any) -> None:
-    study = StudyFactory(radiograph_count=2)
-    pair = [RadiographFactory(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(2)]
-    alone = RadiographFactory(status=Radiograph.Status.RUNNING)
+    study = StudyFactory.create(radiograph_count=2)
+    pair = [
+        RadiographFactory.create(study=study, position=i, status=Radiograph.Status.RUNNING) for i in range(2)
+    ]
+    alone = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     results = [_result(alone, 0.2), _result(pair[1], 0.9), _result(pair[0], 0.4)]
     # lock, existing, two inserts, one update, five for both studies, three for the audit chain (a
     # savepoint, lock and advance its head), and the audit dashboard's prediction tally (an update; on a
@@ -374,7 +378,7 @@ def test_prediction_store_batch_stores_a_forward_pass_in_one_go(django_assert_ma
 
 
 def test_prediction_store_batch_skips_what_is_stored_already() -> None:
-    done, fresh = (RadiographFactory(status=Radiograph.Status.RUNNING) for _ in range(2))
+    done, fresh = (RadiographFactory.create(status=Radiograph.Status.RUNNING) for _ in range(2))
     first = _store(done, 0.8)
     stored = services.prediction_store_batch(
         model_version="m1", threshold=0.5, results=[_result(done, 0.1), _result(fresh, 0.7)]
@@ -385,7 +389,7 @@ def test_prediction_store_batch_skips_what_is_stored_already() -> None:
 
 
 def test_prediction_store_batch_leaves_nothing_behind_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    radiographs = [RadiographFactory(status=Radiograph.Status.RUNNING) for _ in range(3)]
+    radiographs = [RadiographFactory.create(status=Radiograph.Status.RUNNING) for _ in range(3)]
     files_before = _stored_files()
 
     def broken(**kwargs: Any) -> None:
@@ -403,9 +407,9 @@ def test_prediction_store_batch_leaves_nothing_behind_when_it_fails(monkeypatch:
 
 
 def test_batch_claim_skips_rows_in_flight_and_takes_the_oldest_dispatched_first() -> None:
-    first = RadiographFactory()
+    first = RadiographFactory.create()
     old, older, running = (
-        RadiographFactory(dispatched_at=dt.datetime(2026, 1, day, tzinfo=dt.UTC)) for day in (3, 2, 1)
+        RadiographFactory.create(dispatched_at=dt.datetime(2026, 1, day, tzinfo=dt.UTC)) for day in (3, 2, 1)
     )
     Radiograph.objects.filter(pk=running.pk).update(status=Radiograph.Status.RUNNING)
     claimed = services.radiograph_claim_batch(radiograph_id=first.pk, max_batch=3)
@@ -414,13 +418,13 @@ def test_batch_claim_skips_rows_in_flight_and_takes_the_oldest_dispatched_first(
 
 
 def test_the_database_refuses_a_second_prediction_for_the_same_model() -> None:
-    prediction = PredictionFactory()
+    prediction = PredictionFactory.create()
     with pytest.raises(IntegrityError):
-        PredictionFactory(radiograph=prediction.radiograph, model_version=prediction.model_version)
+        PredictionFactory.create(radiograph=prediction.radiograph, model_version=prediction.model_version)
 
 
 def test_a_failure_is_stored_with_a_readable_message() -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     services.radiograph_fail(radiograph_id=radiograph.pk, message="The image data is truncated or corrupt.")
     radiograph.refresh_from_db()
     assert radiograph.status == Radiograph.Status.FAILED
@@ -429,7 +433,7 @@ def test_a_failure_is_stored_with_a_readable_message() -> None:
 
 
 def test_a_late_failure_does_not_undo_a_prediction() -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.RUNNING)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.RUNNING)
     _store(radiograph)
     services.radiograph_fail(radiograph_id=radiograph.pk, message="late")
     radiograph.refresh_from_db()
@@ -440,10 +444,10 @@ def test_sweep_resends_undispatched_and_stale_work(settings: Any, dispatched: An
     settings.CLASSIFY_RUNNING_TIMEOUT_SECONDS = 60
     settings.CLASSIFY_RESEND_AFTER_SECONDS = 600
     old = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    never_sent = RadiographFactory()
-    stuck = RadiographFactory(status=Radiograph.Status.RUNNING)
-    fresh_running = RadiographFactory(status=Radiograph.Status.RUNNING)
-    recently_sent = RadiographFactory()
+    never_sent = RadiographFactory.create()
+    stuck = RadiographFactory.create(status=Radiograph.Status.RUNNING)
+    fresh_running = RadiographFactory.create(status=Radiograph.Status.RUNNING)
+    recently_sent = RadiographFactory.create()
     Radiograph.objects.filter(pk__in=[never_sent.pk, stuck.pk, fresh_running.pk, recently_sent.pk]).update(
         created_at=old
     )
@@ -464,7 +468,7 @@ def test_sweep_resends_undispatched_and_stale_work(settings: Any, dispatched: An
 def test_retry_sends_a_failed_radiograph_again(
     clinician: Any, dispatched: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    radiograph = RadiographFactory(status=Radiograph.Status.FAILED, failure_message="model missing")
+    radiograph = RadiographFactory.create(status=Radiograph.Status.FAILED, failure_message="model missing")
     with django_capture_on_commit_callbacks(execute=True):
         services.radiograph_retry(radiograph_id=radiograph.pk, actor=clinician)
     radiograph.refresh_from_db()
@@ -477,7 +481,7 @@ def test_retry_sends_a_failed_radiograph_again(
 
 
 def test_confirm_keeps_the_model_label(clinician: Any) -> None:
-    prediction = PredictionFactory(label=Label.FRACTURED, probability=0.9)
+    prediction = PredictionFactory.create(label=Label.FRACTURED, probability=0.9)
     review = services.review_submit(
         radiograph_id=prediction.radiograph_id, reviewer=clinician, decision="confirm"
     )
@@ -489,7 +493,7 @@ def test_confirm_keeps_the_model_label(clinician: Any) -> None:
 
 
 def test_override_requires_reason(clinician: Any) -> None:
-    prediction = PredictionFactory(label=Label.FRACTURED)
+    prediction = PredictionFactory.create(label=Label.FRACTURED)
     with pytest.raises(ServiceError) as caught:
         services.review_submit(
             radiograph_id=prediction.radiograph_id, reviewer=clinician, decision="override"
@@ -499,7 +503,7 @@ def test_override_requires_reason(clinician: Any) -> None:
 
 
 def test_override_with_other_requires_text(clinician: Any) -> None:
-    prediction = PredictionFactory(label=Label.FRACTURED)
+    prediction = PredictionFactory.create(label=Label.FRACTURED)
     with pytest.raises(ServiceError) as caught:
         services.review_submit(
             radiograph_id=prediction.radiograph_id,
@@ -511,7 +515,7 @@ def test_override_with_other_requires_text(clinician: Any) -> None:
 
 
 def test_override_to_the_same_label_is_refused(clinician: Any) -> None:
-    prediction = PredictionFactory(label=Label.FRACTURED)
+    prediction = PredictionFactory.create(label=Label.FRACTURED)
     with pytest.raises(ServiceError) as caught:
         services.review_submit(
             radiograph_id=prediction.radiograph_id,
@@ -524,7 +528,7 @@ def test_override_to_the_same_label_is_refused(clinician: Any) -> None:
 
 
 def test_override_records_the_new_label_and_the_study_is_reviewed(clinician: Any) -> None:
-    prediction = PredictionFactory(label=Label.FRACTURED)
+    prediction = PredictionFactory.create(label=Label.FRACTURED)
     review = services.review_submit(
         radiograph_id=prediction.radiograph_id,
         reviewer=clinician,
@@ -538,7 +542,7 @@ def test_override_records_the_new_label_and_the_study_is_reviewed(clinician: Any
 
 
 def test_a_later_review_stands_and_the_earlier_one_stays(clinician: Any, admin: Any) -> None:
-    earlier = ReviewFactory()
+    earlier = ReviewFactory.create()
     radiograph_id = earlier.radiograph_id
     later = services.review_submit(
         radiograph_id=radiograph_id,
@@ -552,7 +556,7 @@ def test_a_later_review_stands_and_the_earlier_one_stays(clinician: Any, admin: 
 
 
 def test_a_radiograph_without_prediction_cannot_be_reviewed(clinician: Any) -> None:
-    radiograph = RadiographFactory()
+    radiograph = RadiographFactory.create()
     with pytest.raises(ServiceError) as caught:
         services.review_submit(radiograph_id=radiograph.pk, reviewer=clinician, decision="confirm")
     assert caught.value.code == "not_ready"
@@ -560,13 +564,13 @@ def test_a_radiograph_without_prediction_cannot_be_reviewed(clinician: Any) -> N
 
 def test_the_database_refuses_an_override_without_reason() -> None:
     with pytest.raises(IntegrityError):
-        ReviewFactory(decision=Review.Decision.OVERRIDE, reason_code="")
+        ReviewFactory.create(decision=Review.Decision.OVERRIDE, reason_code="")
 
 
 def test_queue_state_follows_the_radiographs() -> None:
-    study = StudyFactory(radiograph_count=2)
-    a = RadiographFactory(study=study, status=Radiograph.Status.RUNNING)
-    b = RadiographFactory(study=study, status=Radiograph.Status.RUNNING)
+    study = StudyFactory.create(radiograph_count=2)
+    a = RadiographFactory.create(study=study, status=Radiograph.Status.RUNNING)
+    b = RadiographFactory.create(study=study, status=Radiograph.Status.RUNNING)
     _store(a, 0.2)
     study.refresh_from_db()
     assert study.state == Study.State.PROCESSING

@@ -42,7 +42,7 @@ def test_the_walk_finds_the_api() -> None:
 
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])
 def test_no_api_call_changes_or_deletes_an_audit_event(admin: Any, method: str) -> None:
-    events = [AuditEventFactory(details={"n": n}) for n in range(3)]
+    events = [AuditEventFactory.create(details={"n": n}) for n in range(3)]
     snapshot = list(AuditEvent.objects.filter(pk__in=[e.pk for e in events]).values())
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")

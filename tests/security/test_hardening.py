@@ -119,7 +119,7 @@ def test_templates_hold_no_inline_script_style_or_handlers() -> None:
 def test_login_is_throttled_after_repeated_failures(settings: Any, roles: None) -> None:
     settings.AXES_ENABLED = True
     settings.AXES_FAILURE_LIMIT = 3
-    ClinicianFactory(username="target")
+    ClinicianFactory.create(username="target")
     client = Client()
     for _ in range(3):
         client.post("/accounts/login/", {"username": "target", "password": "wrong-guess"})
@@ -138,7 +138,7 @@ def test_sessions_expire_after_inactivity(
     request saves it again). A frozen clock moved forward, not a sleep."""
     from django.utils import timezone
 
-    ClinicianFactory(username="idle")
+    ClinicianFactory.create(username="idle")
     client = Client()
     assert client.login(username="idle", password="correct-horse-battery")
     age = dt.timedelta(seconds=settings.SESSION_COOKIE_AGE)
@@ -227,7 +227,7 @@ def test_no_patient_identifiers_reach_the_logs(
 def test_audit_events_cannot_be_changed_or_deleted_through_the_orm() -> None:
     from django.db import connection
 
-    event = AuditEventFactory()
+    event = AuditEventFactory.create()
     event.details = {"tampered": True}
     with pytest.raises(Exception, match="cannot be changed"):
         event.save()

@@ -26,8 +26,8 @@ def _assert_not_cached(response: Any) -> None:
 
 def test_radiographs_and_heatmaps_are_sent_with_no_store(clinician: Any, clinician_client: Client) -> None:
     png = cv2.imencode(".png", np.full((32, 48), 90, np.uint8))[1].tobytes()
-    radiograph = RadiographFactory(image=ContentFile(png, name="r.png"), width=48, height=32)
-    prediction = PredictionFactory(radiograph=radiograph)
+    radiograph = RadiographFactory.create(image=ContentFile(png, name="r.png"), width=48, height=32)
+    prediction = PredictionFactory.create(radiograph=radiograph)
     prediction.heatmap.save("h.png", ContentFile(heatmap_to_stored_png(np.eye(8, dtype=np.float32))))
 
     _assert_not_cached(clinician_client.get(reverse("radiology:radiograph_image", args=[radiograph.pk])))

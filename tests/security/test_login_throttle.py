@@ -28,14 +28,15 @@ def _axes_on(settings: Any, roles: None) -> None:
 
 def _login(username: str, password: str, address: str) -> Any:
     client = Client(REMOTE_ADDR=address)
-    response = client.post("/accounts/login/", {"username": username, "password": password})
+    # Any: the test's own attribute (signed in or not) rides on the response.
+    response: Any = client.post("/accounts/login/", {"username": username, "password": password})
     response.signed_in = "_auth_user_id" in client.session
     return response
 
 
 def test_typos_by_one_user_behind_a_proxy_do_not_lock_out_the_others() -> None:
-    ClinicianFactory(username="careless")
-    ClinicianFactory(username="colleague")
+    ClinicianFactory.create(username="careless")
+    ClinicianFactory.create(username="colleague")
     for _ in range(5):
         _login("careless", "typo", "10.0.0.1")
     assert _login("careless", PASSWORD, "10.0.0.1").status_code == 429  # the pair is locked
@@ -43,14 +44,14 @@ def test_typos_by_one_user_behind_a_proxy_do_not_lock_out_the_others() -> None:
 
 
 def test_guessing_at_a_named_account_does_not_lock_its_owner_out() -> None:
-    ClinicianFactory(username="target")
+    ClinicianFactory.create(username="target")
     for _ in range(5):
         _login("target", "guess", "203.0.113.9")
     assert _login("target", PASSWORD, "10.0.0.2").signed_in
 
 
 def test_guessing_from_many_addresses_pauses_the_account_briefly(monkeypatch: pytest.MonkeyPatch) -> None:
-    ClinicianFactory(username="target")
+    ClinicianFactory.create(username="target")
     clock = [1_000_000.0]
     monkeypatch.setattr(login_throttle, "_now", lambda: clock[0])
     for attempt in range(8):  # 2 past the back-off threshold: a 4 s pause
@@ -81,7 +82,7 @@ def test_the_account_pause_is_capped(monkeypatch: pytest.MonkeyPatch, settings: 
 
 
 def test_failed_sign_ins_stay_in_the_audit_trail_after_a_successful_one() -> None:
-    ClinicianFactory(username="forgetful")
+    ClinicianFactory.create(username="forgetful")
     _login("forgetful", "nope", "10.0.0.4")
     _login("forgetful", "still-nope", "10.0.0.4")
     assert _login("forgetful", PASSWORD, "10.0.0.4").signed_in

@@ -53,10 +53,10 @@ def make_study(clinician: Any) -> MakeStudy:
         reviewer: Any = None,
         **study_fields: Any,
     ) -> Study:
-        study = StudyFactory(uploaded_by=clinician, **study_fields)
+        study = StudyFactory.create(uploaded_by=clinician, **study_fields)
         radiographs = []
         for position, probability in enumerate(probabilities):
-            radiograph = RadiographFactory(
+            radiograph = RadiographFactory.create(
                 study=study,
                 position=position,
                 status=Radiograph.Status.QUEUED if probability is None else Radiograph.Status.PREDICTED,
@@ -64,7 +64,7 @@ def make_study(clinician: Any) -> MakeStudy:
             )
             radiographs.append(radiograph)
             if probability is not None:
-                PredictionFactory(
+                PredictionFactory.create(
                     radiograph=radiograph,
                     probability=probability,
                     threshold=threshold,
@@ -73,7 +73,7 @@ def make_study(clinician: Any) -> MakeStudy:
                     heatmap=ContentFile(heatmap_png(), name="h.png"),
                 )
         for offset in range(failed):
-            RadiographFactory(
+            RadiographFactory.create(
                 study=study,
                 position=len(probabilities) + offset,
                 status=Radiograph.Status.FAILED,

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import reverse
 
@@ -21,7 +22,7 @@ READ_ONLY = [AuditEvent, Prediction, Review, Radiograph]
 
 
 def test_an_admin_group_member_who_is_not_staff_can_use_the_admin(roles: None) -> None:
-    user = UserFactory(username="group.admin", groups=["admin"], is_staff=False)
+    user = UserFactory.create(username="group.admin", groups=["admin"], is_staff=False)
     client = Client()
     client.force_login(user)
     response = client.get(reverse("admin:index"))
@@ -31,7 +32,7 @@ def test_an_admin_group_member_who_is_not_staff_can_use_the_admin(roles: None) -
 
 
 def test_staff_flag_alone_does_not_open_the_admin(roles: None) -> None:
-    user = UserFactory(username="staff.only", is_staff=True)
+    user = UserFactory.create(username="staff.only", is_staff=True)
     client = Client()
     client.force_login(user)
     assert client.get(reverse("admin:index")).status_code == 403
@@ -71,7 +72,7 @@ def test_evidence_is_read_only_and_every_attempt_is_refused_and_audited(
 ) -> None:
     name = model._meta.model_name
     obj = records[name]
-    before = {m: m.objects.count() for m in READ_ONLY}
+    before = {m: m._default_manager.count() for m in READ_ONLY}
     snapshot = model.objects.filter(pk=obj.pk).values().get()
 
     assert admin_client_.get(reverse(f"admin:radiology_{name}_change", args=[obj.pk])).status_code == 200
@@ -102,7 +103,7 @@ def test_evidence_is_read_only_and_every_attempt_is_refused_and_audited(
         {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"},
     )
     assert model.objects.filter(pk=obj.pk).values().get() == snapshot
-    assert {m: m.objects.count() for m in READ_ONLY if m is not AuditEvent} == {
+    assert {m: m._default_manager.count() for m in READ_ONLY if m is not AuditEvent} == {
         m: c for m, c in before.items() if m is not AuditEvent
     }
 
@@ -162,6 +163,7 @@ def test_csv_export_action_writes_predictions_with_their_latest_review(
         {"action": "export_csv", "_selected_action": [prediction.pk]},
     )
     assert response.status_code == 200
+    assert isinstance(response, StreamingHttpResponse)
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [(r["prediction_id"], r["review_decision"], r["review_reason_code"]) for r in rows] == [
         (str(prediction.pk), "override", "hardware")
@@ -196,8 +198,8 @@ def test_admins_manage_accounts_and_lockouts_through_the_same_role(
 
 
 def test_the_predictions_list_shows_the_band_and_both_operating_points(admin_client_: Client) -> None:
-    banded = PredictionFactory(probability=0.5, threshold_sensitive=0.0696, threshold_specific=0.5829)
-    before_bands = PredictionFactory(
+    banded = PredictionFactory.create(probability=0.5, threshold_sensitive=0.0696, threshold_specific=0.5829)
+    before_bands = PredictionFactory.create(
         probability=0.9, threshold=0.26, threshold_sensitive=None, threshold_specific=None
     )
     page = admin_client_.get(reverse("admin:radiology_prediction_changelist")).content.decode()

@@ -128,7 +128,7 @@ def test_paginates_and_keeps_the_filters_in_page_links(
     assert len(_accessions(first)) == 25
     assert "Page 1 of 2" in first.content.decode()
     assert "body_region=knee&amp;page=2" in first.content.decode()
-    second = clinician_client.get(QUEUE, {"body_region": "knee", "page": 2})
+    second = clinician_client.get(QUEUE, {"body_region": "knee", "page": "2"})
     assert len(_accessions(second)) == 5
     assert set(_accessions(first)).isdisjoint(_accessions(second))
 
@@ -152,7 +152,7 @@ def test_processing_rows_are_marked_for_polling_and_refresh_in_place(
 
     radiograph.status = "predicted"
     radiograph.save()
-    PredictionFactory(radiograph=radiograph, probability=0.3, label="not_fractured")
+    PredictionFactory.create(radiograph=radiograph, probability=0.3, label="not_fractured")
     from django.db import transaction
 
     from radiology import services
@@ -280,7 +280,7 @@ def test_queue_query_count_is_the_same_for_3_and_25_rows(
 
 
 def _decline(study: Study, position: int) -> None:
-    decline(RadiographFactory(study=study, position=position))
+    decline(RadiographFactory.create(study=study, position=position))
 
 
 def _status_and_model_cells(client: Client, study: Study, state: str) -> tuple[str, str]:

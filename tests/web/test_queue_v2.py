@@ -60,7 +60,7 @@ def test_rows_show_age_sex_and_a_colleague_reading(clinician_client: Client, mak
     study = make_study(probabilities=[0.9])
     born = timezone.localdate() - dt.timedelta(days=int(365.25 * 47) + 30)
     Patient.objects.filter(pk=study.patient_id).update(date_of_birth=born, sex="F")
-    colleague = ClinicianFactory(username="dr.grace")
+    colleague = ClinicianFactory.create(username="dr.grace")
     services.study_mark_reading(study_id=study.pk, reader=colleague)
     radiograph = study.radiographs.get()
     radiograph.dicom_attributes = {"ViewPosition": "PA", "ImageLaterality": "L"}

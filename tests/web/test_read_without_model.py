@@ -22,7 +22,7 @@ QUEUE = reverse("radiology:queue")
 
 def _declined_study(make_study: MakeStudy, accession: str = "DECLINED") -> Study:
     study = make_study(probabilities=[], accession_number=accession)
-    decline(RadiographFactory(study=study, position=0))
+    decline(RadiographFactory.create(study=study, position=0))
     study.refresh_from_db()
     assert study.state == Study.State.NOT_ANALYSED
     return study
@@ -102,15 +102,17 @@ def test_an_image_arriving_after_the_read_puts_the_study_back_in_the_work(
 ) -> None:
     declined_later = _declined_study(make_study, "LATE-DECLINED")
     _read(clinician_client, declined_later)
-    decline(RadiographFactory(study=declined_later, position=1))
+    decline(RadiographFactory.create(study=declined_later, position=1))
     declined_later.refresh_from_db()
     # The read covered the first image only: the new one has not been read.
     assert declined_later.state == Study.State.NOT_ANALYSED and declined_later.reviewed_at is None
 
     predicted_later = _declined_study(make_study, "LATE-PREDICTED")
     _read(clinician_client, predicted_later)
-    radiograph = RadiographFactory(study=predicted_later, position=1, status=Radiograph.Status.PREDICTED)
-    PredictionFactory(radiograph=radiograph, probability=0.8)
+    radiograph = RadiographFactory.create(
+        study=predicted_later, position=1, status=Radiograph.Status.PREDICTED
+    )
+    PredictionFactory.create(radiograph=radiograph, probability=0.8)
     study_refresh_triage(study_id=predicted_later.pk)
     predicted_later.refresh_from_db()
     assert predicted_later.state == Study.State.AWAITING_REVIEW

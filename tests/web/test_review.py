@@ -26,7 +26,7 @@ from tests.factories import ClinicianFactory, RadiographFactory
 from tests.web.conftest import MakeStudy
 
 pytestmark = pytest.mark.django_db
-JSON = {"HTTP_ACCEPT": "application/json"}
+JSON: dict[str, Any] = {"HTTP_ACCEPT": "application/json"}
 
 
 def _page(study: Study, radiograph: Any = None) -> str:
@@ -247,7 +247,7 @@ def test_a_second_clinician_adjudicates_and_the_first_cannot(
     assert adjudication.state == "open"
 
     colleague = Client()
-    colleague.force_login(ClinicianFactory(username="dr.grace"))
+    colleague.force_login(ClinicianFactory.create(username="dr.grace"))
     queue = colleague.get(reverse("radiology:adjudications")).content.decode()
     assert f'action="{reverse("radiology:adjudication_decide", args=[adjudication.pk])}"' in queue
     response = colleague.post(
@@ -265,7 +265,7 @@ def test_a_colleague_reading_the_study_is_shown(clinician_client: Client, make_s
     study = make_study(probabilities=[0.9])
     clinician_client.get(_page(study))  # dr.ada opens it
     colleague = Client()
-    colleague.force_login(ClinicianFactory(username="dr.grace"))
+    colleague.force_login(ClinicianFactory.create(username="dr.grace"))
     page = colleague.get(_page(study)).content.decode()
     assert "dr.ada is reading this study right now." in page
     assert _data(clinician_client, study)["colleague"] is None  # not a colleague to herself
@@ -398,7 +398,9 @@ def test_the_dashboard_compares_reader_model_and_final_call(
     services.study_confirm(study_id=study.pk, reviewer=clinician)  # the model changed the first call
     adjudication = Adjudication.objects.get(radiograph=fractured)
     services.adjudication_decide(
-        adjudication_id=adjudication.pk, adjudicator=ClinicianFactory(username="dr.grace"), label="fractured"
+        adjudication_id=adjudication.pk,
+        adjudicator=ClinicianFactory.create(username="dr.grace"),
+        label="fractured",
     )
     page = admin_client_.get(reverse("radiology:audit_dashboard")).content.decode()
     assert 'data-changed="1" data-better="1" data-worse="0"' in page
@@ -414,7 +416,9 @@ def test_the_dashboard_compares_reader_model_and_final_call(
 def test_radiograph_factory_is_usable_for_the_pixels_of_a_png(clinician_client: Client) -> None:
     buffer = io.BytesIO()
     Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64).astype(np.uint8)).save(buffer, "PNG")
-    radiograph = RadiographFactory(image=ContentFile(buffer.getvalue(), name="p.png"), width=64, height=48)
+    radiograph = RadiographFactory.create(
+        image=ContentFile(buffer.getvalue(), name="p.png"), width=64, height=48
+    )
     response = clinician_client.get(reverse("radiology:radiograph_pixels", args=[radiograph.pk]))
     header = json.loads(response["X-Pixels"])
     assert (header["bytes_per_pixel"], header["bits"], header["invert"]) == (1, 8, False)

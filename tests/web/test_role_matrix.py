@@ -9,7 +9,7 @@ fails test_every_url_has_a_role, so nothing new escapes the matrix. /api/ is cov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.contrib import admin
@@ -17,6 +17,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from radiology.admin import RoleModelAdmin
 from radiology.models import AuditEvent, Prediction, Radiograph, Study
 from tests.factories import ReviewFactory
 
@@ -130,7 +131,7 @@ def world(make_study: Any, clinician: Any, admin: Any) -> dict[str, Any]:
     study = make_study(probabilities=[0.9])
     radiograph = Radiograph.objects.get(study=study)
     prediction = Prediction.objects.get(radiograph=radiograph)
-    ReviewFactory(radiograph=radiograph, prediction=prediction, reviewer=clinician)
+    ReviewFactory.create(radiograph=radiograph, prediction=prediction, reviewer=clinician)
     from rest_framework.authtoken.models import Token
 
     Token.objects.get_or_create(user=clinician)
@@ -220,7 +221,7 @@ def refused_by_design(route: Route, method: str) -> bool:
     model = _admin_model_for(route.name or "")
     if model is None:
         return False
-    model_admin = admin.site._registry[model]
+    model_admin = cast(RoleModelAdmin, admin.site._registry[model])
     action = (route.name or "").rsplit("_", 1)[-1]
     if action == "add":
         return not model_admin.role_can_add

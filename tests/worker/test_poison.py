@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 def _lost(attempts: int) -> Radiograph:
     """A radiograph claimed `attempts` times, the last claim long ago (its worker died)."""
-    radiograph = RadiographFactory()
+    radiograph = RadiographFactory.create()
     Radiograph.objects.filter(pk=radiograph.pk).update(
         status=Radiograph.Status.RUNNING,
         attempts=attempts,
@@ -57,7 +57,7 @@ def test_a_refused_heatmap_write_is_retried_then_failed_readably(
     fake_predictor: FakePredictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     png = cv2.imencode(".png", np.full((64, 96), 200, np.uint8))[1].tobytes()
-    radiograph = RadiographFactory(image=ContentFile(png, name="x.png"), width=96, height=64)
+    radiograph = RadiographFactory.create(image=ContentFile(png, name="x.png"), width=96, height=64)
     before = (
         set(default_storage.listdir("predictions")[1]) if default_storage.exists("predictions") else set()
     )
@@ -82,7 +82,7 @@ def test_a_refused_heatmap_write_is_retried_then_failed_readably(
 
 def _queued_png() -> Radiograph:
     png = cv2.imencode(".png", np.full((64, 96), 200, np.uint8))[1].tobytes()
-    return RadiographFactory(image=ContentFile(png, name="x.png"), width=96, height=64)
+    return RadiographFactory.create(image=ContentFile(png, name="x.png"), width=96, height=64)
 
 
 def test_a_time_limit_reached_while_a_fresh_process_loads_the_model_is_retried(
@@ -129,7 +129,7 @@ def test_claims_given_back_for_a_retry_are_not_counted_as_lost(settings: Any, di
     were not lost. Counted, they used up CLASSIFY_MAX_ATTEMPTS, and a single worker death afterwards failed
     the radiograph as "started several times and never finished"."""
     settings.CLASSIFY_MAX_ATTEMPTS = 3
-    radiograph = RadiographFactory(status=Radiograph.Status.QUEUED)
+    radiograph = RadiographFactory.create(status=Radiograph.Status.QUEUED)
     for _retry in range(4):  # claimed, then given back by a task meeting a transient error
         assert services.radiograph_claim(radiograph_id=radiograph.pk)
         services.radiograph_release(radiograph_id=radiograph.pk)

@@ -15,11 +15,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
 
 from tests.e2e.harness import free_port
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -90,7 +93,7 @@ class RunApp:
                 return pid
         return None
 
-    def wait(self, predicate: Callable[[], object], timeout: float, what: str) -> object:
+    def wait(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()

@@ -63,6 +63,10 @@ def _grandchild(folder: Path, pid: int) -> int:
     return int((folder / str(pid)).read_text())
 
 
+def _restarted_since(service: Service, restarts: int) -> Callable[[], bool]:
+    return lambda: service.restarts > restarts
+
+
 def _service(folder: Path, name: str = "web") -> Service:
     return Service(name, [sys.executable, "-c", SERVICE, str(folder)])
 
@@ -75,12 +79,14 @@ def test_a_killed_service_is_restarted_and_what_it_left_behind_is_killed(tmp_pat
     try:
         first = web.pid
         assert first is not None
+        assert first is not None
         orphan = _grandchild(tmp_path, first)
         os.kill(first, signal.SIGKILL)  # the service's own child survives a kill -9 of its parent
 
         _wait(lambda: web.pid not in (None, first), 10, "the restart", tick=supervisor.check)
         assert not _alive(first)
         _wait(lambda: not _alive(orphan), 5, "the orphan to be killed")
+        assert web.pid is not None
         assert _alive(_grandchild(tmp_path, web.pid))
         assert web.restarts == 1
         assert any("web exited (killed by SIGKILL)" in event for event in events)
@@ -92,11 +98,11 @@ def test_quick_failures_back_off_and_a_stable_run_resets_the_back_off(tmp_path: 
     failing = Service("worker", [sys.executable, "-c", "import sys; sys.exit(3)"])
     supervisor = Supervisor([failing], initial_backoff=0.1, max_backoff=0.4, stable_after=30)
     supervisor.start()
-    backoffs = []
+    backoffs: list[float] = []
     try:
         while len(backoffs) < 4:
             restarts = failing.restarts
-            _wait(lambda r=restarts: failing.restarts > r, 10, "the failure", tick=supervisor.check)
+            _wait(_restarted_since(failing, restarts), 10, "the failure", tick=supervisor.check)
             backoffs.append(failing.backoff)
     finally:
         supervisor.stop()

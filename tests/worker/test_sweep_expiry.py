@@ -9,6 +9,8 @@ message without running it).
 
 from __future__ import annotations
 
+from typing import cast
+
 from celery.beat import ScheduleEntry
 from django.conf import settings
 
@@ -21,4 +23,4 @@ def test_a_sweep_message_expires_before_the_next_one_is_sent() -> None:
     scheduled = ScheduleEntry(name="sweep-stale-radiographs", app=app, **entry)
     expires = scheduled.options.get("expires")
     assert expires is not None, "without an expiry every sweep waits for the worker, however many pile up"
-    assert 0 < float(expires) <= float(entry["schedule"])
+    assert 0 < float(expires) <= float(cast(float, entry["schedule"]))

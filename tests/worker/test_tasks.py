@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _radiograph(content: bytes, **kwargs: Any) -> Radiograph:
-    radiograph = RadiographFactory(image=ContentFile(content, name="x.png"), **kwargs)
+    radiograph = RadiographFactory.create(image=ContentFile(content, name="x.png"), **kwargs)
     return radiograph
 
 
@@ -48,11 +48,15 @@ def test_it_stores_a_prediction_with_heatmap(fake_predictor: FakePredictor) -> N
     # Stored: the map's levels, greyscale, at the map's resolution; coloured only when viewed.
     stored = prediction.heatmap.read()
     levels = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert levels.ndim == 2 and levels.dtype == np.uint8
+    assert levels is not None and levels.ndim == 2 and levels.dtype == np.uint8
     overlay = cv2.imdecode(
         np.frombuffer(stored_to_overlay_png(stored, 96, 64), np.uint8), cv2.IMREAD_UNCHANGED
     )
-    assert overlay.shape == (64, 96, 4)  # the viewer's overlay: the radiograph's shape, with transparency
+    assert overlay is not None and overlay.shape == (
+        64,
+        96,
+        4,
+    )  # the viewer's overlay: the radiograph's shape, with transparency
 
 
 def test_a_redelivered_message_stores_nothing_new(fake_predictor: FakePredictor) -> None:
@@ -95,7 +99,7 @@ def test_a_corrupt_stored_image_fails_with_a_readable_message(fake_predictor: Fa
 
 def test_a_missing_stored_file_fails_with_a_readable_message(fake_predictor: FakePredictor) -> None:
     radiograph = _radiograph(_png(10))
-    radiograph.image.storage.delete(radiograph.image.name)
+    radiograph.image.storage.delete(radiograph.image.name or "")
     tasks.classify_radiograph.apply(args=[radiograph.pk])
     radiograph.refresh_from_db()
     assert radiograph.status == Radiograph.Status.FAILED
@@ -155,7 +159,7 @@ def test_a_persistent_database_error_ends_in_a_stored_failure(
 
 
 def test_the_sweep_task_resends(dispatched: Any) -> None:
-    radiograph = RadiographFactory()
+    radiograph = RadiographFactory.create()
     Radiograph.objects.filter(pk=radiograph.pk).update(created_at="2026-01-01T00:00:00Z")
     assert tasks.sweep_stale_radiographs.apply().get() == 1
     assert dispatched.sent == [radiograph.pk]
