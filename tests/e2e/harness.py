@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from django.conf import settings
 from django.db import connection
 
@@ -338,3 +340,32 @@ def celery_app_broker(url: str) -> Iterator[None]:
         else:
             os.environ["CELERY_BROKER_URL"] = previous_env
         forget_connections()
+
+
+def upload_distinct_study(accession: str, count: int) -> list[int]:
+    """A study of ``count`` distinct real-looking radiographs (the fixture radiograph, a different marker on
+    each, so each has its own SHA-256), uploaded through the service; the accepted radiographs' ids."""
+    from radiology import services
+    from tests.conftest import fixture_bytes
+    from tests.factories import ClinicianFactory
+
+    base = cv2.imdecode(
+        np.frombuffer(fixture_bytes("images/kaggle_fractured_1.jpg"), np.uint8), cv2.IMREAD_GRAYSCALE
+    )
+    assert base is not None
+    images = []
+    for index in range(count):
+        marked = base.copy()
+        marked[:4, :4] = index + 1
+        images.append(
+            services.UploadedImage(f"{accession}-{index}.png", cv2.imencode(".png", marked)[1].tobytes())
+        )
+    result = services.study_create(
+        uploaded_by=ClinicianFactory.create(username=f"u-{accession}"),
+        details=services.StudyDetails(
+            mrn=f"M-{accession}", patient_name="Worker Test", accession_number=accession, body_region="wrist"
+        ),
+        files=images,
+    )
+    assert result.study is not None and not result.rejected
+    return [r.pk for r in result.accepted]

@@ -14,24 +14,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from radiology import dispatch, services
+from radiology import dispatch
 from radiology.models import Prediction, Radiograph
-from radiology.services import StudyDetails, UploadedImage
-from tests.conftest import fixture_bytes
 from tests.e2e.harness import (
     TcpProxy,
     celery_app_broker,
     private_redis,
     start_worker,
+    upload_distinct_study,
     wait_for,
 )
-from tests.factories import ClinicianFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -47,33 +43,6 @@ FAST_RECOVERY = {
 def _real_services_only() -> None:
     assert connection.vendor == "postgresql", "fault tests need DATABASE_URL pointing at PostgreSQL"
     assert settings.CELERY_BROKER_URL.startswith("redis://"), "fault tests need CELERY_BROKER_URL on Redis"
-
-
-def _images(count: int) -> list[UploadedImage]:
-    """Distinct real-looking radiographs: the fixture radiograph with a different marker each."""
-    base = cv2.imdecode(
-        np.frombuffer(fixture_bytes("images/kaggle_fractured_1.jpg"), np.uint8), cv2.IMREAD_GRAYSCALE
-    )
-    assert base is not None
-    images = []
-    for index in range(count):
-        marked = base.copy()
-        marked[:4, :4] = index  # a different SHA-256 for each
-        images.append(UploadedImage(f"r{index}.png", cv2.imencode(".png", marked)[1].tobytes()))
-    return images
-
-
-def _upload(count: int, accession: str) -> list[int]:
-    user = ClinicianFactory.create(username=f"u-{accession}")
-    result = services.study_create(
-        uploaded_by=user,
-        details=StudyDetails(
-            mrn=f"M-{accession}", patient_name="Fault Test", accession_number=accession, body_region="wrist"
-        ),
-        files=_images(count),
-    )
-    assert result.study is not None and not result.rejected
-    return [r.pk for r in result.accepted]
 
 
 def _all_predicted(ids: Sequence[int]) -> bool:
@@ -94,7 +63,7 @@ def test_a_worker_killed_mid_inference_still_predicts_exactly_once(worker_env: d
     env = {**worker_env, **FAST_RECOVERY, "CLASSIFIER_WARM_UP": "0"}
     worker = start_worker(env, name="victim", beat=True)
     try:
-        [pk] = _upload(1, "KILL-1")
+        [pk] = upload_distinct_study("KILL-1", 1)
         wait_for(
             lambda: Radiograph.objects.filter(pk=pk, status=Radiograph.Status.RUNNING).exists(),
             timeout=60,
@@ -116,7 +85,7 @@ def test_uploads_survive_a_broker_outage_and_are_sent_by_the_sweep(worker_env: d
     with private_redis() as (broker_url, redis), celery_app_broker(broker_url):
         redis.stop()
         started = time.monotonic()
-        ids = _upload(5, "BROKER-1")
+        ids = upload_distinct_study("BROKER-1", 5)
         assert time.monotonic() - started < 15, "an upload must not hang while the broker is down"
         queued = Radiograph.objects.filter(pk__in=ids)
         assert [r.status for r in queued] == [Radiograph.Status.QUEUED] * 5
@@ -142,7 +111,7 @@ def test_a_worker_rides_out_a_broker_restart(worker_env: dict[str, str]) -> None
         env = {**worker_env, **FAST_RECOVERY, "CELERY_BROKER_URL": broker_url}
         worker = start_worker(env, name="broker-restart", beat=True)
         try:
-            [before] = _upload(1, "REDIS-RESTART-1")
+            [before] = upload_distinct_study("REDIS-RESTART-1", 1)
             wait_for(
                 lambda: _all_predicted([before]),
                 timeout=180,
@@ -154,9 +123,8 @@ def test_a_worker_rides_out_a_broker_restart(worker_env: dict[str, str]) -> None
                 f"the worker exited with the broker:\n{worker.output()[-3000:]}"
             )
             redis.start()
-            [after] = _upload(
-                1, "REDIS-RESTART-2"
-            )  # sent by the upload or, if it met no broker, by the sweep
+            # Sent by the upload or, if it met no broker, by the sweep.
+            [after] = upload_distinct_study("REDIS-RESTART-2", 1)
             wait_for(
                 lambda: _all_predicted([after]), timeout=180, message=f"recovery; log:\n{worker.output()}"
             )
@@ -177,7 +145,7 @@ def test_a_database_outage_during_a_task_never_half_writes(
     env = {**worker_env, **FAST_RECOVERY, "DATABASE_URL": proxied_url, "CLASSIFIER_WARM_UP": "0"}
     worker = start_worker(env, name="db-outage", beat=True)
     try:
-        [pk] = _upload(1, "DB-1")
+        [pk] = upload_distinct_study("DB-1", 1)
         wait_for(
             lambda: Radiograph.objects.filter(pk=pk, status=Radiograph.Status.RUNNING).exists(),
             timeout=60,
@@ -213,7 +181,7 @@ def test_duplicate_delivery_to_two_workers_predicts_once(worker_env: dict[str, s
     first = start_worker(worker_env, name="twin-a")
     second = start_worker(worker_env, name="twin-b")
     try:
-        ids = _upload(8, "TWIN-1")
+        ids = upload_distinct_study("TWIN-1", 8)
         dispatch.send_classification(ids)  # every radiograph now has three messages in the queue
         dispatch.send_classification(ids)
         wait_for(lambda: _all_predicted(ids), timeout=180, message="predictions")

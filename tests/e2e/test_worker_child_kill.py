@@ -11,16 +11,10 @@ import os
 import signal
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from radiology import services
 from radiology.models import Prediction, Radiograph
-from radiology.services import StudyDetails, UploadedImage
-from tests.conftest import fixture_bytes
-from tests.e2e.harness import WorkerProcess, wait_for
-from tests.factories import ClinicianFactory
+from tests.e2e.harness import WorkerProcess, upload_distinct_study, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,33 +30,12 @@ def _pool_children(worker: WorkerProcess) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
-def _upload(accession: str, count: int) -> list[int]:
-    base = cv2.imdecode(
-        np.frombuffer(fixture_bytes("images/kaggle_fractured_1.jpg"), np.uint8), cv2.IMREAD_GRAYSCALE
-    )
-    assert base is not None
-    images = []
-    for index in range(count):
-        marked = base.copy()
-        marked[:4, :4] = index + 1  # a different SHA-256 for each
-        images.append(UploadedImage(f"{accession}-{index}.png", cv2.imencode(".png", marked)[1].tobytes()))
-    result = services.study_create(
-        uploaded_by=ClinicianFactory.create(username=f"u-{accession}"),
-        details=StudyDetails(
-            mrn=f"M-{accession}", patient_name="Child Kill", accession_number=accession, body_region="wrist"
-        ),
-        files=images,
-    )
-    assert result.study is not None and not result.rejected
-    return [r.pk for r in result.accepted]
-
-
 def _predicted(ids: list[int]) -> bool:
     return Radiograph.objects.filter(pk__in=ids, status=Radiograph.Status.PREDICTED).count() == len(ids)
 
 
 def test_an_idle_pool_child_killed_does_not_stop_classification(celery_worker: WorkerProcess) -> None:
-    first = _upload("KILL-IDLE-1", 1)
+    first = upload_distinct_study("KILL-IDLE-1", 1)
     wait_for(lambda: _predicted(first), timeout=240, message="the first prediction")
     [child] = wait_for(lambda: _pool_children(celery_worker), timeout=30, message="the pool child")
 
@@ -72,7 +45,7 @@ def test_an_idle_pool_child_killed_does_not_stop_classification(celery_worker: W
         timeout=60,
         message="a replacement pool child",
     )
-    after = _upload("KILL-IDLE-2", 3)
+    after = upload_distinct_study("KILL-IDLE-2", 3)
     wait_for(lambda: _predicted(after), timeout=240, message="predictions after the kill")
     assert celery_worker.process.poll() is None
     for pk in first + after:
