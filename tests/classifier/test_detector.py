@@ -3,6 +3,8 @@ operating points, cluster-weighted calibration, and who teaches which head."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from classifier.metrics import expected_calibration_error, fit_platt
 from classifier.preprocessing import InputSpec, letterbox_uint8
 
 SPEC = InputSpec(size=320)
+# The few-step fits below run their training step eagerly but for the determinism test's (see conftest).
+pytestmark = pytest.mark.usefixtures("eager_training")
 
 
 def _geometry(height: int, width: int):
@@ -408,7 +412,9 @@ def _small_fit(train: DetectorData, **options: Any) -> DetectorFit:
     return fit_detector(train, **(settings | options))
 
 
-def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice() -> None:
+def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice(
+    graph_functions: Callable[[], AbstractContextManager[None]],
+) -> None:
     import keras
 
     from classifier.detector import detector_core
@@ -417,7 +423,8 @@ def test_a_fit_records_its_losses_and_one_seed_fits_the_same_weights_twice() -> 
     train = detector_data(data, image_sources=["kaggle"])
 
     def fit() -> tuple[dict[str, float], list[np.ndarray]]:
-        fitted = _small_fit(train, consistency_weight=0.1, max_steps=4)
+        with graph_functions():  # the determinism real training relies on: its step is a graph
+            fitted = _small_fit(train, consistency_weight=0.1, max_steps=4)
         (row,) = fitted.history
         return row, [np.asarray(w) for w in fitted.core.get_weights()]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TypedDict
 
@@ -17,8 +19,8 @@ from classifier.data import sha256_file
 
 BOX = "0.5120 0.4392 0.0780 0.1750"
 # One test process for the whole module (make test-unit's --dist loadgroup): its fixtures train and
-# cross-validate once (about a minute), not once per process.
-pytestmark = pytest.mark.xdist_group("release")
+# cross-validate once, not once per process. Training steps run eagerly but for the release fixture's.
+pytestmark = [pytest.mark.xdist_group("release"), pytest.mark.usefixtures("eager_training")]
 
 
 def _write_source(root: Path, rows: list[dict[str, str]], fixtures_dir: Path) -> None:
@@ -69,18 +71,24 @@ class Released(TypedDict):
 
 
 @pytest.fixture(scope="module")
-def released(three_sources: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Released:
-    """`classifier.train --arch lite0det` (one step, random backbone), then `classifier.release` on val."""
+def released(
+    three_sources: list[Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    graph_functions: Callable[[], AbstractContextManager[None]],
+) -> Released:
+    """`classifier.train --arch lite0det` (one step, random backbone), then `classifier.release` on val,
+    with graphs built as in real training."""
     from classifier import release, train
 
     base = tmp_path_factory.mktemp("v2")
     data_args = [arg for path in three_sources for arg in ("--data", str(path))]
     run, out, cache = base / "run", base / "model", base / "cache"
-    assert train.main([*data_args, "--arch", "lite0det", "--size", "64", "--epochs", "1", "--max-steps", "1",
-                       "--batch-size", "4", "--from-scratch", "--augment", "strong", "--balance-sources",
-                       "--out", str(run), "--cache-dir", str(cache), "--verbose", "0"]) == 0  # fmt: skip
-    assert release.main(["--run", str(run), "--out", str(out), *data_args, "--n-boot", "20", "--train-every", "1",
-                         "--cache-dir", str(cache)]) == 0  # fmt: skip
+    with graph_functions():
+        assert train.main([*data_args, "--arch", "lite0det", "--size", "64", "--epochs", "1", "--max-steps", "1",
+                           "--batch-size", "4", "--from-scratch", "--augment", "strong", "--balance-sources",
+                           "--out", str(run), "--cache-dir", str(cache), "--verbose", "0"]) == 0  # fmt: skip
+        assert release.main(["--run", str(run), "--out", str(out), *data_args, "--n-boot", "20",
+                             "--train-every", "1", "--cache-dir", str(cache)]) == 0  # fmt: skip
     return Released(run=run, out=out, cache=cache, data_args=data_args)
 
 
