@@ -225,26 +225,16 @@ def build_model_result_sr(
                     ],
                 )
             )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=_device_context(model_version)),
-        procedure_reported=PROCEDURE,
-        imaging_measurements=groups,
-    )
-    sr = hd.sr.Comprehensive3DSR(
+    return _measurement_report_sr(
+        hd.sr.ObservationContext(observer_device_context=_device_context(model_version)),
+        groups,
         evidence=[r.source for r in results],
-        content=report,
-        series_instance_uid=series_instance_uid,
-        series_number=SR_SERIES_NUMBER,
+        series=(series_instance_uid, SR_SERIES_NUMBER, "Fracture Review AI result (not verified)"),
         sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        institution_name=institution_name or None,
-        is_complete=True,
+        institution_name=institution_name,
         is_final=False,  # preliminary: a clinician's final call follows as its own SR
         is_verified=False,
     )
-    sr.SeriesDescription = "Fracture Review AI result (not verified)"
-    return sr
 
 
 def build_final_call_sr(
@@ -301,28 +291,53 @@ def build_final_call_sr(
                 )
             )
         groups.append(group)
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_person_context=person),
-        procedure_reported=PROCEDURE,
-        imaging_measurements=groups,
-    )
-    sr = hd.sr.Comprehensive3DSR(
+    return _measurement_report_sr(
+        hd.sr.ObservationContext(observer_person_context=person),
+        groups,
         evidence=[r.source for r in reviews],
-        content=report,
-        series_instance_uid=series_instance_uid,
-        series_number=FINAL_SERIES_NUMBER,
+        series=(series_instance_uid, FINAL_SERIES_NUMBER, "Fracture Review clinician's final call"),
         sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        institution_name=institution_name or None,
-        is_complete=True,
+        institution_name=institution_name,
         is_final=True,
         is_verified=True,
         verifying_observer_name=_person_name(reviewer_name),
         verifying_organization=institution_name or MANUFACTURER,
         previous_versions=[model_result_sr],
     )
-    sr.SeriesDescription = "Fracture Review clinician's final call"
+
+
+def _measurement_report_sr(
+    observation_context: Any,
+    groups: list[Any],
+    *,
+    evidence: list[Dataset],
+    series: tuple[str, int, str],
+    sop_instance_uid: str,
+    institution_name: str,
+    **status: Any,
+) -> Dataset:
+    """Both of a study's SRs: a complete TID 1500 measurement report of these groups, one instance in its own
+    series (UID, number, description). ``status`` holds what differs between them: final or preliminary,
+    verified or not, by whom, and the predecessor documents."""
+    import highdicom as hd
+
+    series_instance_uid, series_number, description = series
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context, procedure_reported=PROCEDURE, imaging_measurements=groups
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        institution_name=institution_name or None,
+        is_complete=True,
+        **status,
+    )
+    sr.SeriesDescription = description
     return sr
 
 
