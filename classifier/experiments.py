@@ -252,10 +252,9 @@ def pooled_figures(
     base = rows_to_logits([row for k in folds for row in baseline.held[k]], mode)
     figures, _, _ = held_out_figures(held, base, fitted_on=f"held-out folds {list(folds)}", n_boot=n_boot)
     per_fold = [run.summary.get(f"fold{k}", {}).get("localisation", {}) for k in folds]
+    shared = sorted(set.intersection(*(set(loc) for loc in per_fold)))  # sorted: one file on every rebuild
     figures["localisation"] = {
-        key: float(np.mean([loc[key] for loc in per_fold]))
-        for key in set.intersection(*(set(loc) for loc in per_fold))
-        if key.endswith("_pointing")
+        key: float(np.mean([loc[key] for loc in per_fold])) for key in shared if key.endswith("_pointing")
     }
     figures["minutes"] = sum(float(run.summary["seconds_per_fold"][str(k)]) for k in folds) / 60
     return figures
