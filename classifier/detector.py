@@ -338,6 +338,7 @@ class DetectorFit:
     history: list[dict[str, Any]]
     best_epoch: int
     seconds: float
+    steps_per_epoch: int
 
 
 def fit_detector(
@@ -361,6 +362,7 @@ def fit_detector(
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
     select_best: bool = True,
     max_steps: int | None = None,
+    steps_per_epoch: int | None = None,
     on_epoch: Callable[[int, Any, dict[str, Any]], None] | None = None,
 ) -> DetectorFit:
     """Train both heads with AdamW, one-cycle cosine; keep the epoch that `evaluate_epoch` rates best.
@@ -375,7 +377,9 @@ def fit_detector(
 
     keras.utils.set_random_seed(seed)
     core = detector_core(size, backbone=backbone, backbone_weights=backbone_weights, cell_stride=cell_stride)
-    steps = max(1, len(train.images.records) // batch_size)
+    # An epoch is one pass over the images, unless the caller fixes its length (a learning curve: less
+    # data, the same number of steps).
+    steps = steps_per_epoch or max(1, len(train.images.records) // batch_size)
     if max_steps:
         steps = min(steps, max_steps)
     schedule = warmup_cosine(lr, steps * epochs, warmup)
@@ -437,4 +441,4 @@ def fit_detector(
                 variable.assign(value)
     callbacks.on_train_end()
     best.restore()
-    return DetectorFit(core, history, best.epoch, time.perf_counter() - started)
+    return DetectorFit(core, history, best.epoch, time.perf_counter() - started, steps)

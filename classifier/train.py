@@ -81,6 +81,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="lite0det: each fold model also scores test (shown beside the CV figures, never chosen on)",
     )
     p.add_argument("--max-held-cluster", type=int, default=40, help="larger clusters always train in CV")
+    p.add_argument(
+        "--cv-train-share",
+        action="append",
+        default=[],
+        metavar="SOURCE=SHARE",
+        help="lite0det CV: train each fold on this share of the source's training clusters (drawn per fold, "
+        "fold seed), at the full fold's number of steps: a point on a learning curve (repeatable)",
+    )
     p.add_argument("--backbone-weights", type=Path, default=None)
     p.add_argument(
         "--from-scratch", action="store_true", help="random backbone weights (software tests, not models)"
@@ -89,9 +97,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (smoke tests)")
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
     args = p.parse_args(argv)
+    args.cv_train_share = _shares(p, args.cv_train_share)
     if args.fold_seed is None:  # resolved once, for both cross-validations (train and train_detector)
         args.fold_seed = args.seed
     return args
+
+
+def _shares(parser: argparse.ArgumentParser, values: list[str]) -> dict[str, float]:
+    shares: dict[str, float] = {}
+    for value in values:
+        source, _, share = value.partition("=")
+        try:
+            shares[source] = float(share)
+        except ValueError:
+            parser.error(f"--cv-train-share takes SOURCE=SHARE, not {value!r}")
+        if not source or not 0 < shares[source] <= 1:
+            parser.error(f"--cv-train-share {value!r}: a source and a share in (0, 1]")
+    return shares
 
 
 def load_records(args: argparse.Namespace) -> list[Record]:

@@ -134,9 +134,14 @@ def run_detector_cv(
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     # Fold k trains with seed + k; the split is fold_seed's, so reruns with other seeds pair image by image.
     summary |= {"recipe": recipe.to_dict(), "folds": args.cv, "seed": args.seed, "fold_seed": args.fold_seed}
+    shares = args.cv_train_share
+    if shares:
+        summary["train_share"] = shares
     summary.setdefault("seconds_per_fold", {})
     for k in args.folds if args.folds is not None else range(args.cv):
         train_idx, held_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        steps = max(1, len(train_idx) // recipe.batch_size)  # the full fold's, whatever share trains
+        train_idx = keep_share_of_clusters(pool.records, train_idx, shares, seed=args.fold_seed * 1000 + k)
         log.info("fold %d/%d: %d training, %d held-out images", k + 1, args.cv, len(train_idx), len(held_idx))
         result = fit_recipe(
             recipe,
@@ -146,6 +151,7 @@ def run_detector_cv(
             seed=args.seed + k,
             select_best=False,  # the recipe's last epoch: nothing is chosen on the held-out part
             max_steps=args.max_steps,
+            steps_per_epoch=steps,
         )
         held = pool.subset(held_idx)
         logits, cells = view_logits(result.core, held.images, args.cv_tta)
@@ -156,6 +162,9 @@ def run_detector_cv(
             | {"cell_max": highest_cell(cells), "fold": np.full(len(held_idx), k)},
         )
         summary["seconds_per_fold"][str(k)] = round(result.seconds, 1)
+        if shares:  # what a learning-curve point trained on, and for how long
+            summary.setdefault("train_images", {})[str(k)] = len(train_idx)
+            summary.setdefault("steps_per_epoch", {})[str(k)] = result.steps_per_epoch
         summary[f"fold{k}"] = fold_figures(held, classified, logits, cells)
         if test is not None:
             # Read after the fold, reported beside its cross-validated figures, never chosen on.
@@ -170,6 +179,24 @@ def run_detector_cv(
         summary_path.write_text(json.dumps(summary, indent=2))
         log.info("fold %d done in %.0f s: %s", k + 1, result.seconds, summary[f"fold{k}"])
     return 0
+
+
+def keep_share_of_clusters(
+    records: Sequence[Record], indices: np.ndarray, shares: dict[str, float], *, seed: int
+) -> np.ndarray:
+    """``indices`` less a random (1 - share) of each named source's clusters among them: whole clusters go,
+    so no near-copy of a dropped radiograph stays behind to train on."""
+    if not shares:
+        return indices
+    rng = np.random.default_rng(seed)
+    dropped: set[tuple[str, str]] = set()
+    for source, share in sorted(shares.items()):
+        clusters = sorted({records[i].cluster for i in indices if records[i].source == source})
+        if not clusters:
+            raise ValueError(f"no training clusters of source {source!r} to keep a share of")
+        keep = max(1, round(share * len(clusters)))
+        dropped |= {(source, c) for c in rng.permutation(clusters)[keep:]}
+    return np.array([i for i in indices if (records[i].source, records[i].cluster) not in dropped], int)
 
 
 def fit_recipe(

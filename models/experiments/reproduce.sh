@@ -36,6 +36,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s384-rerun 0 --size 384  # the baseline again, same seed, now keeping each image's highest cell (cell_max)
     run s384-ema 0 --size 384 --ema-momentum 0.99  # a moving average of the weights evaluated and kept
     run s384-lr3e-4 "0 1" --size 384 --lr 3e-4  # a third of the peak learning rate (folds 1 and 2 of the three planned)
+    run s384-fa-half 0 --size 384 --cv-train-share fracatlas=0.5  # half of FracAtlas's training clusters, the same steps
 fi
 
 # The baseline is the shipped recipe's own fold 1 (its out-of-fold logits are kept with lite0-det-v2.1).

@@ -466,3 +466,15 @@ def test_a_fit_with_ema_evaluates_and_keeps_the_moving_average_and_trains_on_fro
     assert not all(np.allclose(a, w, atol=1e-6) for a, w in zip(averaged[2], raw[2], strict=True))
     # The fit keeps the last epoch's average (no evaluate_epoch: no epoch is chosen).
     assert all(np.array_equal(k, a) for k, a in zip(kept, averaged[2], strict=True))
+
+
+def test_a_fit_runs_the_steps_per_epoch_it_is_given_however_few_images_it_has() -> None:
+    data, _ = _distinct_images(4)
+    train = detector_data(data, image_sources=["kaggle"])  # one batch of 4: one step an epoch by default
+
+    one, three = _small_fit(train), _small_fit(train, steps_per_epoch=3)
+    assert (one.steps_per_epoch, three.steps_per_epoch) == (1, 3)
+    # ...and trained on: three steps (on a schedule three steps long) leave other weights than one.
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(one.core.get_weights(), three.core.get_weights(), strict=True)
+    )

@@ -442,3 +442,46 @@ def test_a_run_with_8_pixel_cells_releases_a_serving_graph_with_the_finer_grid(
     # Cards from before the option name no cell stride: they were 16.
     del card["training"]["recipe"]["cell_stride"]
     assert release.card_cell_stride(card) == 16
+
+
+def test_a_share_of_one_sources_clusters_is_kept_whole_and_the_other_sources_untouched() -> None:
+    from classifier.data import Record
+    from classifier.train_detector import keep_share_of_clusters
+
+    # FracAtlas: ten clusters of two images each; Kaggle: four clusters of three.
+    records = [Record(Path(f"fa{c}-{i}.jpg"), "fracatlas", "train", c % 2, f"fa{c}") for c in range(10)
+               for i in range(2)] + [Record(Path(f"k{c}-{i}.jpg"), "kaggle", "train", c % 2, f"k{c}")
+                                     for c in range(4) for i in range(3)]  # fmt: skip
+    indices = np.arange(len(records))
+    kept = keep_share_of_clusters(records, indices, {"fracatlas": 0.3}, seed=5)
+    fracatlas = [records[i] for i in kept if records[i].source == "fracatlas"]
+    assert len({r.cluster for r in fracatlas}) == 3 and len(fracatlas) == 6  # whole clusters, a share of 0.3
+    assert sum(records[i].source == "kaggle" for i in kept) == 12
+    assert np.array_equal(kept, keep_share_of_clusters(records, indices, {"fracatlas": 0.3}, seed=5))
+    others = {records[i].cluster for s in range(1, 6) for i in keep_share_of_clusters(
+        records, indices, {"fracatlas": 0.3}, seed=s)}  # fmt: skip
+    assert len(others) > 3 + 4  # another seed draws other clusters
+    # Only among the indices given (a fold's training part), and nothing to draw from is an error.
+    assert set(keep_share_of_clusters(records, indices[:8], {"fracatlas": 0.5}, seed=0)) < set(range(8))
+    with pytest.raises(ValueError, match="no training clusters"):
+        keep_share_of_clusters(records, indices[:8], {"kaggle": 0.5}, seed=0)
+    assert np.array_equal(keep_share_of_clusters(records, indices, {}, seed=0), indices)
+
+
+def test_a_learning_curve_point_trains_on_a_share_and_holds_out_the_same_images(
+    released: Released, cross_validated: Path, tmp_path: Path
+) -> None:
+    from classifier import train
+    from classifier.scoring import read_predictions
+
+    out = tmp_path / "half"
+    share = ["--cv-tta", "none", "--folds", "0", "--fold-seed", "0", "--cv-train-share", "kaggle=0.5"]
+    assert train.main([*tiny_cv_args(released, out), *share]) == 0
+    held = {row["path"] for row in read_predictions(out / "oof-fold0.csv")}
+    assert held == {row["path"] for row in read_predictions(cross_validated / "oof-fold0.csv")}
+    summary = json.loads((out / "cv_summary.json").read_text())
+    full = len(read_predictions(cross_validated / "oof-fold1.csv"))  # fold 0 trains on fold 1's images
+    assert summary["train_share"] == {"kaggle": 0.5} and 0 < summary["train_images"]["0"] < full
+    assert summary["steps_per_epoch"] == {"0": 1}  # --max-steps 1 caps the full fold's steps
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "d", "--out", "o", "--cv-train-share", "kaggle=1.5"])
