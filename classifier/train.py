@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
     args = p.parse_args(argv)
     args.cv_train_share = _shares(p, args.cv_train_share)
+    if args.cv_train_share and (not args.cv or args.arch != "lite0det"):
+        p.error("--cv-train-share is a lite0det cross-validation option: it needs --arch lite0det and --cv")
     if args.fold_seed is None:  # resolved once, for both cross-validations (train and train_detector)
         args.fold_seed = args.seed
     return args

@@ -483,5 +483,10 @@ def test_a_learning_curve_point_trains_on_a_share_and_holds_out_the_same_images(
     full = len(read_predictions(cross_validated / "oof-fold1.csv"))  # fold 0 trains on fold 1's images
     assert summary["train_share"] == {"kaggle": 0.5} and 0 < summary["train_images"]["0"] < full
     assert summary["steps_per_epoch"] == {"0": 1}  # --max-steps 1 caps the full fold's steps
-    with pytest.raises(SystemExit):
-        train.parse_args(["--data", "d", "--out", "o", "--cv-train-share", "kaggle=1.5"])
+    for wrong in (["--cv", "3", "--cv-train-share", "kaggle=1.5"], ["--cv-train-share", "kaggle=0.5"],
+                  ["--cv", "3", "--arch", "lite0", "--cv-train-share", "kaggle=0.5"], ["--cv", "3", "--cv-train-share", "kaggle"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            train.parse_args(["--data", "d", "--out", "o", *wrong])
+    assert train.parse_args(
+        ["--data", "d", "--out", "o", "--cv", "3", "--cv-train-share", "kaggle=0.5"]
+    ).cv_train_share == {"kaggle": 0.5}
