@@ -175,19 +175,30 @@ def test_the_v2_recipe_cross_validates_by_cluster_with_out_of_fold_logits_per_tt
         assert "fracatlas_auc" in summary[f"fold{k}_test"]["flip"]
 
 
+def _held_paths(run: Path) -> set[str]:
+    """The paths fold 0 of a CV run held out."""
+    from classifier.scoring import read_predictions
+
+    return {row["path"] for row in read_predictions(run / "oof-fold0.csv")}
+
+
+def _fold0_again(released: Released, out: Path, *options: str) -> tuple[set[str], dict]:
+    """Fold 0 of the tiny CV again on the same split (--fold-seed 0) with ``options``: what it held out,
+    and its summary."""
+    from classifier import train
+
+    fold0 = ["--cv-tta", "none", "--folds", "0", "--fold-seed", "0", *options]
+    assert train.main([*tiny_cv_args(released, out), *fold0]) == 0
+    return _held_paths(out), json.loads((out / "cv_summary.json").read_text())
+
+
 def test_a_rerun_with_another_training_seed_holds_out_the_same_clusters(
     released: Released, cross_validated: Path, tmp_path: Path
 ) -> None:
-    from classifier import train
     from classifier.scoring import read_predictions
 
-    rerun = tmp_path / "rerun"
-    rerun_args = ["--cv-tta", "none", "--folds", "0", "--seed", "3", "--fold-seed", "0"]
-    assert train.main([*tiny_cv_args(released, rerun), *rerun_args]) == 0
-    first = {row["path"] for row in read_predictions(cross_validated / "oof-fold0.csv")}
-    again = read_predictions(rerun / "oof-fold0.csv")
-    assert {row["path"] for row in again} == first
-    summary = json.loads((rerun / "cv_summary.json").read_text())
+    held, summary = _fold0_again(released, tmp_path / "rerun", "--seed", "3")
+    assert held == _held_paths(cross_validated)
     assert (summary["seed"], summary["fold_seed"]) == (3, 0) and set(summary["seconds_per_fold"]) == {"0"}
     # Seed 3's own split holds out other clusters, so the equality above is the --fold-seed's doing.
     from classifier.data import Record
@@ -474,12 +485,8 @@ def test_a_learning_curve_point_trains_on_a_share_and_holds_out_the_same_images(
     from classifier import train
     from classifier.scoring import read_predictions
 
-    out = tmp_path / "half"
-    share = ["--cv-tta", "none", "--folds", "0", "--fold-seed", "0", "--cv-train-share", "kaggle=0.5"]
-    assert train.main([*tiny_cv_args(released, out), *share]) == 0
-    held = {row["path"] for row in read_predictions(out / "oof-fold0.csv")}
-    assert held == {row["path"] for row in read_predictions(cross_validated / "oof-fold0.csv")}
-    summary = json.loads((out / "cv_summary.json").read_text())
+    held, summary = _fold0_again(released, tmp_path / "half", "--cv-train-share", "kaggle=0.5")
+    assert held == _held_paths(cross_validated)
     full = len(read_predictions(cross_validated / "oof-fold1.csv"))  # fold 0 trains on fold 1's images
     assert summary["train_share"] == {"kaggle": 0.5} and 0 < summary["train_images"]["0"] < full
     assert summary["steps_per_epoch"] == {"0": 1}  # --max-steps 1 caps the full fold's steps
