@@ -151,15 +151,24 @@ def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> str:
 
 
 def run_changes(run: Experiment, baseline: Experiment, base_recipe: dict[str, Any]) -> str:
-    """What sets a run apart from the baseline: an ensemble's members, a training seed, recipe options."""
+    """What sets a run apart from the baseline: an ensemble's members, recipe options, a training seed, the
+    share of a source's training clusters it trained on (a learning-curve point)."""
     if "members" in run.summary:
         return f"mean of {run.summary['members']}"
     changes = recipe_changes(full_recipe(run.summary["recipe"]), base_recipe)
+    extras = []
     seed, base_seed = run.summary.get("seed", 0), baseline.summary.get("seed", 0)
     if seed != base_seed:
-        rerun = f"training seed: {base_seed} -> {seed}"
-        changes = rerun if changes == "the baseline recipe" else f"{changes}; {rerun}"
-    return changes
+        extras.append(f"training seed: {base_seed} -> {seed}")
+    shares, base_shares = run.summary.get("train_share", {}), baseline.summary.get("train_share", {})
+    for source in sorted(set(shares) | set(base_shares)):
+        if shares.get(source, 1.0) != base_shares.get(source, 1.0):
+            extras.append(
+                f"{source} training clusters: {base_shares.get(source, 1.0):g} -> {shares.get(source, 1.0):g}"
+            )
+    if not extras:
+        return changes
+    return "; ".join(extras if changes == "the baseline recipe" else [changes, *extras])
 
 
 def full_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ $PY -m classifier.experiments --baseline s384=$RUNS/s384 --run cons384=$RUNS/con
     --run s384-seed7=$RUNS/s384-seed7 --run s384-lite1=$RUNS/s384-lite1 --run s384-clahe=$RUNS/s384-clahe \
     --run s384-cells8=$RUNS/s384-cells8 --run s384-boxneg1=$RUNS/s384-boxneg1 --run s384-cellw3=$RUNS/s384-cellw3 \
     --run s384-centre=$RUNS/s384-centre --run s384-ep7=$RUNS/s384-ep7 --run s384-rerun=$RUNS/s384-rerun \
-    --run s384-ema=$RUNS/s384-ema --run s384-lr3e-4=$RUNS/s384-lr3e-4 \
+    --run s384-ema=$RUNS/s384-ema --run s384-lr3e-4=$RUNS/s384-lr3e-4 --run s384-fa-half=$RUNS/s384-fa-half \
     --ensemble two-seeds=$RUNS/s384:none+$RUNS/s384-seed7:none \
     --ensemble lite0-lite1=$RUNS/s384:none+$RUNS/s384-lite1:none \
     --notes models/experiments/notes.md --out models/experiments/on-384

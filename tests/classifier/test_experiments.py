@@ -50,6 +50,13 @@ def write_run(path: Path, recipe: dict, noise: float, *, test: bool) -> Path:
     return path
 
 
+def with_summary(path: Path, **fields: object) -> Path:
+    """The run at ``path`` with ``fields`` set in its cv_summary.json (another seed, a training share)."""
+    summary = json.loads((path / "cv_summary.json").read_text())
+    (path / "cv_summary.json").write_text(json.dumps({**summary, **fields}))
+    return path
+
+
 def test_a_better_recipe_shows_a_positive_paired_difference_and_its_test_figures(tmp_path: Path) -> None:
     baseline = experiments.read_experiment(write_run(tmp_path / "base", BASE_RECIPE, noise=2.5, test=False))
     better_recipe = {
@@ -208,8 +215,7 @@ def test_recalibration_screen_cross_fits_each_map_and_cannot_mend_sources_on_dif
 def test_an_ensemble_is_the_mean_of_its_members_logits_on_the_images_they_share(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", BASE_RECIPE, noise=2.5, test=True)
     rerun = write_run(tmp_path / "rerun", BASE_RECIPE, noise=2.5, test=True)
-    summary = json.loads((rerun / "cv_summary.json").read_text())
-    (rerun / "cv_summary.json").write_text(json.dumps({**summary, "seed": 7}))
+    with_summary(rerun, seed=7)
     # The rerun scored its held-out images with other noise (another training run of the recipe).
     records, _ = held_out(1, noise=0.0)
     rerun_logits = held_out(5, noise=2.5)[1]
@@ -239,3 +245,26 @@ def test_an_ensemble_is_the_mean_of_its_members_logits_on_the_images_they_share(
     # Averaging two noisy runs ranks better than either alone; no cell head, so no pointing figure.
     assert ensemble_row["folds"]["0"]["vs_baseline"]["kaggle"]["value"] > 0
     assert ensemble_row["folds"]["0"]["localisation"] == {} and ensemble_row["folds"]["0"]["minutes"] == 60.0
+
+
+def test_a_learning_curve_point_is_described_by_the_share_it_trained_on(tmp_path: Path) -> None:
+    base = experiments.read_experiment(write_run(tmp_path / "base", BASE_RECIPE, noise=2.5, test=False))
+    half = with_summary(
+        write_run(tmp_path / "half", BASE_RECIPE, noise=2.5, test=False), train_share={"fracatlas": 0.5}
+    )
+    both = with_summary(
+        write_run(tmp_path / "both", {**BASE_RECIPE, "size": 384}, noise=2.5, test=False),
+        seed=7,
+        train_share={"fracatlas": 0.5},
+    )
+
+    result = experiments.compare(
+        base, [experiments.read_experiment(half), experiments.read_experiment(both)], "flip", n_boot=20
+    )
+    _, half_row, both_row = result["experiments"]
+    # Same recipe, less data: the row says which source's clusters were cut, not "the baseline recipe".
+    assert half_row["changes"] == "fracatlas training clusters: 1 -> 0.5"
+    assert (
+        both_row["changes"]
+        == "size: 320 -> 384; training seed: 0 -> 7; fracatlas training clusters: 1 -> 0.5"
+    )
