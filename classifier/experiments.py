@@ -136,18 +136,17 @@ def rows_to_logits(rows: Sequence[dict[str, str]], mode: str) -> Logits:
     return Logits(records, np.array([float(row[f"logit_{mode}"]) for row in rows]))
 
 
-def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> str:
-    """The options in which ``recipe`` differs from the baseline's, as ``name: old -> new``."""
+def recipe_changes(recipe: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The options in which ``recipe`` differs from the baseline's, each as ``name: old -> new``."""
     changes = []
     for name in sorted(set(recipe) | set(baseline)):
         if name in IGNORED_RECIPE_FIELDS or recipe.get(name) == baseline.get(name):
             continue
         if isinstance(recipe.get(name), dict) and isinstance(baseline.get(name), dict):
-            inner = recipe_changes(recipe[name], baseline[name])
-            changes.append(f"{name} ({inner})")
+            changes.append(f"{name} ({'; '.join(recipe_changes(recipe[name], baseline[name]))})")
         else:
             changes.append(f"{name}: {baseline.get(name)} -> {recipe.get(name)}")
-    return "; ".join(changes) or "the baseline recipe"
+    return changes
 
 
 def run_changes(run: Experiment, baseline: Experiment, base_recipe: dict[str, Any]) -> str:
@@ -156,19 +155,16 @@ def run_changes(run: Experiment, baseline: Experiment, base_recipe: dict[str, An
     if "members" in run.summary:
         return f"mean of {run.summary['members']}"
     changes = recipe_changes(full_recipe(run.summary["recipe"]), base_recipe)
-    extras = []
     seed, base_seed = run.summary.get("seed", 0), baseline.summary.get("seed", 0)
     if seed != base_seed:
-        extras.append(f"training seed: {base_seed} -> {seed}")
+        changes.append(f"training seed: {base_seed} -> {seed}")
     shares, base_shares = run.summary.get("train_share", {}), baseline.summary.get("train_share", {})
     for source in sorted(set(shares) | set(base_shares)):
         if shares.get(source, 1.0) != base_shares.get(source, 1.0):
-            extras.append(
+            changes.append(
                 f"{source} training clusters: {base_shares.get(source, 1.0):g} -> {shares.get(source, 1.0):g}"
             )
-    if not extras:
-        return changes
-    return "; ".join(extras if changes == "the baseline recipe" else [changes, *extras])
+    return "; ".join(changes) or "the baseline recipe"
 
 
 def full_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
