@@ -26,6 +26,7 @@ Writes ``experiments.json`` and ``experiments.md`` in ``--out``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -337,6 +338,50 @@ def summarise_source(report: dict[str, Any]) -> dict[str, Any]:
     if "no_hardware" in report:
         out["auc_no_hardware"] = report["no_hardware"]["images"]["auc"]["value"]
     return out
+
+
+def training_share(run: Experiment, source: str) -> float:
+    """The share of ``source``'s training clusters the run trained on (1 but for a learning-curve point)."""
+    return float(run.summary.get("train_share", {}).get(source, 1.0))
+
+
+def learning_curve(
+    runs: Sequence[Experiment], source: str, mode: str, *, n_boot: int = N_BOOT
+) -> dict[str, Any]:
+    """``source``'s held-out AUC against the share of its training clusters each run kept, per fold.
+
+    ``points``: one per run and fold, the AUC on the fold's held-out images of ``source`` with a
+    cluster-bootstrap interval. ``steps``: for each two runs next to each other in share (largest first) and
+    each fold both scored, the paired AUC difference of the smaller share against the larger on the same
+    images: what each halving cost. Runs of one split (``--fold-seed``), so a fold holds out the same images.
+    """
+    ordered = sorted(runs, key=lambda run: -training_share(run, source))
+    points = []
+    for run in ordered:
+        for fold, rows in sorted(run.held.items()):
+            scores = rows_to_logits(rows, mode)
+            mine = np.array([r.source == source for r in scores.records])
+            labels, logits = scores.labels[mine], scores.logits[mine]
+
+            def auc_of(w: np.ndarray, y: np.ndarray = labels, s: np.ndarray = logits) -> float:
+                return roc_auc(y, s, w)
+
+            value, low, high = cluster_bootstrap(auc_of, scores.clusters[mine], labels, n_boot=n_boot)
+            auc = {"value": value, "low": low, "high": high}
+            points.append({"run": run.name, "share": training_share(run, source), "fold": fold,
+                           "images": int(mine.sum()), "auc": auc})  # fmt: skip
+    steps = []
+    for larger, smaller in itertools.pairwise(ordered):
+        for fold in sorted(set(larger.held) & set(smaller.held)):
+            difference = paired_auc_difference(
+                rows_to_logits(smaller.held[fold], mode),
+                rows_to_logits(larger.held[fold], mode),
+                source,
+                n_boot=n_boot,
+            )
+            steps.append({"fold": fold, "from": training_share(larger, source),
+                          "to": training_share(smaller, source), "difference": difference})  # fmt: skip
+    return {"source": source, "mode": mode, "points": points, "steps": steps}
 
 
 def compare(

@@ -106,6 +106,29 @@ def plot_froc(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_learning_curve(curve: dict[str, Any], path: Path, title: str) -> None:
+    """Held-out AUC against the share of a source's training clusters kept (log scale), a line per fold,
+    with the cluster-bootstrap intervals as error bars (``classifier.experiments.learning_curve``)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    folds = sorted({p["fold"] for p in curve["points"]})
+    for k, fold in enumerate(folds):
+        mine = sorted((p for p in curve["points"] if p["fold"] == fold), key=lambda p: p["share"])
+        nudge = 2 ** (0.03 * (k - (len(folds) - 1) / 2))  # side by side, so the error bars do not hide
+        shares = [p["share"] * nudge for p in mine]
+        values = np.array([p["auc"]["value"] for p in mine])
+        below = values - np.array([p["auc"]["low"] for p in mine])
+        above = np.array([p["auc"]["high"] for p in mine]) - values
+        ax.errorbar(shares, values, yerr=[below, above], marker="o", capsize=3, label=f"fold {fold + 1}")
+    shares = sorted({p["share"] for p in curve["points"]})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shares, [f"{s:g}" for s in shares])
+    ax.set(xlabel=f"share of {curve['source']} training clusters kept (log scale)",
+           ylabel=f"{curve['source']} held-out ROC-AUC ({curve['mode']})", title=title)  # fmt: skip
+    ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)
+
+
 def plot_box_examples(scored: Scored, idx: Sequence[int], rule: BoxRule, path: Path, title: str) -> None:
     """A grid of test radiographs: true boxes green, the model's boxes red (score), peak cell marked."""
     plt = pyplot()

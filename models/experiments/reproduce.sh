@@ -63,3 +63,7 @@ if [[ "${RERANK:-0}" == 1 ]]; then
 fi
 # The cell head's maximum beside the image logit, cross-validated on the rerun's kept cell_max (seconds).
 $PY models/experiments/cell_max_ranking.py --run $RUNS/s384-rerun
+# FracAtlas's learning curve: held-out AUC by the share of its training clusters kept, and what each halving
+# cost, paired (seconds; learning-curve.json and .png in on-384/).
+$PY models/experiments/learning_curve.py --run full=$RUNS/s384 --run half=$RUNS/s384-fa-half \
+    --out models/experiments/on-384

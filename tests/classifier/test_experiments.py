@@ -268,3 +268,63 @@ def test_a_learning_curve_point_is_described_by_the_share_it_trained_on(tmp_path
         both_row["changes"]
         == "size: 320 -> 384; training seed: 0 -> 7; fracatlas training clusters: 1 -> 0.5"
     )
+
+
+def test_a_learning_curve_gives_each_share_its_auc_and_each_halving_its_paired_cost(tmp_path: Path) -> None:
+    # Less data, noisier logits: the full run scored three folds, the half two, the quarter one.
+    full = write_folds(tmp_path / "full", BASE_RECIPE, noise=0.5, folds=3)
+    half = with_summary(
+        write_folds(tmp_path / "half", BASE_RECIPE, noise=1.5, folds=2), train_share={"fracatlas": 0.5}
+    )
+    quarter = with_summary(
+        write_folds(tmp_path / "quarter", BASE_RECIPE, noise=3.0, folds=1), train_share={"fracatlas": 0.25}
+    )
+    # In any order on the command line: the curve runs from the largest share down.
+    runs = [experiments.read_experiment(f"{name}={path}") for name, path in
+            (("quarter", quarter), ("full", full), ("half", half))]  # fmt: skip
+
+    curve = experiments.learning_curve(runs, "fracatlas", "flip", n_boot=100)
+
+    points = {(p["share"], p["fold"]): p for p in curve["points"]}
+    assert set(points) == {(1.0, 0), (1.0, 1), (1.0, 2), (0.5, 0), (0.5, 1), (0.25, 0)}
+    assert points[(1.0, 0)]["run"] == "full" and points[(1.0, 0)]["images"] == 60  # FracAtlas images only
+    assert (
+        points[(1.0, 0)]["auc"]["value"]
+        > points[(0.5, 0)]["auc"]["value"]
+        > points[(0.25, 0)]["auc"]["value"]
+    )
+    auc = points[(0.5, 1)]["auc"]
+    assert auc["low"] <= auc["value"] <= auc["high"]
+    # A step only where both shares scored the fold; its cost is paired on the same held-out images.
+    steps = {(s["from"], s["to"], s["fold"]): s["difference"] for s in curve["steps"]}
+    assert set(steps) == {(1.0, 0.5, 0), (1.0, 0.5, 1), (0.5, 0.25, 0)}
+    first = steps[(1.0, 0.5, 0)]
+    assert first["value"] == pytest.approx(
+        points[(0.5, 0)]["auc"]["value"] - points[(1.0, 0)]["auc"]["value"]
+    )
+    assert first["high"] < 0 and first["images"] == 60
+
+
+def test_the_learning_curve_script_prints_its_figures_and_draws_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    script = Path(__file__).parents[2] / "models" / "experiments" / "learning_curve.py"
+    spec = importlib.util.spec_from_file_location("learning_curve", script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full = write_folds(tmp_path / "full", BASE_RECIPE, noise=0.5, folds=1)
+    half = with_summary(
+        write_folds(tmp_path / "half", BASE_RECIPE, noise=2.0, folds=1), train_share={"fracatlas": 0.5}
+    )
+    out = tmp_path / "out"
+
+    assert module.main(["--run", f"full={full}", "--run", f"half={half}", "--out", str(out)]) == 0
+
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("fold 1, share 1 (full): fracatlas AUC ")
+    assert printed[2].startswith("fold 1, share 1 -> 0.5: -")
+    assert json.loads((out / "learning-curve.json").read_text())["steps"][0]["to"] == 0.5
+    assert (out / "learning-curve.png").read_bytes().startswith(b"\x89PNG")
