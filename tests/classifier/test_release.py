@@ -472,6 +472,11 @@ def test_a_share_of_one_sources_clusters_is_kept_whole_and_the_other_sources_unt
     others = {records[i].cluster for s in range(1, 6) for i in keep_share_of_clusters(
         records, indices, {"fracatlas": 0.3}, seed=s)}  # fmt: skip
     assert len(others) > 3 + 4  # another seed draws other clusters
+    # A learning curve's smaller share lies inside its larger one under the same seed: each step only removes.
+    for seed in range(5):
+        quarter, half = (set(keep_share_of_clusters(records, indices, {"fracatlas": share}, seed=seed))
+                         for share in (0.25, 0.5))  # fmt: skip
+        assert quarter < half
     # Only among the indices given (a fold's training part), and nothing to draw from is an error.
     assert set(keep_share_of_clusters(records, indices[:8], {"fracatlas": 0.5}, seed=0)) < set(range(8))
     with pytest.raises(ValueError, match="no training clusters"):
