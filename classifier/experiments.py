@@ -40,6 +40,7 @@ from classifier.bands import BAND_NAMES, band_of, cluster_weights, fit_bands, on
 from classifier.card import calibrate
 from classifier.data import Record
 from classifier.metrics import (
+    bootstrap_interval,
     cluster_bootstrap,
     cluster_means,
     expected_calibration_error,
@@ -356,29 +357,28 @@ def learning_curve(
     images: what each halving cost. Runs of one split (``--fold-seed``), so a fold holds out the same images.
     """
     ordered = sorted(runs, key=lambda run: -training_share(run, source))
+    # Each run's folds parsed once: the points and the paired steps read the same logits.
+    scored = [
+        {fold: rows_to_logits(rows, mode) for fold, rows in sorted(run.held.items())} for run in ordered
+    ]
     points = []
-    for run in ordered:
-        for fold, rows in sorted(run.held.items()):
-            scores = rows_to_logits(rows, mode)
+    for run, folds in zip(ordered, scored, strict=True):
+        for fold, scores in folds.items():
             mine = np.array([r.source == source for r in scores.records])
             labels, logits = scores.labels[mine], scores.logits[mine]
 
             def auc_of(w: np.ndarray, y: np.ndarray = labels, s: np.ndarray = logits) -> float:
                 return roc_auc(y, s, w)
 
-            value, low, high = cluster_bootstrap(auc_of, scores.clusters[mine], labels, n_boot=n_boot)
-            auc = {"value": value, "low": low, "high": high}
+            auc = bootstrap_interval(auc_of, scores.clusters[mine], labels, n_boot=n_boot)
             points.append({"run": run.name, "share": training_share(run, source), "fold": fold,
                            "images": int(mine.sum()), "auc": auc})  # fmt: skip
     steps = []
-    for larger, smaller in itertools.pairwise(ordered):
-        for fold in sorted(set(larger.held) & set(smaller.held)):
-            difference = paired_auc_difference(
-                rows_to_logits(smaller.held[fold], mode),
-                rows_to_logits(larger.held[fold], mode),
-                source,
-                n_boot=n_boot,
-            )
+    for (larger, larger_folds), (smaller, smaller_folds) in itertools.pairwise(
+        zip(ordered, scored, strict=True)
+    ):
+        for fold in sorted(set(larger_folds) & set(smaller_folds)):
+            difference = paired_auc_difference(smaller_folds[fold], larger_folds[fold], source, n_boot=n_boot)
             steps.append({"fold": fold, "from": training_share(larger, source),
                           "to": training_share(smaller, source), "difference": difference})  # fmt: skip
     return {"source": source, "mode": mode, "points": points, "steps": steps}
