@@ -48,17 +48,22 @@ def send_classification(radiograph_ids: Sequence[int]) -> list[int]:
 SHADOW_TASK = "worker.governance_tasks.shadow_predict"
 
 
+def _send_unretried(task: str, args: list[object], what: str) -> bool:
+    """Publish one message that is not worth a retry: False, logged, when the broker could not be reached."""
+    try:
+        current_app.send_task(task, args=args, retry=False)
+    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
+        logger.warning("%s not sent: %s", what, exc.__class__.__name__)
+        return False
+    return True
+
+
 def send_shadow_predictions(radiograph_ids: Sequence[int]) -> bool:
     """One message for the shadow versions' queue (routed by settings.CELERY_TASK_ROUTES); a lost message
     costs only shadow evidence, never a clinical result, so it is not retried."""
-    try:
-        current_app.send_task(SHADOW_TASK, args=[list(radiograph_ids)], retry=False)
-    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
-        logger.warning(
-            "shadow work for %d radiograph(s) not sent: %s", len(radiograph_ids), exc.__class__.__name__
-        )
-        return False
-    return True
+    return _send_unretried(
+        SHADOW_TASK, [list(radiograph_ids)], f"shadow work for {len(radiograph_ids)} radiograph(s)"
+    )
 
 
 COMPARISON_REFRESH_TASK = "worker.governance_tasks.refresh_comparisons"
@@ -67,12 +72,16 @@ COMPARISON_REFRESH_TASK = "worker.governance_tasks.refresh_comparisons"
 def send_comparison_refresh() -> bool:
     """Ask for the active/shadow comparisons to be recomputed (routed to the shadow versions' low-priority
     worker); a lost message only leaves the page showing the previous comparison until beat asks again."""
-    try:
-        current_app.send_task(COMPARISON_REFRESH_TASK, retry=False)
-    except Exception as exc:  # kombu raises several connection error types; all mean "not sent"
-        logger.warning("comparison refresh not requested: %s", exc.__class__.__name__)
-        return False
-    return True
+    return _send_unretried(COMPARISON_REFRESH_TASK, [], "comparison refresh request")
+
+
+MONITORING_REFRESH_TASK = "worker.governance_tasks.refresh_monitoring"
+
+
+def send_monitoring_refresh() -> bool:
+    """Ask a worker to rebuild the monitoring summary now (an admin's request; beat rebuilds it nightly);
+    a lost message only leaves the previous summary in place."""
+    return _send_unretried(MONITORING_REFRESH_TASK, [], "monitoring refresh request")
 
 
 DELIVER_RESULTS_TASK = "worker.dicom_tasks.deliver_results"

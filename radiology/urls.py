@@ -40,4 +40,9 @@ urlpatterns = [
     path("audit/models/status/", governance_views.governance_status, name="governance_status"),
     path("audit/models/alerts/<int:pk>/ack/", governance_views.drift_acknowledge, name="drift_acknowledge"),
     path("audit/monitoring/", governance_views.governance_monitoring, name="governance_monitoring"),
+    path(
+        "audit/monitoring/refresh/",
+        governance_views.governance_monitoring_refresh,
+        name="governance_monitoring_refresh",
+    ),
 ]

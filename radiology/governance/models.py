@@ -21,6 +21,7 @@ __all__ = [
     "GuardrailRefusal",
     "ModelVersion",
     "MonitoringBin",
+    "MonitoringBuild",
     "MonitoringCell",
     "RadiographInputStats",
     "ShadowPrediction",
@@ -188,6 +189,22 @@ class MonitoringBin(models.Model):
 
     def __str__(self) -> str:
         return f"bin {self.bin} of {self.cell_id}"
+
+
+class MonitoringBuild(models.Model):
+    """One rebuild of the monitoring summary, written in the rebuild's own transaction, so the page can say
+    how current the summary it shows is."""
+
+    built_at = models.DateTimeField(auto_now_add=True)
+    cells = models.PositiveIntegerField()
+    predictions = models.PositiveIntegerField()
+    seconds = models.FloatField()
+
+    class Meta:
+        get_latest_by = "built_at"
+
+    def __str__(self) -> str:
+        return f"monitoring summary of {self.built_at:%Y-%m-%d %H:%M}"
 
 
 class DriftAlert(models.Model):

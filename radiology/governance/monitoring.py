@@ -1,25 +1,29 @@
 """Monitoring per model version x body region x age band x sex x site/device x month.
 
-`monitoring_refresh` (nightly, and `manage.py refresh_monitoring`) rebuilds the summary table from every
-visible and shadow prediction and the reference standard (the adjudicated label where there is one, else
-the standing review's final call). `monitoring_table` reads it with aggregate queries only.
+`monitoring_refresh` (nightly, on an admin's request from the page, and `manage.py refresh_monitoring`)
+rebuilds the summary table from every visible and shadow prediction and the reference standard (the
+adjudicated label where there is one, else the standing review's final call), and records the rebuild
+(`MonitoringBuild`). `monitoring_table` reads it with aggregate queries only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
+from radiology import dispatch
 from radiology.governance.comparison import reference_labels
 from radiology.governance.guardrails import age_in_years
-from radiology.governance.models import MonitoringBin, MonitoringCell, ShadowPrediction
+from radiology.governance.models import MonitoringBin, MonitoringBuild, MonitoringCell, ShadowPrediction
 from radiology.governance.stats import (
     ReliabilityBin,
     expected_calibration_error,
@@ -29,6 +33,10 @@ from radiology.governance.stats import (
 from radiology.models import Label, Prediction
 
 BINS = 10
+# However often admins press "Rebuild now", a worker is asked at most this often (a rebuild reads every
+# prediction; the summary it writes is the same until new evidence arrives).
+REFRESH_REQUEST_SECONDS = 60
+REFRESH_REQUESTED_KEY = "governance:monitoring:refresh-requested"
 AGE_BANDS = ((0, 18, "<18"), (18, 40, "18-39"), (40, 65, "40-64"), (65, 200, "65+"))
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "body_region": ("body_region",),
@@ -79,7 +87,9 @@ def _prediction_rows(model: Any) -> Iterator[tuple[Any, ...]]:
 
 
 def monitoring_refresh() -> int:
-    """Rebuild the summary table in one transaction; returns the number of cells."""
+    """Rebuild the summary table in one transaction, recorded as a ``MonitoringBuild``; returns the number
+    of cells."""
+    started = time.perf_counter()
     reference = reference_labels()
     cells: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 7)
     bins: dict[tuple[Any, ...], list[list[float]]] = defaultdict(lambda: [[0, 0.0, 0] for _ in range(BINS)])
@@ -158,7 +168,30 @@ def monitoring_refresh() -> int:
             ],
             batch_size=5000,
         )
+        MonitoringBuild.objects.create(
+            cells=len(created_cells),
+            predictions=sum(c[0] for c in cells.values()),
+            seconds=time.perf_counter() - started,
+        )
     return len(created_cells)
+
+
+def monitoring_last_build() -> MonitoringBuild | None:
+    """The rebuild whose summary the page shows, or None before the first."""
+    return MonitoringBuild.objects.order_by("-built_at", "-pk").first()
+
+
+def monitoring_request_refresh() -> Literal["sent", "already_asked", "not_sent"]:
+    """Ask a worker to rebuild the summary now, at most once per ``REFRESH_REQUEST_SECONDS`` however often
+    it is asked: "sent", "already_asked" (a request went out moments ago) or "not_sent" (the broker could
+    not be reached)."""
+    if not cache.add(REFRESH_REQUESTED_KEY, 1, REFRESH_REQUEST_SECONDS):
+        return "already_asked"
+    if dispatch.send_monitoring_refresh():
+        return "sent"
+    # Not sent: the next request tries again at once rather than waiting out the window.
+    cache.delete(REFRESH_REQUESTED_KEY)
+    return "not_sent"
 
 
 @dataclass(frozen=True)
@@ -263,10 +296,11 @@ def monitoring_reliability(*, filters: dict[str, Any] | None = None) -> dict[str
 
 
 def monitoring_stamp() -> str:
-    """The summary's watermark: each rebuild replaces every cell, so its newest id and its size change
-    (two index lookups). The page keeps its rendered table per watermark and view."""
+    """The summary's watermark: each rebuild replaces every cell (its newest id and its size change) and
+    adds a build record (three index lookups). The page keeps its rendered table per watermark and view."""
     summary = MonitoringCell.objects.aggregate(newest=Max("id"), cells=Count("id"))
-    return f"{summary['newest']}-{summary['cells']}"
+    build = MonitoringBuild.objects.aggregate(newest=Max("id"))["newest"]
+    return f"{summary['newest']}-{summary['cells']}-{build}"
 
 
 def monitoring_choices() -> dict[str, list[Any]]:

@@ -148,6 +148,29 @@ def governance_monitoring(request: HttpRequest) -> HttpResponse:
             "template_stamp": template_stamp("radiology/monitoring.html"),
             "rows": partial(monitoring.monitoring_table, by=by, filters=filters),
             "reliability": partial(monitoring.monitoring_reliability, filters=filters),
+            "last_build": monitoring.monitoring_last_build(),
             "nav": "governance",
         },
     )
+
+
+REFRESH_MESSAGES = {
+    "sent": (messages.SUCCESS, "A worker is rebuilding the summary; reload this page in a minute."),
+    "already_asked": (
+        messages.INFO,
+        "A rebuild was asked for less than a minute ago; reload this page when the worker has finished.",
+    ),
+    "not_sent": (
+        messages.ERROR,
+        "The worker could not be reached, so the summary was not rebuilt; the nightly rebuild will run "
+        "once it is back.",
+    ),
+}
+
+
+@admin_required
+@require_POST
+def governance_monitoring_refresh(request: HttpRequest) -> HttpResponse:
+    level, text = REFRESH_MESSAGES[monitoring.monitoring_request_refresh()]
+    messages.add_message(request, level, text)
+    return redirect("radiology:governance_monitoring")

@@ -3,6 +3,7 @@ registry cache and the Django cache before each test."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,27 @@ def comparison_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr("radiology.dispatch.send_comparison_refresh", record)
     return sent
+
+
+@dataclass
+class RefreshRequests:
+    """What the monitoring page asked the broker for: ``attempts`` sends; ``broker_down`` fails them."""
+
+    attempts: int = 0
+    broker_down: bool = False
+
+
+@pytest.fixture(autouse=True)
+def monitoring_requests(monkeypatch: pytest.MonkeyPatch) -> RefreshRequests:
+    """Records the monitoring page's requests for a rebuild instead of sending them."""
+    requests = RefreshRequests()
+
+    def send() -> bool:
+        requests.attempts += 1
+        return not requests.broker_down
+
+    monkeypatch.setattr("radiology.dispatch.send_monitoring_refresh", send)
+    return requests
 
 
 @pytest.fixture(scope="session")

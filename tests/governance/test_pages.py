@@ -11,12 +11,13 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from radiology.governance.models import ModelVersion
+from radiology.governance.models import ModelVersion, MonitoringBuild, MonitoringCell
 from radiology.governance.monitoring import monitoring_refresh
 from radiology.governance.registry import model_version_register
 from radiology.models import AuditEvent
+from tests.governance.conftest import RefreshRequests
 from tests.governance.test_registry import _reviewed_cases
-from worker.governance_tasks import refresh_comparisons
+from worker.governance_tasks import refresh_comparisons, refresh_monitoring
 
 pytestmark = pytest.mark.django_db
 
@@ -168,3 +169,59 @@ def test_operating_points_with_the_same_thresholds_are_one_row_with_both_names()
     assert (row.tp, row.fn, row.tn, row.fp) == (2, 0, 1, 1)
     two = [Score(p, "", "", 0.3, 0.3, 0.7) for p in (0.9, 0.2, 0.4, 0.5)]
     assert [r.name for r in _points(y, two)] == ["operating threshold = sensitive point", "specific point"]
+
+
+def test_rebuild_now_asks_a_worker_once_a_minute_and_the_page_then_says_when_it_was_built(
+    two_versions: None, admin_client_: Client, monitoring_requests: RefreshRequests
+) -> None:
+    page, refresh = (
+        reverse("radiology:governance_monitoring"),
+        reverse("radiology:governance_monitoring_refresh"),
+    )
+    body = admin_client_.get(page).content.decode()
+    assert "No summary built yet: it is rebuilt nightly." in body
+    assert "No reviewed case in the summary yet" in body  # the diagram's card says why it is empty
+    assert admin_client_.get(refresh).status_code == 405  # a rebuild is an action, never a link
+
+    first = admin_client_.post(refresh, follow=True).content.decode()
+    assert "A worker is rebuilding the summary" in first
+    second = admin_client_.post(refresh, follow=True).content.decode()
+    assert "A rebuild was asked for less than a minute ago" in second
+    assert monitoring_requests.attempts == 1  # however often it is pressed
+
+    _reviewed_cases(12, active_good=True, shadow_good=True)
+    refresh_monitoring()  # what the worker runs on that request
+    body = admin_client_.get(page).content.decode()
+    assert "from 24 predictions" in body  # 12 cases, each read by the active and the shadow version
+    assert "No reviewed case in the summary yet" not in body and "Reliability diagram of tiny-test" in body
+    build = MonitoringBuild.objects.get()
+    assert build.cells > 0 and build.predictions == 24
+    assert f'<time datetime="{build.built_at.isoformat()}' in body
+
+
+def test_rebuild_now_says_so_when_the_worker_cannot_be_reached_and_the_next_press_tries_again(
+    two_versions: None, admin_client_: Client, monitoring_requests: RefreshRequests
+) -> None:
+    refresh = reverse("radiology:governance_monitoring_refresh")
+    monitoring_requests.broker_down = True
+    body = admin_client_.post(refresh, follow=True).content.decode()
+    assert "The worker could not be reached, so the summary was not rebuilt" in body
+    monitoring_requests.broker_down = False
+    body = admin_client_.post(refresh, follow=True).content.decode()
+    assert "A worker is rebuilding the summary" in body
+    assert monitoring_requests.attempts == 2
+
+
+def test_an_empty_filter_says_what_it_filtered(two_versions: None, admin_client_: Client) -> None:
+    _reviewed_cases(6, active_good=True, shadow_good=True)
+    monitoring_refresh()
+    month = MonitoringCell.objects.values_list("month", flat=True).first()
+    assert month is not None
+    body = admin_client_.get(
+        reverse("radiology:governance_monitoring"), {"model_version": "tiny-test", "month": month.isoformat()}
+    ).content.decode()
+    assert "No predictions in the summary" not in body
+    body = admin_client_.get(
+        reverse("radiology:governance_monitoring"), {"model_version": "not-a-version"}
+    ).content.decode()
+    assert "No predictions in the summary for this model version and month" in body

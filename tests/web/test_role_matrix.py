@@ -59,6 +59,7 @@ ROLES: dict[str, str] = {
     "radiology:governance_status": ADMIN,
     "radiology:drift_acknowledge": ADMIN,
     "radiology:governance_monitoring": ADMIN,
+    "radiology:governance_monitoring_refresh": ADMIN,
 }
 POST_ONLY = {
     "radiology:radiograph_retry",
@@ -68,6 +69,7 @@ POST_ONLY = {
     "radiology:governance_rollback",
     "radiology:governance_status",
     "radiology:drift_acknowledge",
+    "radiology:governance_monitoring_refresh",
     "radiology:study_confirm",
     "radiology:study_unaided",
     "radiology:study_read_without_model",
