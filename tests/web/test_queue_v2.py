@@ -80,6 +80,7 @@ def test_a_page_past_the_end_and_reversed_dates_are_explained(
     make_study(probabilities=[0.9], accession_number="ONLY")
     page = clinician_client.get(QUEUE, {"page": "99"}).content.decode()
     assert "There is no page 99: these studies fill 1 page." in page
+    assert "No studies on this page." in page and "Go to the last page" in page
     assert _accessions(clinician_client.get(QUEUE, {"page": "99"})) == []
     today = timezone.localdate()
     response = clinician_client.get(
@@ -157,3 +158,22 @@ def test_every_ingest_and_reading_code_is_described(client: Client, code: str) -
     response = client.get(f"/api/problems/{code}")
     assert response.status_code == 200
     assert response.json()["code"] == code
+
+
+def _empty_row(response: Any) -> str:
+    (cell,) = re.findall(r'<td colspan="(\d+)" class="empty">([^<]*)</td>', response.content.decode())
+    columns = len(re.findall(r'<th scope="col"', response.content.decode()))
+    assert int(cell[0]) == columns  # the message spans the table's columns, no more
+    return cell[1]
+
+
+def test_an_empty_queue_says_why_it_is_empty(clinician_client: Client, make_study: MakeStudy) -> None:
+    assert _empty_row(clinician_client.get(QUEUE)) == "Nothing awaits review."
+    assert _empty_row(clinician_client.get(QUEUE, {"state": "failed"})) == "No studies here."
+    make_study(probabilities=[0.9], accession_number="ONLY")
+    assert _empty_row(clinician_client.get(QUEUE, {"q": "nobody"})) == "No studies match these filters."
+    # A page number that is not a number shows the first page, which is not "past the end".
+    response = clinician_client.get(QUEUE, {"page": "two", "q": "nobody"})
+    assert "The page number was not a number" in response.content.decode()
+    assert "Go to the last page" not in response.content.decode()
+    assert _empty_row(response) == "No studies match these filters."
