@@ -87,7 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="SOURCE=SHARE",
         help="lite0det CV: train each fold on this share of the source's training clusters (drawn per fold, "
-        "fold seed), at the full fold's number of steps: a point on a learning curve (repeatable)",
+        "fold seed), at the full fold's number of steps: a point on a learning curve; 0 trains without the "
+        "source, whose held-out images are still scored (repeatable)",
     )
     p.add_argument("--backbone-weights", type=Path, default=None)
     p.add_argument(
@@ -113,8 +114,8 @@ def _shares(parser: argparse.ArgumentParser, values: list[str]) -> dict[str, flo
             shares[source] = float(share)
         except ValueError:
             parser.error(f"--cv-train-share takes SOURCE=SHARE, not {value!r}")
-        if not source or not 0 < shares[source] <= 1:
-            parser.error(f"--cv-train-share {value!r}: a source and a share in (0, 1]")
+        if not source or not 0 <= shares[source] <= 1:
+            parser.error(f"--cv-train-share {value!r}: a source and a share in [0, 1] (0: none of it)")
     return shares
 
 

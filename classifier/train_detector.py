@@ -185,7 +185,8 @@ def keep_share_of_clusters(
     records: Sequence[Record], indices: np.ndarray, shares: dict[str, float], *, seed: int
 ) -> np.ndarray:
     """``indices`` less a random (1 - share) of each named source's clusters among them: whole clusters go,
-    so no near-copy of a dropped radiograph stays behind to train on."""
+    so no near-copy of a dropped radiograph stays behind to train on. A share of 0 drops the source from
+    training altogether (what it adds to the others); any other share keeps at least one cluster."""
     if not shares:
         return indices
     rng = np.random.default_rng(seed)
@@ -194,7 +195,7 @@ def keep_share_of_clusters(
         clusters = sorted({records[i].cluster for i in indices if records[i].source == source})
         if not clusters:
             raise ValueError(f"no training clusters of source {source!r} to keep a share of")
-        keep = max(1, round(share * len(clusters)))
+        keep = max(1, round(share * len(clusters))) if share > 0 else 0
         dropped |= {(source, c) for c in rng.permutation(clusters)[keep:]}
     return np.array([i for i in indices if (records[i].source, records[i].cluster) not in dropped], int)
 

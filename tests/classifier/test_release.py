@@ -482,6 +482,10 @@ def test_a_share_of_one_sources_clusters_is_kept_whole_and_the_other_sources_unt
     with pytest.raises(ValueError, match="no training clusters"):
         keep_share_of_clusters(records, indices[:8], {"kaggle": 0.5}, seed=0)
     assert np.array_equal(keep_share_of_clusters(records, indices, {}, seed=0), indices)
+    # A share of 0 trains without the source (what it adds to the others), every other source untouched.
+    without = keep_share_of_clusters(records, indices, {"kaggle": 0.0}, seed=0)
+    assert {records[i].source for i in without} == {"fracatlas"} and len(without) == 20
+    assert len(keep_share_of_clusters(records, indices, {"kaggle": 0.01}, seed=0)) == 20 + 3  # one cluster
 
 
 def test_a_learning_curve_point_trains_on_a_share_and_holds_out_the_same_images(
@@ -495,10 +499,13 @@ def test_a_learning_curve_point_trains_on_a_share_and_holds_out_the_same_images(
     full = len(read_predictions(cross_validated / "oof-fold1.csv"))  # fold 0 trains on fold 1's images
     assert summary["train_share"] == {"kaggle": 0.5} and 0 < summary["train_images"]["0"] < full
     assert summary["steps_per_epoch"] == {"0": 1}  # --max-steps 1 caps the full fold's steps
-    for wrong in (["--cv", "3", "--cv-train-share", "kaggle=1.5"], ["--cv-train-share", "kaggle=0.5"],
+    for wrong in (["--cv", "3", "--cv-train-share", "kaggle=1.5"], ["--cv", "3", "--cv-train-share", "kaggle=-0.1"], ["--cv-train-share", "kaggle=0.5"],
                   ["--cv", "3", "--arch", "lite0", "--cv-train-share", "kaggle=0.5"], ["--cv", "3", "--cv-train-share", "kaggle"]):  # fmt: skip
         with pytest.raises(SystemExit):
             train.parse_args(["--data", "d", "--out", "o", *wrong])
     assert train.parse_args(
         ["--data", "d", "--out", "o", "--cv", "3", "--cv-train-share", "kaggle=0.5"]
     ).cv_train_share == {"kaggle": 0.5}
+    assert train.parse_args(
+        ["--data", "d", "--out", "o", "--cv", "3", "--cv-train-share", "kaggle=0"]
+    ).cv_train_share == {"kaggle": 0.0}
