@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
@@ -134,6 +134,11 @@ def monitoring_refresh() -> int:
             b[1] += probability
             b[2] += positive
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # One rebuild at a time (the nightly one and an admin's may meet): two at once would each delete
+            # the cells they saw and insert their own, and both sets would stay. Readers are not blocked.
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {MonitoringCell._meta.db_table} IN EXCLUSIVE MODE")
         MonitoringCell.objects.all().delete()
         created_cells = MonitoringCell.objects.bulk_create(
             [
