@@ -216,6 +216,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_artifact(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture(scope="session")
+def shadow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny artifact, registered as a shadow version beside ``tiny_model_dir``."""
+    from classifier.testing import write_tiny_artifact
+
+    return write_tiny_artifact(tmp_path_factory.mktemp("tiny-shadow"), version="tiny-shadow")
+
+
 @pytest.fixture
 def image_bytes() -> Callable[[str], bytes]:
     return lambda name: (IMAGES / name).read_bytes()

@@ -200,9 +200,6 @@ class MonitoringBuild(models.Model):
     predictions = models.PositiveIntegerField()
     seconds = models.FloatField()
 
-    class Meta:
-        get_latest_by = "built_at"
-
     def __str__(self) -> str:
         return f"monitoring summary of {self.built_at:%Y-%m-%d %H:%M}"
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from radiology import dispatch
@@ -298,14 +298,6 @@ def monitoring_reliability(*, filters: dict[str, Any] | None = None) -> dict[str
     return {
         version: reliability_from_sums(*zip(*bins, strict=True)) for version, bins in sorted(sums.items())
     }
-
-
-def monitoring_stamp() -> str:
-    """The summary's watermark: each rebuild replaces every cell (its newest id and its size change) and
-    adds a build record (three index lookups). The page keeps its rendered table per watermark and view."""
-    summary = MonitoringCell.objects.aggregate(newest=Max("id"), cells=Count("id"))
-    build = MonitoringBuild.objects.aggregate(newest=Max("id"))["newest"]
-    return f"{summary['newest']}-{summary['cells']}-{build}"
 
 
 def monitoring_choices() -> dict[str, list[Any]]:

@@ -131,6 +131,7 @@ def governance_monitoring(request: HttpRequest) -> HttpResponse:
         by = "body_region"
     filters = {"model_version": request.GET.get("model_version", ""), "month": request.GET.get("month", "")}
     choices = monitoring.monitoring_choices()
+    last_build = monitoring.monitoring_last_build()
     if filters["month"] not in {m.isoformat() for m in choices["month"]}:
         filters["month"] = ""
     return render(
@@ -142,13 +143,15 @@ def governance_monitoring(request: HttpRequest) -> HttpResponse:
             "dimensions": list(monitoring.DIMENSION_LABELS.items()),
             "filters": filters,
             "choices": choices,
-            # Called by the template only when its rendering for this summary watermark and view is not
-            # kept already (a template calls a callable it is given).
-            "stamp": monitoring.monitoring_stamp(),
+            # The summary's watermark: every rebuild replaces the cells and adds a build, so the newest build
+            # names the summary; the page keeps its rendered table per watermark and view.
+            "stamp": last_build.pk if last_build else None,
             "template_stamp": template_stamp("radiology/monitoring.html"),
+            # Called by the template only when its rendering for this watermark and view is not kept already
+            # (a template calls a callable it is given).
             "rows": partial(monitoring.monitoring_table, by=by, filters=filters),
             "reliability": partial(monitoring.monitoring_reliability, filters=filters),
-            "last_build": monitoring.monitoring_last_build(),
+            "last_build": last_build,
             "nav": "governance",
         },
     )

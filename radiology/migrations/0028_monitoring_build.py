@@ -19,8 +19,5 @@ class Migration(migrations.Migration):
                 ('predictions', models.PositiveIntegerField()),
                 ('seconds', models.FloatField()),
             ],
-            options={
-                'get_latest_by': 'built_at',
-            },
         ),
     ]

@@ -18,13 +18,6 @@ from tests.governance.test_registry import _reviewed_cases
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(scope="module")
-def shadow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from classifier.testing import write_tiny_artifact
-
-    return write_tiny_artifact(tmp_path_factory.mktemp("tiny-shadow"), version="tiny-shadow")
-
-
 def test_a_rebuild_waits_for_the_one_in_progress_and_the_summary_is_counted_once(
     tiny_model_dir: Path, shadow_model_dir: Path
 ) -> None:

@@ -1,10 +1,10 @@
-"""Governance fixtures: registered model versions (real tiny artifacts); the root conftest empties the
-registry cache and the Django cache before each test."""
+"""Governance fixtures: the broker requests the pages make, recorded instead of sent. The tiny model
+artifacts are the root conftest's, which also empties the registry cache and the Django cache before each
+test."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -41,10 +41,3 @@ def monitoring_requests(monkeypatch: pytest.MonkeyPatch) -> RefreshRequests:
 
     monkeypatch.setattr("radiology.dispatch.send_monitoring_refresh", send)
     return requests
-
-
-@pytest.fixture(scope="session")
-def shadow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from classifier.testing import write_tiny_artifact
-
-    return write_tiny_artifact(tmp_path_factory.mktemp("tiny-shadow"), version="tiny-shadow")
