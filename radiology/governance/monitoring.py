@@ -37,6 +37,8 @@ BINS = 10
 # prediction; the summary it writes is the same until new evidence arrives).
 REFRESH_REQUEST_SECONDS = 60
 REFRESH_REQUESTED_KEY = "governance:monitoring:refresh-requested"
+# Rebuild records kept (about one a day: a season of them); older ones are dropped by the rebuild itself.
+BUILDS_KEPT = 120
 AGE_BANDS = ((0, 18, "<18"), (18, 40, "18-39"), (40, 65, "40-64"), (65, 200, "65+"))
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "body_region": ("body_region",),
@@ -178,6 +180,8 @@ def monitoring_refresh() -> int:
             predictions=sum(c[0] for c in cells.values()),
             seconds=time.perf_counter() - started,
         )
+        newest_first = MonitoringBuild.objects.order_by("-built_at", "-pk").values_list("pk", flat=True)
+        MonitoringBuild.objects.filter(pk__in=list(newest_first[BUILDS_KEPT:])).delete()
     return len(created_cells)
 
 

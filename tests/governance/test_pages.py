@@ -225,3 +225,21 @@ def test_an_empty_filter_says_what_it_filtered(two_versions: None, admin_client_
         reverse("radiology:governance_monitoring"), {"model_version": "not-a-version"}
     ).content.decode()
     assert "No predictions in the summary for this model version and month" in body
+
+
+def test_rebuild_records_are_pruned_to_the_newest_and_a_quick_rebuild_reads_under_a_tenth_of_a_second(
+    two_versions: None, admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import radiology.governance.monitoring as monitoring
+
+    monkeypatch.setattr(monitoring, "BUILDS_KEPT", 3)
+    built = []
+    for _ in range(5):
+        monitoring_refresh()
+        built.append(MonitoringBuild.objects.latest("pk").pk)
+    # the three newest stay, the one the page reads among them
+    assert sorted(MonitoringBuild.objects.values_list("pk", flat=True)) == built[-3:]
+    MonitoringBuild.objects.update(seconds=0.02)
+    assert "(under 0.1 s)" in admin_client_.get(reverse("radiology:governance_monitoring")).content.decode()
+    MonitoringBuild.objects.update(seconds=2.46)
+    assert "(2.5 s)" in admin_client_.get(reverse("radiology:governance_monitoring")).content.decode()
