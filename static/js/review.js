@@ -147,7 +147,7 @@
       meta.textContent += "Model " + prediction.model_version + ".";
       const boxes = $("boxes-meta");
       boxes.textContent = prediction.boxes.length
-        ? prediction.boxes.length + " box" + (prediction.boxes.length > 1 ? "es" : "") + " where the model sees a fracture (B shows or hides them)." +
+        ? prediction.boxes.length + " box" + (prediction.boxes.length > 1 ? "es" : "") + " where the model sees a fracture, numbered from the strongest (B shows or hides them)." +
           (prediction.boxes_default ? " " + prediction.boxes_caption : " Localisation not validated in the model card: off by default.")
         : "No box: the model localised nothing above its box threshold.";
     }

@@ -188,7 +188,7 @@
     const h = this.image ? this.image.height : 1;
     // Boxes: the stored coordinates are the image's own pixels, the same frame as the canvas.
     while (this.svg.firstChild) this.svg.removeChild(this.svg.firstChild);
-    const boxes = prediction ? prediction.boxes : [];
+    const boxes = prediction ? prediction.boxes.slice().sort(function (a, b) { return b.score - a.score; }) : [];
     this.svg.setAttribute("viewBox", "0 0 " + w + " " + h);
     this.svg.setAttribute("width", String(w));
     this.svg.setAttribute("height", String(h));
@@ -207,7 +207,12 @@
       label.setAttribute("y", String(Math.max(font, box.y0 - font * 0.3)));
       label.setAttribute("font-size", String(font));
       label.setAttribute("class", "box-label");
-      label.textContent = Math.round(box.score * 100) + " %";
+      // Numbered from the strongest, not labelled "97 %": a box's score is its best cell's uncalibrated
+      // strength, and read as a percentage beside the calibrated probability it would contradict it.
+      label.textContent = String(index + 1);
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = "Box " + (index + 1) + ": cell score " + box.score.toFixed(2) + " (a ranking, not a probability)";
+      rect.appendChild(title);
       this.svg.appendChild(label);
     }, this);
     // An <svg> has no `hidden` property (it is not an HTML element): the attribute itself is toggled.

@@ -221,7 +221,15 @@ def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
         "y1": stored_w * 0.85,
         "score": 0.83,
     }
-    study = _study(reader, "EXIF-1", [EXIF_ROTATED], [0.88], boxes={EXIF_ROTATED: [box]})
+    # A stronger box stored second: the viewer numbers boxes from the strongest, whatever the stored order.
+    stronger = {
+        "x0": stored_h * 0.55,
+        "y0": stored_w * 0.05,
+        "x1": stored_h * 0.75,
+        "y1": stored_w * 0.20,
+        "score": 0.97,
+    }
+    study = _study(reader, "EXIF-1", [EXIF_ROTATED], [0.88], boxes={EXIF_ROTATED: [box, stronger]})
     radiograph = Radiograph.objects.get(study=study)
     assert (radiograph.width, radiograph.height) == (stored_h, stored_w)  # upright: EXIF applied
     watched = open_page()
@@ -235,7 +243,7 @@ def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
     page.keyboard.press("b")
     page.wait_for_selector("#viewer-0 svg.boxes rect.box")
     canvas = page.locator("#viewer-0 canvas.xray").bounding_box()
-    rect = page.locator("#viewer-0 svg.boxes rect.box").bounding_box()
+    rect = page.locator("#viewer-0 svg.boxes rect.box").nth(1).bounding_box()
     assert canvas and rect
     assert page.evaluate(
         "[document.querySelector('#viewer-0 canvas').width, document.querySelector('#viewer-0 canvas').height]"
@@ -250,7 +258,18 @@ def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
     ):
         # Within the stroke: the drawn box's outline (2.5 px) counts in its bounding box.
         assert abs(got - want) <= 4.5, (got, want)
-    assert page.text_content("#viewer-0 svg.boxes text") == "83 %"
+    # Numbered, never "83 %": a box's score is not the calibrated probability and would read as one.
+    assert page.eval_on_selector_all("#viewer-0 svg.boxes text", "ls => ls.map(l => l.textContent)") == [
+        "1",
+        "2",
+    ]
+    assert page.eval_on_selector_all(
+        "#viewer-0 svg.boxes rect.box title", "ts => ts.map(t => t.textContent)"
+    ) == [
+        "Box 1: cell score 0.97 (a ranking, not a probability)",
+        "Box 2: cell score 0.83 (a ranking, not a probability)",
+    ]
+    assert "numbered from the strongest" in (page.text_content("#boxes-meta") or "")
     shots = screenshot_dir()
     if shots:
         page.screenshot(path=str(shots / "review-boxes.png"))
