@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 
 class ExpectedRefusalFilter(logging.Filter):
@@ -14,3 +15,20 @@ class ExpectedRefusalFilter(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class RoutineTaskFilter(logging.Filter):
+    """Drop Celery's own "sending / received / succeeded" INFO lines for the beat tasks that run more than
+    once a minute (the sweep, DICOM housekeeping): they log a line of their own when they do something, and
+    Celery's three lines every two seconds were most of `make run`'s output, burying what happened. A
+    failure or a retry (WARNING and above) is always kept."""
+
+    def __init__(self, tasks: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not self.tasks:
+            return True
+        message = record.getMessage()
+        return not any(task in message for task in self.tasks)

@@ -398,7 +398,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging -----------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
@@ -495,3 +495,16 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "fracture-review@localhost")
+
+# Celery's per-run lines for the beat tasks that run more than once a minute stay out of the log; the tasks
+# log their own line when they act (config/log_filters.py). Placed last: every schedule is known here.
+LOGGING["filters"]["routine_tasks"] = {
+    "()": "config.log_filters.RoutineTaskFilter",
+    "tasks": sorted(
+        entry["task"]
+        for entry in CELERY_BEAT_SCHEDULE.values()
+        if isinstance(entry["schedule"], float | int) and entry["schedule"] < 60
+    ),
+}
+for _celery_logger in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+    LOGGING["loggers"][_celery_logger] = {"filters": ["routine_tasks"]}
