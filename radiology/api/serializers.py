@@ -59,7 +59,11 @@ class BoxOut(serializers.Serializer):
     y0 = serializers.FloatField()
     x1 = serializers.FloatField()
     y1 = serializers.FloatField()
-    score = serializers.FloatField(help_text="0-1.")
+    score = serializers.FloatField(
+        help_text="0-1: the strength of the box's best cell, for ranking the boxes of one radiograph "
+        "(highest first). Not calibrated, so not a probability of fracture: that is the prediction's "
+        "`probability`."
+    )
 
 
 class PredictionOut(serializers.Serializer):

@@ -350,7 +350,10 @@ def _person_name(name: str) -> str:
 
 
 def draw_boxes(gray: np.ndarray, result: ImageResult, model_version: str) -> np.ndarray:
-    """The radiograph as RGB with the model's boxes and their scores burned in, and a caption."""
+    """The radiograph as RGB with the model's boxes burned in, numbered from the strongest, and a caption.
+
+    Numbered rather than labelled with their scores, as in the viewer: a box's score is uncalibrated, and
+    "0.97" beside the caption's calibrated "p=0.89" would read as a second, contradicting probability."""
     import cv2
 
     rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
@@ -359,7 +362,7 @@ def draw_boxes(gray: np.ndarray, result: ImageResult, model_version: str) -> np.
     thickness = max(2, round(3 * scale))
     font = max(0.5, 0.8 * scale)
     colour = (255, 40, 40)
-    for box in result.boxes:
+    for rank, box in enumerate(sorted(result.boxes, key=lambda b: -b.score), start=1):
         polyline = _clip_box(box, rows, columns)
         if polyline is None:
             continue
@@ -368,7 +371,7 @@ def draw_boxes(gray: np.ndarray, result: ImageResult, model_version: str) -> np.
         cv2.rectangle(rgb, (x0, y0), (x1, y1), colour, thickness)
         cv2.putText(
             rgb,
-            f"{box.score:.2f}",
+            str(rank),
             (x0, max(y0 - thickness * 2, int(20 * font))),
             cv2.FONT_HERSHEY_SIMPLEX,
             font,

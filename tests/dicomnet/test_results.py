@@ -189,6 +189,31 @@ def test_the_secondary_capture_shows_the_boxes(tmp_path: Path) -> None:
     assert np.array_equal(pixels[100:180, 80:170, 0], gray[100:180, 80:170])
 
 
+def test_the_burned_in_boxes_are_numbered_from_the_strongest_beside_the_calibrated_caption(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cv2
+
+    drawn: list[str] = []
+    put_text = cv2.putText
+
+    def spy(image: np.ndarray, text: str, *args: object, **kwargs: object) -> np.ndarray:
+        drawn.append(text)
+        return put_text(image, text, *args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(cv2, "putText", spy)
+    dx, data = source()
+    weaker_first = results.parse_boxes(
+        [
+            {"x0": 300, "y0": 40, "x1": 380, "y1": 90, "score": 0.4},
+            {"x0": 50, "y0": 60, "x1": 200, "y1": 220, "score": 0.97},
+        ]
+    )
+    results.draw_boxes(decode_grayscale(data), model_result(dx, boxes=weaker_first), MODEL)
+    # No "0.97" beside "p=0.83": an uncalibrated box score would read as a second probability.
+    assert drawn == ["1", "2", f"AI Fracture p=0.83 ({MODEL}) - not a diagnosis"]
+
+
 def _encoded(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
