@@ -255,10 +255,22 @@ def _dicom_attributes(dataset: Any) -> dict[str, str]:
         if keyword in {"PatientBirthDate", "StudyDate"}:
             text = _dicom_date(text) or ""
         if keyword == "PatientName":
-            text = text.replace("^", " ").strip()
+            text = person_name_display(text)
         if text:
             attributes[keyword] = text[:200]
     return attributes
+
+
+def person_name_display(value: str) -> str:
+    """A DICOM person name as people write it, the order the upload form shows too (static/js/upload.js):
+    "Doe^Jane^Q^Dr^Jr" (family^given^middle^prefix^suffix) -> "Dr Jane Q Doe Jr". Only the alphabetic
+    group of a multi-group name; a name sent without carets stays as it was. "Doe Jane" (the carets made
+    spaces) read as a given name Doe in FHIR's text and beside a typed "Jane Doe" on the same page."""
+    from pydicom.valuerep import PersonName
+
+    name = PersonName(value)
+    parts = (name.name_prefix, name.given_name, name.middle_name, name.family_name, name.name_suffix)
+    return " ".join(" ".join(part.split()) for part in parts if part.strip())
 
 
 def _dicom_date(value: str) -> str | None:

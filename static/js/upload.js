@@ -107,9 +107,10 @@
     if (!header) return false;
     fill("mrn", header.PatientID);
     fill("accession_number", header.AccessionNumber);
-    // DICOM names are Family^Given^Middle: the form shows "Given Middle Family".
-    const parts = (header.PatientName || "").split("^").map(function (p) { return p.trim(); });
-    fill("patient_name", parts.slice(1).concat(parts.slice(0, 1)).filter(Boolean).join(" "));
+    // DICOM names are Family^Given^Middle^Prefix^Suffix (then "=" and other writings): the form shows
+    // "Prefix Given Middle Family Suffix", as the server files a name from DICOM (radiology/ingest.py).
+    const parts = (header.PatientName || "").split("=")[0].split("^").map(function (p) { return p.trim(); });
+    fill("patient_name", [parts[3], parts[1], parts[2], parts[0], parts[4]].filter(Boolean).join(" "));
     fill("date_of_birth", isoDate(header.PatientBirthDate));
     fill("study_date", isoDate(header.StudyDate));
     fill("sex", { F: "F", M: "M", O: "O" }[(header.PatientSex || "").toUpperCase()]);

@@ -67,7 +67,7 @@ def test_a_quiet_arrival_is_filed_as_one_study_and_classified(
     assert study.accession_number == "ACC-QUIET"
     assert study.body_region == BodyRegion.WRIST  # from BodyPartExamined
     assert study.patient.mrn == "DCM-7001"
-    assert study.patient.name == "Doe Jane"
+    assert study.patient.name == "Jane Doe"  # Doe^Jane over C-STORE, as the upload form files it
     assert study.uploaded_by.username == django_settings.DICOM_SYSTEM_USERNAME
     radiographs = list(study.radiographs.order_by("position"))
     assert [r.dicom_attributes["Modality"] for r in radiographs] == ["DX", "CR"]

@@ -138,7 +138,7 @@ def test_it_reads_dicom_attributes_and_pixels() -> None:
     assert image.format == "DICOM"
     attributes = image.dicom_attributes
     assert attributes["PatientID"] == "DCM-0001"
-    assert attributes["PatientName"] == "Doe Jane"
+    assert attributes["PatientName"] == "Jane Doe"  # Doe^Jane, as people write it
     assert attributes["PatientBirthDate"] == "1980-02-14"
     assert attributes["AccessionNumber"] == "DCMACC001"
     assert attributes["BodyPartExamined"] == "WRIST"

@@ -159,7 +159,7 @@ def test_blank_fields_are_filled_from_dicom(clinician: Any) -> None:
     assert study.body_region == "wrist"
     assert study.study_date == dt.date(2026, 11, 2)
     assert study.patient.mrn == "DCM-0001"
-    assert study.patient.name == "Doe Jane"
+    assert study.patient.name == "Jane Doe"
     assert study.patient.date_of_birth == dt.date(1980, 2, 14)
     assert study.patient.sex == "F"
 
