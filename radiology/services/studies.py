@@ -309,7 +309,9 @@ def _patient_for(details: StudyDetails) -> Patient:
     )
     if created:
         return patient
-    if _normalise_name(patient.name) != _normalise_name(details.patient_name):
+    # Word order aside, as the typed-versus-DICOM check: a patient first filed from DICOM before names
+    # were ordered as people write them is "Doe Jane", and a clinician types "Jane Doe".
+    if _name_key(patient.name) != _name_key(details.patient_name):
         raise ServiceError(
             "patient_mismatch",
             f"Medical record number {details.mrn} belongs to a patient with a different name. "

@@ -149,6 +149,17 @@ def test_a_returning_patient_gets_a_second_study(clinician: Any) -> None:
     assert Study.objects.count() == 2
 
 
+def test_a_returning_patient_is_the_same_whatever_the_order_of_the_names(clinician: Any) -> None:
+    # Filed from DICOM before names were ordered as people write them (carets became spaces).
+    Patient.objects.create(mrn="MRN-42", name="Lovelace Ada")
+    _upload(clinician, [UploadedImage("a.png", _png(10))])  # typed "Ada Lovelace"
+    assert Patient.objects.count() == 1 and Study.objects.count() == 1
+    other = StudyDetails(mrn="MRN-42", patient_name="Ada Byron", accession_number="ACC-2", body_region="hand")
+    with pytest.raises(ServiceError) as caught:
+        _upload(clinician, [UploadedImage("b.png", _png(20))], other)
+    assert caught.value.code == "patient_mismatch"
+
+
 def test_blank_fields_are_filled_from_dicom(clinician: Any) -> None:
     result = _upload(
         clinician, [UploadedImage("x.dcm", fixture_bytes("dicom/monochrome2_8bit.dcm"))], StudyDetails()
