@@ -501,7 +501,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "fracture-review@localhost")
 LOGGING["filters"]["routine_tasks"] = {
     "()": "config.log_filters.RoutineTaskFilter",
     "tasks": sorted(
-        entry["task"]
+        str(entry["task"])
         for entry in CELERY_BEAT_SCHEDULE.values()
         if isinstance(entry["schedule"], float | int) and entry["schedule"] < 60
     ),
