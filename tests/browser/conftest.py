@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 
+from radiology import services
+from radiology.models import Study
+from tests.conftest import IMAGES
+
 # The e2e fixtures: a real worker sharing the live server's database, broker and media folder.
 from tests.e2e.conftest import celery_worker, e2e_model_path, worker_env  # noqa: F401
 
@@ -124,3 +128,41 @@ def transform_of(watched: Watched) -> str:
 
 # Studies in a given triage state, shared with the web tests.
 from tests.web.conftest import make_study  # noqa: E402, F401
+
+
+def _band(p: float) -> str:
+    return "fracture" if p >= 0.7 else "doubt" if p >= 0.3 else "no_fracture"
+
+
+def predicted_study(
+    uploader: Any, accession: str, files: list[str], probabilities: list[float], boxes: Any = None
+) -> Study:
+    """A study of `files` (from tests/fixtures/images) with a stored prediction per image at `probabilities`
+    (bands at 0.3 / 0.7), as a worker would leave it, without running a model."""
+    result = services.study_create(
+        uploaded_by=uploader,
+        details=services.StudyDetails(
+            mrn=f"MRN-{accession}",
+            patient_name=f"Patient {accession}",
+            accession_number=accession,
+            body_region="hand",
+        ),
+        files=[services.UploadedImage(name, (IMAGES / name).read_bytes()) for name in files],
+    )
+    assert result.study is not None and not result.rejected
+    for radiograph, p in zip(result.accepted, probabilities, strict=True):
+        assert services.radiograph_claim(radiograph_id=radiograph.pk)
+        services.prediction_store(
+            radiograph_id=radiograph.pk,
+            model_version="browser-model-1",
+            probability=p,
+            label="fractured" if p >= 0.3 else "not_fractured",
+            band=_band(p),
+            boxes=(boxes or {}).get(radiograph.original_filename, []),
+            threshold=0.3,
+            threshold_sensitive=0.3,
+            threshold_specific=0.7,
+            heatmap_png=None,
+            inference_ms=1.0,
+        )
+    return Study.objects.get(pk=result.study.pk)

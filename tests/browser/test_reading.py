@@ -18,7 +18,7 @@ from django.db import transaction
 
 from radiology import services
 from radiology.models import Adjudication, Radiograph, ReaderProfile, Review, Study
-from tests.browser.conftest import Watched, screenshot_dir, sign_in
+from tests.browser.conftest import Watched, predicted_study, screenshot_dir, sign_in
 from tests.conftest import IMAGES
 from tests.factories import ClinicianFactory
 
@@ -33,42 +33,6 @@ FILES = [
 EXIF_ROTATED = "fracatlas_exif6_not_fractured_IMG0000789.jpg"
 
 
-def _band(p: float) -> str:
-    return "fracture" if p >= 0.7 else "doubt" if p >= 0.3 else "no_fracture"
-
-
-def _study(
-    uploader: Any, accession: str, files: list[str], probabilities: list[float], boxes: Any = None
-) -> Study:
-    result = services.study_create(
-        uploaded_by=uploader,
-        details=services.StudyDetails(
-            mrn=f"MRN-{accession}",
-            patient_name=f"Patient {accession}",
-            accession_number=accession,
-            body_region="hand",
-        ),
-        files=[services.UploadedImage(name, (IMAGES / name).read_bytes()) for name in files],
-    )
-    assert result.study is not None and not result.rejected
-    for radiograph, p in zip(result.accepted, probabilities, strict=True):
-        assert services.radiograph_claim(radiograph_id=radiograph.pk)
-        services.prediction_store(
-            radiograph_id=radiograph.pk,
-            model_version="browser-model-1",
-            probability=p,
-            label="fractured" if p >= 0.3 else "not_fractured",
-            band=_band(p),
-            boxes=(boxes or {}).get(radiograph.original_filename, []),
-            threshold=0.3,
-            threshold_sensitive=0.3,
-            threshold_specific=0.7,
-            heatmap_png=None,
-            inference_ms=1.0,
-        )
-    return Study.objects.get(pk=result.study.pk)
-
-
 def _five_studies(uploader: Any) -> list[Study]:
     plan = [
         [0.91, 0.12, 0.45, 0.05],
@@ -77,7 +41,7 @@ def _five_studies(uploader: Any) -> list[Study]:
         [0.02, 0.04, 0.06, 0.5],
         [0.35, 0.1, 0.2, 0.9],
     ]
-    return [_study(uploader, f"KEY-{i}", FILES, p) for i, p in enumerate(plan)]
+    return [predicted_study(uploader, f"KEY-{i}", FILES, p) for i, p in enumerate(plan)]
 
 
 class KeyCounter:
@@ -138,7 +102,7 @@ def test_study_confirm_with_one_override_and_viewer_state_across_images(
     live_server: Any, open_page: Any
 ) -> None:
     reader = ClinicianFactory.create(username="browser.reader")
-    study = _study(reader, "STATE-1", FILES, [0.91, 0.12, 0.45, 0.05])
+    study = predicted_study(reader, "STATE-1", FILES, [0.91, 0.12, 0.45, 0.05])
     watched = open_page()
     sign_in(watched, live_server.url, "browser.reader")
     page = watched.page
@@ -229,7 +193,7 @@ def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
         "y1": stored_w * 0.20,
         "score": 0.97,
     }
-    study = _study(reader, "EXIF-1", [EXIF_ROTATED], [0.88], boxes={EXIF_ROTATED: [box, stronger]})
+    study = predicted_study(reader, "EXIF-1", [EXIF_ROTATED], [0.88], boxes={EXIF_ROTATED: [box, stronger]})
     radiograph = Radiograph.objects.get(study=study)
     assert (radiograph.width, radiograph.height) == (stored_h, stored_w)  # upright: EXIF applied
     watched = open_page()
@@ -279,7 +243,7 @@ def test_boxes_are_drawn_where_the_stored_boxes_say_on_an_exif_rotated_image(
 def test_a_second_clinician_adjudicates_a_disagreement(live_server: Any, open_page: Any) -> None:
     first = ClinicianFactory.create(username="browser.reader")
     ClinicianFactory.create(username="browser.second")
-    study = _study(first, "ADJ-1", FILES[:1], [0.93])
+    study = predicted_study(first, "ADJ-1", FILES[:1], [0.93])
     radiograph = Radiograph.objects.get(study=study)
     with transaction.atomic():
         services.review_submit(
@@ -323,7 +287,7 @@ def test_the_queue_at_narrow_widths_and_in_the_dark_theme(
 ) -> None:
     reader = ClinicianFactory.create(username="browser.reader")
     for i, p in enumerate([0.93, 0.45, 0.05]):
-        _study(reader, f"NARROW-{i}-WITH-A-LONG-ACCESSION", FILES[:2], [p, 0.1])
+        predicted_study(reader, f"NARROW-{i}-WITH-A-LONG-ACCESSION", FILES[:2], [p, 0.1])
     context = chromium.new_context(viewport={"width": width, "height": 800}, color_scheme="dark")
     try:
         page = context.new_page()
@@ -367,7 +331,7 @@ def test_the_upload_form_reads_dicom_here_and_keeps_the_files_on_a_refusal(
     live_server: Any, open_page: Any
 ) -> None:
     reader = ClinicianFactory.create(username="browser.reader")
-    _study(reader, "TAKEN-1", FILES[:1], [0.5])
+    predicted_study(reader, "TAKEN-1", FILES[:1], [0.5])
     dicom = Path(__file__).resolve().parent.parent / "fixtures" / "dicom" / "monochrome2_8bit.dcm"
     watched = open_page()
     sign_in(watched, live_server.url, "browser.reader")

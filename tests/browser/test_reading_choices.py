@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from radiology.models import AuditEvent, SiteSettings
-from tests.browser.conftest import screenshot_dir, sign_in
-from tests.browser.test_reading import FILES, _ready, _study
+from tests.browser.conftest import predicted_study, screenshot_dir, sign_in
+from tests.browser.test_reading import FILES, _ready
 from tests.factories import AdminFactory, ClinicianFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -24,7 +24,7 @@ def test_an_admin_turns_blinded_reading_on_for_readers_who_never_chose(
 ) -> None:
     AdminFactory.create(username="browser.admin")
     reader = ClinicianFactory.create(username="browser.reader")  # never chose: follows the site
-    study = _study(reader, "BLIND-SITE-1", FILES[:2], [0.91, 0.12])
+    study = predicted_study(reader, "BLIND-SITE-1", FILES[:2], [0.91, 0.12])
 
     admin = open_page()
     sign_in(admin, live_server.url, "browser.admin")
@@ -63,7 +63,7 @@ def test_an_admin_turns_blinded_reading_on_for_readers_who_never_chose(
 
 def test_the_reader_chooses_the_second_image_in_2up_and_it_stays(live_server: Any, open_page: Any) -> None:
     reader = ClinicianFactory.create(username="browser.reader")
-    study = _study(reader, "TWOUP-1", FILES, [0.91, 0.12, 0.45, 0.05])
+    study = predicted_study(reader, "TWOUP-1", FILES, [0.91, 0.12, 0.45, 0.05])
     ids = [r.pk for r in sorted(study.radiographs.all(), key=lambda r: r.position)]
     watched = open_page()
     sign_in(watched, live_server.url, "browser.reader")
