@@ -12,7 +12,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from radiology import dispatch
-from radiology.ingest import IngestedImage, IngestError, IngestLimits, dicom_study_fields, ingest_file
+from radiology.ingest import (
+    IngestedImage,
+    IngestError,
+    IngestLimits,
+    dicom_study_fields,
+    ingest_file,
+    person_name_display,
+)
 from radiology.models import (
     AuditEvent,
     BodyRegion,
@@ -262,9 +269,12 @@ def _resolve_details(details: StudyDetails, images: Sequence[IngestedImage]) -> 
             dicom.setdefault(key, value)
 
     from_dicom = dicom_study_fields(dicom)
+    typed_name = details.patient_name.strip()
+    if "^" in typed_name:  # a DICOM / HL7 name typed or sent as it is: filed as a name from DICOM is
+        typed_name = person_name_display(typed_name)
     resolved = StudyDetails(
         mrn=details.mrn.strip() or from_dicom.mrn,
-        patient_name=details.patient_name.strip() or from_dicom.patient_name,
+        patient_name=typed_name or from_dicom.patient_name,
         date_of_birth=details.date_of_birth or from_dicom.date_of_birth,
         sex=details.sex or from_dicom.sex,
         accession_number=details.accession_number.strip() or from_dicom.accession_number,

@@ -160,6 +160,14 @@ def test_a_returning_patient_is_the_same_whatever_the_order_of_the_names(clinici
     assert caught.value.code == "patient_mismatch"
 
 
+def test_a_name_sent_in_dicom_form_is_filed_as_people_write_it(clinician: Any) -> None:
+    caret = StudyDetails(
+        mrn="MRN-7", patient_name=" Lovelace^Ada ", accession_number="ACC-7", body_region="hand"
+    )
+    result = _upload(clinician, [UploadedImage("a.png", _png(10))], caret)
+    assert result.study is not None and result.study.patient.name == "Ada Lovelace"
+
+
 def test_blank_fields_are_filled_from_dicom(clinician: Any) -> None:
     result = _upload(
         clinician, [UploadedImage("x.dcm", fixture_bytes("dicom/monochrome2_8bit.dcm"))], StudyDetails()
