@@ -293,12 +293,21 @@ def detector_dataset(
 
 
 def detector_losses(
-    logits: Any, labels: Any, weights: Any, cell_logits: Any, cell_targets: Any, cell_weights: Any
+    logits: Any,
+    labels: Any,
+    weights: Any,
+    cell_logits: Any,
+    cell_targets: Any,
+    cell_weights: Any,
+    label_smoothing: float = 0.0,
 ) -> tuple[Any, Any]:
     """(image loss, cell loss). The cell loss balances the classes per batch: the mean over positive cells
-    plus the weighted mean over negative cells, so a few fracture cells are not drowned by hundreds."""
+    plus the weighted mean over negative cells, so a few fracture cells are not drowned by hundreds.
+    ``label_smoothing`` pulls the image labels towards 0.5 (0 and 1 become s/2 and 1 - s/2)."""
     import tensorflow as tf
 
+    if label_smoothing:
+        labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     image_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
     image_loss = tf.reduce_sum(weights * image_bce) / tf.cast(tf.shape(labels)[0], tf.float32)
     cell_bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=cell_targets, logits=cell_logits)
@@ -358,6 +367,10 @@ def fit_detector(
     boxed_negative_weight: float = BOXED_NEGATIVE_WEIGHT,
     consistency_weight: float = 0.0,
     ema_momentum: float = 0.0,
+    dropout: float = 0.2,
+    drop_connect: float = 0.2,
+    bn_momentum: float = 0.9,
+    label_smoothing: float = 0.0,
     seed: int,
     evaluate_epoch: Callable[[Any], dict[str, Any]] | None = None,
     select_best: bool = True,
@@ -376,7 +389,15 @@ def fit_detector(
     from classifier.epochs import BestEpoch, EpochRecord, SaveEachEpoch, warmup_cosine
 
     keras.utils.set_random_seed(seed)
-    core = detector_core(size, backbone=backbone, backbone_weights=backbone_weights, cell_stride=cell_stride)
+    core = detector_core(
+        size,
+        backbone=backbone,
+        backbone_weights=backbone_weights,
+        cell_stride=cell_stride,
+        dropout=dropout,
+        drop_connect_rate=drop_connect,
+        bn_momentum=bn_momentum,
+    )
     # An epoch is one pass over the images, unless the caller fixes its length (a learning curve: less
     # data, the same number of steps).
     steps = steps_per_epoch or max(1, len(train.images.records) // batch_size)
@@ -404,7 +425,9 @@ def fit_detector(
         with tf.GradientTape() as tape:
             cam, cells, _ = core(x, training=True)
             logits = tf.reduce_mean(cam, axis=[1, 2, 3])
-            image_loss, cell_loss = detector_losses(logits, y, w, cells[..., 0], target, weight)
+            image_loss, cell_loss = detector_losses(
+                logits, y, w, cells[..., 0], target, weight, label_smoothing=label_smoothing
+            )
             consistency = view_consistency(logits) if paired else tf.constant(0.0)
             loss = image_loss + cell_loss_weight * cell_loss + consistency_weight * consistency
         variables = core.trainable_variables

@@ -46,6 +46,8 @@ from classifier.recipe import AUGMENT_PRESETS, Recipe, recipe_arguments, recipe_
 from classifier.scoring import write_predictions
 
 log = logging.getLogger("classifier.train")
+# Recipe options of the image-level networks (lite0, seed, tiny) that --arch lite0det's loop has no use for.
+DETECTOR_UNUSED = ("freeze_epochs", "class_balance", "optimizer", "pooling", "patience")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,6 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.cv_train_share = _shares(p, args.cv_train_share)
     if args.cv_train_share and (not args.cv or args.arch != "lite0det"):
         p.error("--cv-train-share is a lite0det cross-validation option: it needs --arch lite0det and --cv")
+    if args.arch == "lite0det":
+        # Options of the older image-level networks that the detector's own loop does not use: given to it,
+        # they would change nothing while the card recorded them.
+        unused = [name for name in DETECTOR_UNUSED if getattr(args, name) != p.get_default(name)]
+        if unused:
+            flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+            p.error(f"{flags}: not used by --arch lite0det (AdamW, mean pooling, every epoch scored)")
     if args.fold_seed is None:  # resolved once, for both cross-validations (train and train_detector)
         args.fold_seed = args.seed
     return args

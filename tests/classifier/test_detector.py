@@ -478,3 +478,54 @@ def test_a_fit_runs_the_steps_per_epoch_it_is_given_however_few_images_it_has() 
     assert not all(
         np.array_equal(a, b) for a, b in zip(one.core.get_weights(), three.core.get_weights(), strict=True)
     )
+
+
+def test_label_smoothing_pulls_the_image_labels_towards_a_half_and_leaves_the_cells_alone() -> None:
+    from classifier.detector import detector_losses
+
+    logits = np.array([2.0, -1.0], np.float32)
+    labels, weights = np.array([1.0, 0.0], np.float32), np.ones(2, np.float32)
+    cells = np.zeros((2, 2, 2), np.float32)
+    targets, cell_weights = np.zeros_like(cells), -np.ones_like(cells)
+
+    def bce(y: np.ndarray) -> float:
+        return float(np.mean(np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits)))))
+
+    plain, plain_cells = detector_losses(logits, labels, weights, cells, targets, cell_weights)
+    smooth, smooth_cells = detector_losses(
+        logits, labels, weights, cells, targets, cell_weights, label_smoothing=0.2
+    )
+    assert float(plain) == pytest.approx(bce(labels), rel=1e-5)
+    assert float(smooth) == pytest.approx(bce(np.array([0.9, 0.1])), rel=1e-5)  # 1 -> 0.9, 0 -> 0.1
+    assert float(smooth_cells) == float(plain_cells)
+
+
+def test_the_recipes_regularisers_reach_the_detector_it_trains() -> None:
+    import keras
+
+    data, _ = _distinct_images(4)
+    train = detector_data(data, image_sources=["kaggle"])
+    fitted = _small_fit(train, dropout=0.45, drop_connect=0.35, bn_momentum=0.8, max_steps=1)
+    dropouts = [
+        layer.rate for layer in fitted.core._flatten_layers() if isinstance(layer, keras.layers.Dropout)
+    ]
+    assert 0.45 in dropouts  # the head's
+    momenta = {
+        layer.momentum
+        for layer in fitted.core._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    assert momenta == {0.8}
+    # Stochastic depth grows with depth up to the recipe's rate: past the default 0.2 only if it arrived.
+    assert 0.2 < max(_drop_connect_rates(fitted.core)) < 0.35
+
+
+def _drop_connect_rates(core: Any) -> list[float]:
+    """The stochastic-depth rates the backbone's blocks were built with (per-sample noise shape)."""
+    import keras
+
+    return [
+        float(layer.rate)
+        for layer in core._flatten_layers()
+        if isinstance(layer, keras.layers.Dropout) and getattr(layer, "noise_shape", None) == (None, 1, 1, 1)
+    ]

@@ -181,3 +181,20 @@ def test_the_report_puts_goals_comparisons_and_experiments_together(trained: Pat
     report = write_report(trained, compare={"itself again": eval_dir}, cv_runs={}, notes=notes).read_text()
     assert "## Goals" in report and "Pointing game" in report and "A tiny model learns nothing" in report
     assert "itself again" in report and (trained / "figures" / "roc.png").exists()
+
+
+def test_options_the_detector_does_not_use_are_refused_for_it_and_taken_by_the_older_networks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from classifier import train
+
+    base = ["--data", "d", "--out", "o"]
+    for unused in (["--optimizer", "adam"], ["--pooling", "lse"], ["--patience", "2"], ["--freeze-epochs", "1"],
+                   ["--class-balance", "global"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            train.parse_args([*base, *unused])  # lite0det, the default network
+        assert "not used by --arch lite0det" in capsys.readouterr().err
+        assert train.parse_args([*base, "--arch", "lite0", *unused])  # the image-level network uses it
+    # Its defaults, said or not, and the options the detector does use, pass.
+    args = train.parse_args([*base, "--optimizer", "adamw", "--dropout", "0.5", "--label-smoothing", "0.1"])
+    assert (args.dropout, args.label_smoothing) == (0.5, 0.1)
