@@ -342,11 +342,12 @@ def _measurement_report_sr(
 
 
 def _person_name(name: str) -> str:
-    """A DICOM PN from a display name ("Jane Doe" -> "Doe^Jane"); a user name without spaces stays whole."""
+    """A DICOM PN from a display name ("Jane Doe" -> "Doe^Jane"); a user name without spaces stays whole,
+    with a trailing caret that says it is one component on purpose ("dr.ada^", as PS3.5 6.2.1.2 asks)."""
     parts = name.strip().split()
     if len(parts) >= 2:
         return f"{parts[-1]}^{' '.join(parts[:-1])}"[:64]
-    return (name.strip() or "Unknown")[:64]
+    return (name.strip() or "Unknown")[:63] + "^"
 
 
 def draw_boxes(gray: np.ndarray, result: ImageResult, model_version: str) -> np.ndarray:

@@ -262,7 +262,9 @@ def test_the_final_call_follows_the_review_and_names_the_first_sr(
     predecessor = report.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == first.sr_sop_instance_uid
     # The reviewer is named as the verifying observer and as the person observer of the content.
-    assert "dr.ada" in str(report.VerifyingObserverSequence[0].VerifyingObserverName)
+    assert (
+        str(report.VerifyingObserverSequence[0].VerifyingObserverName) == "dr.ada^"
+    )  # one component, on purpose
     observer = next(
         item
         for item in report.ContentSequence
