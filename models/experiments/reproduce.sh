@@ -41,6 +41,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s384-fa-quarter 0 --size 384 --cv-train-share fracatlas=0.25  # a quarter of FracAtlas's training clusters, the same steps
     run s448-ep4 0 --size 448 --epochs 4  # FracAtlas at about its own resolution, four epochs to keep the training time
     run s384-no-kaggle 0 --size 384 --cv-train-share kaggle=0  # none of Kaggle's training clusters: what it adds to FracAtlas
+    run s384-regularised 0 --size 384 --dropout 0.5 --drop-connect 0.4  # stronger regularisation: head dropout and stochastic depth
 fi
 
 # The baseline is the shipped recipe's own fold 1 (its out-of-fold logits are kept with lite0-det-v2.1).
@@ -57,6 +58,7 @@ $PY -m classifier.experiments --baseline s384=$RUNS/s384 --run cons384=$RUNS/con
     --run s384-ema=$RUNS/s384-ema --run s384-lr3e-4=$RUNS/s384-lr3e-4 --run s384-fa-half=$RUNS/s384-fa-half \
     --run s384-aug-medium=$RUNS/s384-aug-medium --run s384-fa-quarter=$RUNS/s384-fa-quarter \
     --run s448-ep4=$RUNS/s448-ep4 --run s384-no-kaggle=$RUNS/s384-no-kaggle \
+    --run s384-regularised=$RUNS/s384-regularised \
     --ensemble two-seeds=$RUNS/s384:none+$RUNS/s384-seed7:none \
     --ensemble lite0-lite1=$RUNS/s384:none+$RUNS/s384-lite1:none \
     --notes models/experiments/notes.md --out models/experiments/on-384
