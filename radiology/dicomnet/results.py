@@ -97,7 +97,8 @@ class ImageReview:
 
 
 def parse_boxes(raw: Any) -> tuple[Box, ...]:
-    """Prediction.boxes as stored: [{"x0", "y0", "x1", "y1", "score"}] (lists of five numbers also read)."""
+    """Prediction.boxes as stored: [{"x0", "y0", "x1", "y1", "score"}] (lists of five numbers also read),
+    strongest first (as a prediction stores them; rows written before that are ordered here)."""
     boxes = []
     for item in raw or []:
         if isinstance(item, dict):
@@ -107,7 +108,7 @@ def parse_boxes(raw: Any) -> tuple[Box, ...]:
         numbers = [float(v) for v in values if isinstance(v, int | float)]
         if len(numbers) == 5:
             boxes.append(Box(*numbers))
-    return tuple(boxes)
+    return tuple(sorted(boxes, key=lambda b: -b.score))
 
 
 def _algorithm(version: str) -> Any:
@@ -351,7 +352,8 @@ def _person_name(name: str) -> str:
 
 
 def draw_boxes(gray: np.ndarray, result: ImageResult, model_version: str) -> np.ndarray:
-    """The radiograph as RGB with the model's boxes burned in, numbered from the strongest, and a caption.
+    """The radiograph as RGB with the model's boxes burned in, numbered in their order (strongest first, as
+    parse_boxes gives them), and a caption.
 
     Numbered rather than labelled with their scores, as in the viewer: a box's score is uncalibrated, and
     "0.97" beside the caption's calibrated "p=0.89" would read as a second, contradicting probability."""
@@ -363,7 +365,7 @@ def draw_boxes(gray: np.ndarray, result: ImageResult, model_version: str) -> np.
     thickness = max(2, round(3 * scale))
     font = max(0.5, 0.8 * scale)
     colour = (255, 40, 40)
-    for rank, box in enumerate(sorted(result.boxes, key=lambda b: -b.score), start=1):
+    for rank, box in enumerate(result.boxes, start=1):
         polyline = _clip_box(box, rows, columns)
         if polyline is None:
             continue

@@ -220,7 +220,12 @@ def prediction_store_batch(
                 probability=float(result.probability),
                 label=result.label,
                 band=result.band,
-                boxes=[_box_dict(box, radiograph.width, radiograph.height) for box in result.boxes],
+                # Strongest first, whatever order the model gave: the viewer, the API and the PACS copy
+                # number the boxes in this order.
+                boxes=sorted(
+                    (_box_dict(box, radiograph.width, radiograph.height) for box in result.boxes),
+                    key=lambda b: -b["score"],
+                ),
                 threshold=float(threshold),
                 threshold_sensitive=sensitive,
                 threshold_specific=specific,

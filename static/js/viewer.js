@@ -188,7 +188,7 @@
     const h = this.image ? this.image.height : 1;
     // Boxes: the stored coordinates are the image's own pixels, the same frame as the canvas.
     while (this.svg.firstChild) this.svg.removeChild(this.svg.firstChild);
-    const boxes = prediction ? prediction.boxes.slice().sort(function (a, b) { return b.score - a.score; }) : [];
+    const boxes = prediction ? prediction.boxes : [];  // stored strongest first
     this.svg.setAttribute("viewBox", "0 0 " + w + " " + h);
     this.svg.setAttribute("width", String(w));
     this.svg.setAttribute("height", String(h));
