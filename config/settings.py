@@ -80,6 +80,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.MethodNotAllowedPageMiddleware",
     # Last, as django-axes asks: it must see the result of authentication.
     "axes.middleware.AxesMiddleware",
 ]
