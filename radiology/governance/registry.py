@@ -237,7 +237,9 @@ def promotion_gate(
         reasons.append(
             f"{comparison.cases} reviewed cases read by both versions; the gate needs at least {required}"
         )
-    if paired is None or paired.low != paired.low:  # NaN: one class only, no interval
+    if comparison.cases == 0:
+        reasons.append("no AUC difference can be estimated before a reviewed case has been read by both")
+    elif paired is None or paired.low != paired.low:  # NaN: one class only, no interval
         reasons.append("no AUC difference could be estimated (the reviewed cases hold only one class)")
     elif paired.low <= margin:
         reasons.append(

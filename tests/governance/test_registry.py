@@ -19,6 +19,7 @@ from radiology.governance.registry import (
     model_version_promote,
     model_version_register,
     model_version_rollback,
+    promotion_gate,
 )
 from radiology.models import AuditEvent, Label
 from tests.factories import PredictionFactory, RadiographFactory, ReviewFactory, StudyFactory
@@ -140,6 +141,26 @@ def test_promotion_is_refused_with_too_few_reviewed_cases(versions: Any, admin: 
     assert ModelVersion.objects.get(version="tiny-test").status == "active"
     refusal = AuditEvent.objects.get(action=AuditEvent.Action.MODEL_PROMOTION_REFUSED)
     assert refusal.actor == admin and "50" in refusal.details["reasons"][0]
+
+
+def test_the_gate_before_any_shared_reviewed_case_says_so_not_one_class(versions: Any) -> None:
+    active, shadow = versions
+    decision = promotion_gate(candidate=shadow, active=active)
+
+    assert not decision.allowed
+    assert decision.reasons[-1] == (
+        "no AUC difference can be estimated before a reviewed case has been read by both"
+    )
+    assert not any("one class" in reason for reason in decision.reasons)
+
+
+def test_reviewed_cases_of_one_class_are_named_as_such(versions: Any) -> None:
+    active, shadow = versions
+    _reviewed_cases(1, active_good=True, shadow_good=True)  # one fractured case
+
+    decision = promotion_gate(candidate=shadow, active=active)
+
+    assert "no AUC difference could be estimated (the reviewed cases hold only one class)" in decision.reasons
 
 
 def test_promotion_is_refused_when_not_shown_non_inferior(versions: Any, admin: Any, settings: Any) -> None:
