@@ -43,6 +43,15 @@ def test_it_validates_and_covers_the_api(schema: dict[str, Any]) -> None:
     assert len(_operations(schema)) == 22
 
 
+def test_every_tag_is_described_in_the_order_an_integration_meets_them(schema: dict[str, Any]) -> None:
+    declared = [tag["name"] for tag in schema["tags"]]
+    used = {tag for _, _, op in _operations(schema) for tag in op["tags"]}
+
+    assert used == set(declared)
+    assert declared[:2] == ["batches", "studies"] and declared[-1] == "problems"
+    assert all(tag["description"] for tag in schema["tags"])
+
+
 def test_every_operation_documents_its_problems(schema: dict[str, Any]) -> None:
     for path, method, op in _operations(schema):
         responses = op["responses"]
