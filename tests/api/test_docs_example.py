@@ -82,3 +82,8 @@ def test_the_documented_python_client_submits_and_collects_results(
     assert f"{len(images) - 2} studies created, 2 failed" in out, out
     assert "kaggle_truncated.jpg unreadable_image" in out and "kaggle_fractured.gif unsupported_format" in out
     assert out.count("fracture     p=0.800 (model docs-fake)") == len(images) - 2, out
+    # Each fixture is filed under its own body region (a hip is not a wrist on the clinician's page).
+    regions = dict(Radiograph.objects.values_list("original_filename", "study__body_region"))
+    assert regions["fracatlas_exif6_not_fractured_IMG0000789.jpg"] == "hip"
+    assert regions["fracatlas_fractured_IMG0000480.jpg"] == "leg"
+    assert regions["kaggle_fractured_1.jpg"] == "wrist"
