@@ -28,8 +28,10 @@ def _passwords(output: str) -> dict[str, str]:
 
 def test_the_first_start_creates_the_accounts_with_fresh_passwords_that_sign_in() -> None:
     passwords = _passwords(_run())
-    assert set(passwords) == {"clinician", "admin"}
-    assert passwords["clinician"] != passwords["admin"]
+    assert set(passwords) == {"clinician", "clinician2", "admin"}
+    assert len(set(passwords.values())) == 3
+    assert authenticate(username="clinician2", password=passwords["clinician2"]) is not None
+    assert get_user_model().objects.get(username="clinician2").groups.get().name == "clinician"
     assert len(passwords["clinician"]) >= 16
     assert authenticate(username="clinician", password=passwords["clinician"]) is not None
     assert get_user_model().objects.get(username="admin").is_superuser

@@ -142,7 +142,7 @@ def _sign_in(app: RunApp, username: str, password: str) -> requests.Session:
 def test_make_run_is_safe_and_survives_kill_9_of_its_children(runapp: RunApp) -> None:
     runapp.wait(runapp.up, 240, "the web server")
     passwords = dict(re.findall(r"user: (\S+)\s+password: (\S+)", runapp.output()))
-    assert set(passwords) == {"clinician", "admin"}
+    assert set(passwords) == {"clinician", "clinician2", "admin"}
 
     # Debug is off: an unknown URL gets the plain 404 page, not Django's list of every URL pattern.
     missing = requests.get(f"{runapp.url}/no-such-page/", timeout=30)

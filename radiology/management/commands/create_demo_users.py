@@ -1,4 +1,4 @@
-"""The demo accounts (a clinician and an admin), created once with passwords made for this installation.
+"""The demo accounts (two clinicians and an admin), created once with passwords made for this installation.
 
 Nothing is published: each password is generated on the first start and printed that once, so the person
 who started the application can sign in straight away. An existing account is never changed (a restart
@@ -20,6 +20,8 @@ from radiology.roles import ADMIN_GROUP, CLINICIAN_GROUP, ensure_role_groups
 DEMO_USERS = (
     # username, group, is_staff/superuser
     ("clinician", CLINICIAN_GROUP, False),
+    # A colleague: a final call against a confident model band goes to a second reader, never its own.
+    ("clinician2", CLINICIAN_GROUP, False),
     ("admin", ADMIN_GROUP, True),
 )
 
@@ -31,7 +33,7 @@ def generate_password() -> str:
 
 
 class Command(BaseCommand):
-    help = "Create the demo clinician and admin accounts if they do not exist, and print their new passwords."
+    help = "Create the demo accounts (two clinicians, one admin) if missing, and print their new passwords."
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_role_groups()
