@@ -69,6 +69,16 @@ def study_status(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(data)
 
 
+@clinician_required
+@require_POST
+def study_leave(request: HttpRequest, pk: int) -> HttpResponse:
+    """The reader left the review page (the page's beacon on leaving): their "being read by" marker goes
+    now, not when it would lapse minutes later while colleagues are told the study is taken."""
+    study = _get_study(request, pk)
+    services.study_release_reading(study_id=study.pk, reader=request.user)
+    return HttpResponse(status=204)
+
+
 # --- Actions -----------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ urlpatterns = [
     path("studies/inspect-dicom/", views.dicom_inspect, name="dicom_inspect"),
     path("studies/<int:pk>/", reading_views.study_detail, name="study_detail"),
     path("studies/<int:pk>/status/", reading_views.study_status, name="study_status"),
+    path("studies/<int:pk>/leave/", reading_views.study_leave, name="study_leave"),
     path("studies/<int:pk>/confirm/", reading_views.study_confirm, name="study_confirm"),
     path("studies/<int:pk>/unaided/", reading_views.study_unaided, name="study_unaided"),
     path(

@@ -175,6 +175,7 @@ def study_data(*, user: Any, study: Study) -> dict[str, Any]:
         "confirm_url": reverse("radiology:study_confirm", args=[study.pk]),
         "unaided_url": reverse("radiology:study_unaided", args=[study.pk]),
         "status_url": reverse("radiology:study_status", args=[study.pk]),
+        "leave_url": reverse("radiology:study_leave", args=[study.pk]),
         "rejected": rejected_files(study),
     }
 

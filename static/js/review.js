@@ -539,4 +539,17 @@
 
   select(Number(root.dataset.selected) || study.images[0].id, { keepUrl: true });
   window.setTimeout(poll, processing() ? 300 : POLL_IDLE);
+
+  // Leaving the page (another study, the queue, a closed tab) frees the "being read by" marker at once; a
+  // beacon, because an ordinary request may be cancelled as the page unloads. A page kept in the back/forward
+  // cache marks the study again when it is shown.
+  window.addEventListener("pagehide", function () {
+    const body = new FormData();
+    body.set("csrfmiddlewaretoken", csrf(document));
+    navigator.sendBeacon(study.leave_url, body);
+  });
+  window.addEventListener("pageshow", function (event) {
+    // Back from the cache: the status answer marks the study as being read again (the poll loop goes on).
+    if (event.persisted) fetch(study.status_url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  });
 })();

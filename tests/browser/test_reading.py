@@ -281,6 +281,38 @@ def test_a_second_clinician_adjudicates_a_disagreement(live_server: Any, open_pa
     second.assert_clean()
 
 
+def test_a_reader_leaving_a_study_frees_it_for_colleagues_at_once(live_server: Any, open_page: Any) -> None:
+    first = ClinicianFactory.create(username="browser.reader")
+    ClinicianFactory.create(username="browser.second")
+    study = predicted_study(first, "LEAVE-1", FILES[:1], [0.93])
+    reader = open_page()
+    sign_in(reader, live_server.url, "browser.reader")
+    reader.page.goto(f"{live_server.url}/studies/{study.pk}/")
+    _ready(reader.page)
+    study.refresh_from_db()
+    assert study.reading_by == first
+
+    second = open_page()
+    sign_in(second, live_server.url, "browser.second")
+    second.page.goto(f"{live_server.url}/studies/{study.pk}/")
+    _ready(second.page)
+    assert "browser.reader is reading this study right now." in second.page.inner_text("#colleague")
+
+    # The first reader goes back to the queue: the page's beacon frees the marker (not 5 minutes later).
+    reader.page.goto(f"{live_server.url}/queue/")
+    for _ in range(50):
+        study.refresh_from_db()
+        if study.reading_by is None or study.reading_by.username == "browser.second":
+            break
+        reader.page.wait_for_timeout(100)
+    assert study.reading_by is None or study.reading_by.username == "browser.second"
+    second.page.reload()
+    _ready(second.page)
+    assert second.page.locator("#colleague").is_hidden()
+    reader.assert_clean()
+    second.assert_clean()
+
+
 @pytest.mark.parametrize("width", [768, 1024])
 def test_the_queue_at_narrow_widths_and_in_the_dark_theme(
     live_server: Any, chromium: Any, width: int

@@ -271,6 +271,38 @@ def test_a_colleague_reading_the_study_is_shown(clinician_client: Client, make_s
     assert _data(clinician_client, study)["colleague"] is None  # not a colleague to herself
 
 
+def test_leaving_the_page_frees_the_marker_at_once_and_only_the_readers_own(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    study = make_study(probabilities=[0.9])
+    clinician_client.get(_page(study))  # dr.ada opens it
+    colleague = Client()
+    colleague.force_login(ClinicianFactory.create(username="dr.grace"))
+    leave = reverse("radiology:study_leave", args=[study.pk])
+
+    assert colleague.post(leave).status_code == 204  # dr.grace leaving does not free dr.ada's marker
+    assert _data(colleague, study)["colleague"] == "dr.ada"
+
+    assert clinician_client.post(leave).status_code == 204  # dr.ada's page sends its beacon as she leaves
+    assert "is reading this study right now" not in colleague.get(_page(study)).content.decode()
+    assert clinician_client.get(leave).status_code == 405
+
+
+def test_leaving_needs_the_csrf_token_the_page_sends(clinician: Any, make_study: MakeStudy) -> None:
+    study = make_study(probabilities=[0.9])
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(clinician)
+    page = browser.get(_page(study)).content.decode()
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert found is not None
+    token = found.group(1)
+    leave = reverse("radiology:study_leave", args=[study.pk])
+
+    assert browser.post(leave).status_code == 403
+    assert browser.post(leave, {"csrfmiddlewaretoken": token}).status_code == 204
+    assert _embedded(page)["leave_url"] == leave
+
+
 def test_files_refused_at_upload_stay_listed_on_the_study_page(
     clinician_client: Client, clinician: Any
 ) -> None:

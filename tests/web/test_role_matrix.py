@@ -39,6 +39,7 @@ ROLES: dict[str, str] = {
     "radiology:dicom_inspect": CLINICIAN,
     "radiology:study_detail": CLINICIAN,
     "radiology:study_status": CLINICIAN,
+    "radiology:study_leave": CLINICIAN,
     "radiology:radiograph_image": CLINICIAN,
     "radiology:radiograph_review": CLINICIAN,
     "radiology:radiograph_pixels": CLINICIAN,
@@ -73,6 +74,7 @@ POST_ONLY = {
     "radiology:study_confirm",
     "radiology:study_unaided",
     "radiology:study_read_without_model",
+    "radiology:study_leave",
     "radiology:reader_settings",
     "radiology:site_settings",
     "radiology:adjudication_decide",
@@ -166,6 +168,7 @@ def url_for(route: Route, world: dict[str, Any]) -> str:
             kwargs["pk"] = {
                 "radiology:study_detail": world["study"].pk,
                 "radiology:study_status": world["study"].pk,
+                "radiology:study_leave": world["study"].pk,
                 "radiology:study_confirm": world["study"].pk,
                 "radiology:study_unaided": world["study"].pk,
                 "radiology:study_read_without_model": world["study"].pk,
