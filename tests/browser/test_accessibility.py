@@ -111,6 +111,7 @@ def test_every_page_meets_wcag_21_aa(
     missing.page.emulate_media(color_scheme=theme)
     sign_in(missing, base, "a11y.reader")
     audit(missing, "/no-such-page/")
+    audit(missing, "/reader/settings/")  # a form's target visited: its 405 page
     audit(clinician, f"/studies/{populated['study']}/")
     page.wait_for_selector("#viewer-0[data-ready=yes]")
     page.keyboard.press("b")  # the boxes, with their numbers
