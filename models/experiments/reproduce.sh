@@ -42,6 +42,7 @@ if [[ "${RERUN:-0}" == 1 ]]; then
     run s448-ep4 0 --size 448 --epochs 4  # FracAtlas at about its own resolution, four epochs to keep the training time
     run s384-no-kaggle 0 --size 384 --cv-train-share kaggle=0  # none of Kaggle's training clusters: what it adds to FracAtlas
     run s384-regularised 0 --size 384 --dropout 0.5 --drop-connect 0.4  # stronger regularisation: head dropout and stochastic depth
+    run s384-ls 0 --size 384 --label-smoothing 0.1  # image targets 0.05 / 0.95: against confidently wrong clusters
 fi
 
 # The baseline is the shipped recipe's own fold 1 (its out-of-fold logits are kept with lite0-det-v2.1).
@@ -73,3 +74,6 @@ $PY models/experiments/cell_max_ranking.py --run $RUNS/s384-rerun
 # cost, paired (seconds; learning-curve.json and .png in on-384/).
 $PY models/experiments/learning_curve.py --run full=$RUNS/s384 --run half=$RUNS/s384-fa-half \
     --run quarter=$RUNS/s384-fa-quarter --out models/experiments/on-384
+# The shipped weights at a larger input on val, no training (the table from the kept logits in seconds;
+# TTSIZE=1 scores val again, about 10 minutes).
+$PY models/experiments/test_time_size.py $([[ "${TTSIZE:-0}" == 1 ]] || echo --from-scored)
