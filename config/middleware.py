@@ -36,6 +36,6 @@ class MethodNotAllowedPageMiddleware:
         response = self.get_response(request)
         if response.status_code != 405 or request.path.startswith(API_PREFIX) or response.content:
             return response
-        page = render(request, "405.html", {"allowed": response.headers.get("Allow", "")}, status=405)
+        page = render(request, "405.html", status=405)
         page.headers["Allow"] = response.headers.get("Allow", "")
         return page
