@@ -544,8 +544,10 @@
   // beacon, because an ordinary request may be cancelled as the page unloads. A page kept in the back/forward
   // cache marks the study again when it is shown.
   window.addEventListener("pagehide", function () {
+    const token = document.querySelector('input[name="csrfmiddlewaretoken"]');
+    if (!token || !navigator.sendBeacon) return; // the marker then lapses on its own
     const body = new FormData();
-    body.set("csrfmiddlewaretoken", csrf(document));
+    body.set("csrfmiddlewaretoken", token.value);
     navigator.sendBeacon(study.leave_url, body);
   });
   window.addEventListener("pageshow", function (event) {
