@@ -59,7 +59,7 @@ $PY -m classifier.experiments --baseline s384=$RUNS/s384 --run cons384=$RUNS/con
     --run s384-ema=$RUNS/s384-ema --run s384-lr3e-4=$RUNS/s384-lr3e-4 --run s384-fa-half=$RUNS/s384-fa-half \
     --run s384-aug-medium=$RUNS/s384-aug-medium --run s384-fa-quarter=$RUNS/s384-fa-quarter \
     --run s448-ep4=$RUNS/s448-ep4 --run s384-no-kaggle=$RUNS/s384-no-kaggle \
-    --run s384-regularised=$RUNS/s384-regularised \
+    --run s384-regularised=$RUNS/s384-regularised --run s384-ls=$RUNS/s384-ls \
     --ensemble two-seeds=$RUNS/s384:none+$RUNS/s384-seed7:none \
     --ensemble lite0-lite1=$RUNS/s384:none+$RUNS/s384-lite1:none \
     --notes models/experiments/notes.md --out models/experiments/on-384
