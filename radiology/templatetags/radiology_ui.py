@@ -90,6 +90,13 @@ def age(value: dt.datetime | None) -> str:
 
 
 @register.filter
+def ago(value: dt.datetime | None) -> str:
+    """``age`` as a phrase: "45 min ago", but "just now" (never "just now ago")."""
+    elapsed = age(value)
+    return elapsed if elapsed in ("", "just now") else f"{elapsed} ago"
+
+
+@register.filter
 def years_old(born: dt.date | None) -> str:
     """Age in whole years today ("47 y"); months under two ("18 mo")."""
     if born is None:

@@ -3,8 +3,13 @@ calibrated percentage (never "likely"), a study's breakdown per band and its out
 
 from __future__ import annotations
 
+import datetime as dt
+
+from django.utils import timezone
+
 from radiology.selectors import StudyOutcome, StudyVerdict, Verdict
 from radiology.templatetags.radiology_ui import (
+    ago,
     band_breakdown,
     band_name,
     outcome_text,
@@ -53,3 +58,11 @@ def test_a_studys_breakdown_and_outcome() -> None:
     )
     assert outcome_text(outcome) == "Not fractured: 0 of 4 images fractured (1 not reviewed yet) · 1 override"
     assert outcome_text(None) == ""
+
+
+def test_how_long_ago_reads_as_a_phrase() -> None:
+    now = timezone.now()
+    assert ago(now - dt.timedelta(seconds=20)) == "just now"  # not "just now ago"
+    assert ago(now - dt.timedelta(minutes=45)) == "45 min ago"
+    assert ago(now - dt.timedelta(hours=3)) == "3 h ago"
+    assert ago(None) == ""

@@ -250,6 +250,7 @@ def test_a_second_clinician_adjudicates_and_the_first_cannot(
     colleague.force_login(ClinicianFactory.create(username="dr.grace"))
     queue = colleague.get(reverse("radiology:adjudications")).content.decode()
     assert f'action="{reverse("radiology:adjudication_decide", args=[adjudication.pk])}"' in queue
+    assert "just now" in queue and "just now ago" not in queue
     response = colleague.post(
         reverse("radiology:adjudication_decide", args=[adjudication.pk]),
         {"label": "fractured", "notes": "Buckle."},
