@@ -9,6 +9,7 @@ Just over 400 lines: one ModelAdmin per record, in one registry that reads as th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -351,7 +352,11 @@ class AuditEventAdmin(RoleModelAdmin):
 
     @admin.display(description="details")
     def summary(self, event: AuditEvent) -> str:
-        text = ", ".join(f"{key}={value}" for key, value in sorted(event.details.items()))
+        # Values as the stored JSON reads them (null, true, {"from": …}), not Python's None and quotes.
+        text = ", ".join(
+            f"{key}={value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
+            for key, value in sorted(event.details.items())
+        )
         return text if len(text) <= 120 else text[:119] + "…"
 
 

@@ -6,9 +6,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.contrib.admin.sites import site
 from django.test import Client
 from django.urls import reverse
 
+from radiology.admin import AuditEventAdmin
 from radiology.models import AuditEvent
 from tests.web.conftest import MakeStudy
 
@@ -64,3 +66,12 @@ def test_editing_a_study_is_audited_and_saving_unchanged_is_not(
     assert admin_client_.post(url, {**form, "body_region": "ankle"}).status_code == 302
     [event] = _edits()
     assert event.details["changes"] == {"body_region": {"from": study.body_region, "to": "ankle"}}
+
+
+def test_the_audit_lists_details_as_their_json_reads() -> None:
+    event = AuditEvent(
+        details={"before": None, "blinded": True, "changes": {"name": {"to": "Zoë"}}, "why": "x"}
+    )
+    summary = AuditEventAdmin(AuditEvent, site).summary(event)
+
+    assert summary == 'before=null, blinded=true, changes={"name": {"to": "Zoë"}}, why=x'
