@@ -34,6 +34,7 @@ from radiology.models import (
     Study,
 )
 from radiology.roles import is_admin
+from radiology.wording import counted
 
 
 class RoleAccess:
@@ -253,7 +254,7 @@ class RadiographAdmin(RoleModelAdmin):
         skipped = queryset.count() - sent
         self.message_user(
             request,
-            f"{sent} radiograph(s) sent again; {skipped} were not failed and were left alone.",
+            f"{counted(sent, 'radiograph')} sent again; {counted(skipped, 'other')} not failed, left alone.",
             messages.SUCCESS if sent else messages.WARNING,
         )
 

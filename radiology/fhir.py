@@ -17,6 +17,7 @@ from radiology import selectors, services
 from radiology.dicomnet.models import DicomInstance
 from radiology.fhir_validation import FhirValidationError, validate_bundle
 from radiology.models import Label, Radiograph, Review, Study
+from radiology.wording import counted
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
@@ -352,7 +353,7 @@ def _conclusion(
         return "No radiograph of this study has been classified yet."
     if reviews and study.state == Study.State.REVIEWED:
         fractured = sum(1 for r in reviews.values() if r.final_label == Label.FRACTURED)
-        return f"Reviewed by a clinician: fracture on {fractured} of {len(reviews)} radiograph(s)."
+        return f"Reviewed by a clinician: fracture on {fractured} of {counted(len(reviews), 'radiograph')}."
     top = max(current.values(), key=lambda p: p.probability)
     return (
         f"Awaiting a clinician's review. Highest model probability {top.probability:.2f} "

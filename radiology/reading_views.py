@@ -23,6 +23,7 @@ from radiology.models import Adjudication, Label, Radiograph, Review, Study
 from radiology.pixels import PixelsUnavailable, header_json, radiograph_full_depth
 from radiology.presenters import review
 from radiology.selectors import reading
+from radiology.wording import counted
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -154,7 +155,9 @@ def study_confirm(request: HttpRequest, pk: int) -> HttpResponseBase:
         )
     except services.ServiceError as error:
         return _refused(request, error, page)
-    return _done(request, study, f"Study {study.accession_number}: {len(reviews)} image(s) confirmed.")
+    return _done(
+        request, study, f"Study {study.accession_number}: {counted(len(reviews), 'image')} confirmed."
+    )
 
 
 @clinician_required

@@ -33,6 +33,7 @@ from radiology.selectors.reading import (
     readers_with_own_blinded_choice,
     study_reading_marker,
 )
+from radiology.wording import counted
 
 
 def _get_radiograph_for_user(request: HttpRequest, pk: int) -> Radiograph:
@@ -69,7 +70,8 @@ def study_upload(request: HttpRequest) -> HttpResponse:
                 accepted = len(result.accepted)
                 messages.success(
                     request,
-                    f"Study {result.study.accession_number}: {accepted} radiograph(s) accepted and queued.",
+                    f"Study {result.study.accession_number}: "
+                    f"{counted(accepted, 'radiograph')} accepted and queued.",
                 )
                 for refusal in rejected:
                     messages.error(request, f"{refusal.filename} was not accepted: {refusal.message}")
@@ -216,8 +218,8 @@ class QueueRow:
 
     @property
     def unclassified_note(self) -> str:
-        """What the status cell adds of the images without a verdict: "1 image(s) failed · 1 not analysed"."""
-        parts = [f"{self.study.failed_count} image(s) failed"] if self.study.failed_count else []
+        """What the status cell adds of the images without a verdict: "1 image failed · 1 not analysed"."""
+        parts = [f"{counted(self.study.failed_count, 'image')} failed"] if self.study.failed_count else []
         if self.not_analysed_count:
             parts.append(f"{self.not_analysed_count} not analysed")
         return " · ".join(parts)

@@ -185,11 +185,10 @@
     if (image.unaided) recap.textContent = "Your unaided call: " + (image.unaided === "fractured" ? "Fractured" : "Not fractured") + ".";
     const awaiting = study.images.filter(function (i) { return i.awaiting && !i.hidden; });
     confirmButton.disabled = awaiting.length === 0;
-    confirmButton.firstChild.textContent = awaiting.length
-      ? "Confirm study (" + awaiting.length + " image" + (awaiting.length > 1 ? "s" : "") + ") "
-      : "Study reviewed ";
+    const images = awaiting.length + " image" + (awaiting.length === 1 ? "" : "s");
+    confirmButton.firstChild.textContent = awaiting.length ? "Confirm study (" + images + ") " : "Study reviewed ";
     const fractured = awaiting.filter(function (i) { return i.prediction.label === "fractured"; }).length;
-    $("confirm-what").textContent = awaiting.length + " image(s) as the model read them: " + fractured +
+    $("confirm-what").textContent = images + " as the model read them: " + fractured +
       " Fractured, " + (awaiting.length - fractured) + " Not fractured";
     $("review-note").textContent = image.reviews.length ? "(image reviewed: a new review replaces it)" : "";
     const reviewable = !!image.prediction && !locked;

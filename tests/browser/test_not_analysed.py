@@ -39,7 +39,7 @@ def test_a_declined_study_is_read_without_the_model_and_leaves_the_worklist(
     page.select_option("#id_body_region", "hand")
     page.click("form#upload-form button[type=submit]")
     page.wait_for_url(re.compile(r".*/studies/\d+/$"))
-    assert "1 radiograph(s) accepted and queued" in page.inner_text(".messages")
+    assert "1 radiograph accepted and queued" in page.inner_text(".messages")
     study = Study.objects.get(accession_number="BR-DECL-ACC")
     deadline = time.monotonic() + DECLINE_TIMEOUT_S
     while Study.objects.get(pk=study.pk).state == Study.State.PROCESSING and time.monotonic() < deadline:

@@ -35,7 +35,7 @@ def _upload(watched: Watched, base: str) -> Study:
     page.select_option("#id_body_region", "wrist")
     page.click("form#upload-form button[type=submit]")
     page.wait_for_url("**/studies/*/")
-    assert "2 radiograph(s) accepted and queued" in page.inner_text(".messages")
+    assert "2 radiographs accepted and queued" in page.inner_text(".messages")
     return Study.objects.get(accession_number="BR-ACC-1")
 
 

@@ -24,7 +24,7 @@ from fhirclient.models.resource import Resource
 from radiology.fhir import study_fhir_bundle
 from radiology.fhir_validation import FHIR_VERSION, FhirValidationError, validate_bundle
 from radiology.models import Review, Study
-from radiology.services import study_read_without_model
+from radiology.services import study_read_without_model, study_refresh_triage
 from tests.api.conftest import token_client
 from tests.dicomnet.test_delivery import predicted_study
 from tests.factories import RadiographFactory, StudyFactory, decline
@@ -144,6 +144,14 @@ def test_the_reviewed_bundle_is_final_and_strict_r4(file_due: Any, clinician: An
     ]
     assert len(finals) == 2
     assert {f.performer[0].display for f in finals} == {clinician.get_username()}
+    study_refresh_triage(study_id=study.pk)  # the reviews were written directly: the study is now reviewed
+    study.refresh_from_db()
+    report = next(
+        e.resource
+        for e in _read_back(study_fhir_bundle(study=study)).entry
+        if isinstance(e.resource, DiagnosticReport)
+    )
+    assert report.conclusion == "Reviewed by a clinician: fracture on 0 of 2 radiographs."
 
 
 def test_a_study_the_model_declined_is_a_cancelled_report_that_says_why(clinician: Any) -> None:

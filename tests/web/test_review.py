@@ -148,7 +148,7 @@ def test_confirming_the_study_records_every_waiting_image_and_moves_on(
     assert response.status_code == 200
     answer = response.json()
     assert answer["next"] == _page(following)
-    assert "2 image(s) confirmed" in answer["message"]
+    assert "2 images confirmed" in answer["message"]
     reviews = {
         r.radiograph.position: (r.decision, r.final_label)
         for r in Review.objects.select_related("radiograph")
