@@ -55,9 +55,7 @@ def score(rows: list[dict[str, str]], sizes: list[int]) -> dict[str, np.ndarray]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[384, 448, 512])
-    p.add_argument(
-        "--scored", type=Path, default=Path("models/experiments/runs/test-time-size/val-logits.csv")
-    )
+    p.add_argument("--scored", type=Path, default=SCORED)
     p.add_argument("--from-scored", action="store_true", help="read the logits --scored holds; no inference")
     args = p.parse_args(argv)
     rows = [row for row in read_predictions(MODEL / "predictions-val.csv") if row["source"] in SOURCES]

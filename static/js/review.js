@@ -324,8 +324,12 @@
   function processing() {
     return study.images.some(function (image) { return image.status === "queued" || image.status === "running"; });
   }
+  // The study's data; the server also marks the study as being read by this reader.
+  function fetchStatus() {
+    return fetch(study.status_url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  }
   function poll() {
-    fetch(study.status_url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+    fetchStatus()
       .then(function (response) {
         if (!response.ok) throw new Error(String(response.status));
         return response.json();
@@ -551,6 +555,6 @@
   });
   window.addEventListener("pageshow", function (event) {
     // Back from the cache: the status answer marks the study as being read again (the poll loop goes on).
-    if (event.persisted) fetch(study.status_url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (event.persisted) fetchStatus();
   });
 })();
