@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rotation", type=float, default=None, help="the preset's rotation, in degrees")
     p.add_argument("--zoom", type=float, default=None, help="the preset's zoom")
     p.add_argument("--last-epoch", action="store_true", help="keep the last epoch, not the best on val")
+    p.add_argument(
+        "--train-on-val",
+        action="store_true",
+        help="lite0det: a final fit on train + val, with no val to score (the last epoch is kept); its "
+        "release fits nothing on val (classifier.release --trained-on-val)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--fold-seed",
@@ -110,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unused:
             flags = ", ".join("--" + name.replace("_", "-") for name in unused)
             p.error(f"{flags}: not used by --arch lite0det (AdamW, mean pooling, every epoch scored)")
+    if args.train_on_val and (args.arch != "lite0det" or args.cv):
+        p.error("--train-on-val is a final fit of --arch lite0det: not with --cv, nor another --arch")
     if args.fold_seed is None:  # resolved once, for both cross-validations (train and train_detector)
         args.fold_seed = args.seed
     return args

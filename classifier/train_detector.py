@@ -246,8 +246,11 @@ def run_detector(
     if args.cv:
         return run_detector_cv(args, recipe, records, spec, backbone)
 
-    train_records = select(records, splits=["train"])
-    val_records = select(records, splits=["val"])
+    # A final fit (--train-on-val) trains on val as well: nothing is left to score between epochs, so the
+    # last epoch is kept, as every cross-validation fold keeps it.
+    final_fit = bool(getattr(args, "train_on_val", False))
+    train_records = select(records, splits=["train", "val"] if final_fit else ["train"])
+    val_records = [] if final_fit else select(records, splits=["val"])
     classified = image_sources(records)
     log.info(
         "training on %d images (image loss: %s), validating on %d",
@@ -256,13 +259,14 @@ def run_detector(
         len(val_records),
     )
     train = load_images(train_records, spec, cache_dir=args.cache_dir)
-    val = load_images(val_records, spec, cache_dir=args.cache_dir)
-    val_classified = _in(val, classified)
+    val = load_images(val_records, spec, cache_dir=args.cache_dir) if val_records else None
 
     def evaluate_epoch(core: Any) -> dict[str, Any]:
+        assert val is not None
         logits, cells = predict_detector(core, val.images)
+        classified_val = _in(val, classified)
         row: dict[str, Any] = source_metrics(
-            [r for r, k in zip(val.records, val_classified, strict=True) if k], logits[val_classified]
+            [r for r, k in zip(val.records, classified_val, strict=True) if k], logits[classified_val]
         )
         row.update(localisation_score(val, cells))
         return row
@@ -278,7 +282,7 @@ def run_detector(
         classified,
         backbone,
         seed=args.seed,
-        evaluate_epoch=evaluate_epoch,
+        evaluate_epoch=evaluate_epoch if val is not None else None,
         select_best=not args.last_epoch,
         max_steps=args.max_steps,
         on_epoch=checkpoint,
@@ -308,17 +312,19 @@ def run_detector(
             "image_loss_sources": classified,
         },
         training_data={
-            "fingerprint": fingerprint(list(train.records) + list(val.records)),
+            "fingerprint": fingerprint(list(train.records) + list(val_records)),
             "train_fingerprint": fingerprint(train.records),
-            "val_fingerprint": fingerprint(val.records),
-            "counts": describe(list(train.records) + list(val.records)),
+            "val_fingerprint": fingerprint(val_records),
+            "counts": describe(list(train.records) + list(val_records)),
+            "splits_trained_on": ["train", "val"] if final_fit else ["train"],
         },
         status="trained; calibration and operating points not fitted yet (run classifier.evaluate)",
     )
     write_card(card, args.out / CARD_FILE)
-    logits, cells = predict_detector(result.core, val.images, tta=recipe.tta)
-    write_predictions(args.out / "val_predictions.csv", val.records, {f"logit_{recipe.tta}": logits})
-    np.savez_compressed(args.out / "val_cells.npz", cells=cells.astype(np.float16))
+    if val is not None:
+        logits, cells = predict_detector(result.core, val.images, tta=recipe.tta)
+        write_predictions(args.out / "val_predictions.csv", val.records, {f"logit_{recipe.tta}": logits})
+        np.savez_compressed(args.out / "val_cells.npz", cells=cells.astype(np.float16))
     (args.out / "history.json").write_text(json.dumps(result.history, indent=2))
     plot_curves(result.history, args.out / "curves.png", f"{version}: lite0det {recipe.size}px")
     log.info("best epoch %d; trained in %.0f s; wrote %s", result.best_epoch, result.seconds, args.out)
