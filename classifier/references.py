@@ -25,7 +25,9 @@ OOD_COMPONENTS = 64
 COLOUR_MIN_THRESHOLD = 0.10
 
 
-def ood_reference(train: Scored, val: Scored, *, components: int = OOD_COMPONENTS) -> dict[str, Any]:
+def ood_reference(
+    train: Scored, val: Scored, *, components: int = OOD_COMPONENTS, threshold_on: str = "val"
+) -> dict[str, Any]:
     """Mahalanobis distance of an embedding in the top principal components of the training embeddings.
 
     The per-dimension standardised distance (the first release's) let a photo and a chest CT slice through:
@@ -45,7 +47,8 @@ def ood_reference(train: Scored, val: Scored, *, components: int = OOD_COMPONENT
     }
     fitted_on = (
         f"centre and {k} principal components: {len(train.records)} training images; threshold: the "
-        f"{OOD_QUANTILE:.0%} quantile (the next higher distance) of {len(val.records)} val images' distances"
+        f"{OOD_QUANTILE:.0%} quantile (the next higher distance) of {len(val.records)} {threshold_on} "
+        "images' distances"
     )
     return ood | ood_threshold(ood_distances(val.embeddings, ood), val.sources) | {"fitted_on": fitted_on}
 

@@ -19,6 +19,11 @@
    boxes source.
 4. Writes ``card.json``, ``metrics.json``, ``predictions-*.csv``, ``figures/`` and ``report.md``.
 
+A run trained on train + val (``classifier.train --train-on-val``, a final fit) has no val left to fit on, so
+its release fits nothing there: calibration, operating points and TTA on ``--oof`` (required), the box rule
+carried over from ``--boxes-from`` (a release of the same recipe that chose it on val), the OOD reference on
+the training images (in-sample, said so on the card) and the drift reference on the out-of-fold scores.
+
 This module is the command line and the order of those steps; what each step fits or measures lives by
 topic: ``classifier.bands`` (calibration, operating points, what the bands mean), ``classifier.localisation``
 (box rule, FROC, pointing game), ``classifier.references`` (OOD, colour and drift references),
@@ -48,7 +53,7 @@ from classifier.card import (
     read_card,
     write_card,
 )
-from classifier.cells import CELL_STRIDE
+from classifier.cells import CELL_STRIDE, BoxRule
 from classifier.data import DEFAULT_CACHE, Record, load_images, load_sources, select
 from classifier.detector import detector_core, detector_serving_model
 from classifier.figures import plot_box_examples, plot_froc, plot_reliability, plot_roc
@@ -372,6 +377,13 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         unpack_released(args.from_model, args.run)
     run_card = read_card(args.run / CARD_FILE)
     classified = sorted(run_card["training"]["image_loss_sources"])
+    final_fit = trained_on_val(run_card)
+    if final_fit and (args.oof is None or args.boxes_from is None):
+        raise SystemExit(
+            f"{args.run} was trained on train + val: nothing can be fitted on val, so its release needs "
+            "--oof (calibration, operating points, TTA) and --boxes-from (a box rule chosen on val by a "
+            "release of the same recipe)"
+        )
     default_tta = args.tta or run_card["architecture"]["tta"]
     modes = args.tta_candidates or [default_tta]
     out_of_fold, cv_summary = read_out_of_fold(args.oof, records, modes) if args.oof else (None, None)
@@ -409,9 +421,15 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     fitted_cls = np.flatnonzero(np.isin(fitted.sources, classified))
     unweighted = fit_platt(fitted.logits[fitted_cls], fitted.labels[fitted_cls])
 
-    # 2. References: val only (the box rule too, in box_outputs below).
-    ood = ood_reference(train, val) | {"colour": colour_reference(val.records, test.records)}
-    reference = drift_reference([val.records[i] for i in val_cls], val_probs[val_cls])
+    # 2. References: val only (the box rule too, in box_outputs below). A final fit trained on val: its OOD
+    #    threshold is in-sample (said so on the card) and its score reference the out-of-fold scores.
+    ood = ood_reference(train, val, threshold_on=ood_threshold_label(run_card)) | {
+        "colour": colour_reference(val.records, test.records)  # the images' colour: no model involved
+    }
+    if final_fit:
+        reference = drift_reference([fitted.records[i] for i in fitted_cls], fitted_probs[fitted_cls])
+    else:
+        reference = drift_reference([val.records[i] for i in val_cls], val_probs[val_cls])
 
     # 3. Test.
     test_probs = calibrate(test.logits, calibration)
@@ -432,8 +450,10 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
             curves[f"{source} clusters"] = (cl, cp)
     plot_roc(curves, figures / "roc.png", "ROC on test")
     plot_reliability(curves, figures / "reliability.png", "Reliability on test")
-    boxes, heatmap, localisation = box_outputs(val, test, figures)
-    write_band_predictions(args.out / "predictions-val.csv", val, val_probs, points)
+    carried = read_card(args.boxes_from / CARD_FILE) if args.boxes_from else None
+    boxes, heatmap, localisation = box_outputs(val, test, figures, carried_from=carried)
+    if not final_fit:  # a final fit's val predictions are in-sample: no file to mistake for held-out ones
+        write_band_predictions(args.out / "predictions-val.csv", val, val_probs, points)
     write_band_predictions(args.out / "predictions-test.csv", test, test_probs, points)
 
     points["bands"] = {
@@ -476,8 +496,11 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
         calibration_check={
             "unweighted_platt": {"a": unweighted["a"], "b": unweighted["b"]},
             # The released weights on val under this calibration: for out-of-fold fitting, a check that
-            # what the fold models taught carries over to the model trained on all of train.
-            "val_ece_per_source": {
+            # what the fold models taught carries over to the model trained on all of train (none for a
+            # final fit, which trained on val).
+            "val_ece_per_source": None
+            if final_fit
+            else {
                 s: expected_calibration_error(val.labels[val.where(s)], val_probs[val.where(s)])
                 for s in classified
             },
@@ -486,8 +509,14 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
                 for s in classified
             },
         },
-        status=f"released: calibration and operating points fitted on {points['fitted_on']}; box "
-        "threshold and references on val; metrics on test",
+        status=f"released: calibration and operating points fitted on {points['fitted_on']}; "
+        + (
+            f"trained on train + val: box rule carried over from {carried['version']}, OOD reference on the "
+            "training images, score reference on the out-of-fold scores"
+            if final_fit and carried
+            else "box threshold and references on val"
+        )
+        + "; metrics on test",
     )
     if cv_summary is not None and out_of_fold is not None:
         card["cross_validation"] = cross_validation_summary(cv_summary, out_of_fold, classified)
@@ -498,13 +527,26 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
     return card
 
 
+def trained_on_val(card: dict[str, Any]) -> bool:
+    """Whether a training run's card says it trained on val too (``classifier.train --train-on-val``)."""
+    return "val" in (card.get("training_data") or {}).get("splits_trained_on", ["train"])
+
+
+def ood_threshold_label(card: dict[str, Any]) -> str:
+    """Which images the OOD threshold's quantile is taken on, as the card says it."""
+    return "val (trained on: in-sample)" if trained_on_val(card) else "val"
+
+
 def box_outputs(
-    val: Scored, test: Scored, figures: Path
+    val: Scored, test: Scored, figures: Path, *, carried_from: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The box rule chosen on val, its localisation figures on test and their plots: the card's ``boxes``
-    and ``heatmap`` and its test ``localisation``."""
+    """The box rule chosen on val (or carried over from the card ``carried_from``), its localisation figures
+    on test and their plots: the card's ``boxes`` and ``heatmap`` and its test ``localisation``."""
     sources = [s for s in ("fracatlas", "boxes") if any(r.boxes for r in test.records if r.source == s)]
-    rule, choice = choose_box_rule(val, sources)
+    if carried_from is not None:
+        rule, choice = BoxRule.from_card(carried_from), carried_from["boxes"].get("val_froc")
+    else:
+        rule, choice = choose_box_rule(val, sources)
     localisation = {s: localisation_report(test, test.where(s), rule) for s in sources}
     plot_froc({s: localisation[s]["froc"]["curve"] for s in localisation}, figures / "froc.png")
     for source in sources:
@@ -536,9 +578,11 @@ def box_outputs(
         "threshold": rule.threshold,
         "peak_drop": rule.peak_drop,
         "max_boxes": rule.max_boxes,
-        "fitted_on": "val (FracAtlas, the source with normal radiographs)",
+        "fitted_on": "val (FracAtlas, the source with normal radiographs)"
+        + (f" by {carried_from['version']}, carried over" if carried_from is not None else ""),
         "rule": f"{rule.describe()}; of the groupings and thresholds, the one finding the most fractures at "
-        f"<= {FP_PER_IMAGE_TARGET} false-positive boxes per image on FracAtlas val",
+        f"<= {FP_PER_IMAGE_TARGET} false-positive boxes per image on FracAtlas val"
+        + (f" (chosen for {carried_from['version']}, same recipe)" if carried_from is not None else ""),
         "cell_stride": test.data.spec.size // test.cells.shape[1],
         "val_froc": choice,
         "validated": validated,
@@ -557,6 +601,8 @@ def refit_boxes(args: argparse.Namespace) -> dict[str, Any]:
     localisation, the box plots and the report); the weights, calibration, bands and TTA are unchanged."""
     predictor = Predictor.load(args.out)
     card = dict(predictor.card)
+    if trained_on_val(card):
+        raise SystemExit(f"{args.out} was trained on val: a box rule chosen there would be chosen in-sample")
     records = load_sources(args.data)
     val = score_split(predictor, records, "val", args.cache_dir)
     test = score_split(predictor, records, "test", args.cache_dir)
@@ -602,7 +648,7 @@ def refit_ood(args: argparse.Namespace) -> dict[str, Any]:
     val = score_split(predictor, records, "val", args.cache_dir)
     test = score_split(predictor, records, "test", args.cache_dir)
     train = score_split(predictor, records, "train", args.cache_dir, every=args.train_every)
-    ood = ood_reference(train, val)
+    ood = ood_reference(train, val, threshold_on=ood_threshold_label(card))
     card["ood"] = ood | {
         "test_flag_rate": float(np.mean(ood_distances(test.embeddings, ood) > ood["threshold"])),
         "colour": colour_reference(val.records, test.records),
@@ -638,6 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         "--oof", type=Path, default=None,
         help="a classifier.train --arch lite0det --cv output: fit calibration, operating points and the TTA "
         "on its out-of-fold logits instead of val",
+    )  # fmt: skip
+    p.add_argument(
+        "--boxes-from", type=Path, default=None,
+        help="a released model of the same recipe whose box rule (chosen on val) a final fit carries over",
     )  # fmt: skip
     p.add_argument(
         "--from-model", type=Path, default=None,

@@ -201,6 +201,31 @@ def served_at(card: dict[str, Any]) -> str:
     )
 
 
+def trained_splits(card: dict[str, Any]) -> str:
+    """Which splits the weights learnt from, as the report's data paragraph says it."""
+    splits = (card.get("training_data") or {}).get("splits_trained_on", ["train"])
+    named = " + ".join(f"`{s}`" for s in splits)
+    return named + (" (a final fit: no val held out)" if "val" in splits else "")
+
+
+def released_on_val(ece: dict[str, float] | None) -> str:
+    """The released weights' val ECE under the calibration, or why there is none (a final fit)."""
+    if ece is None:
+        return "; the released weights trained on val, so there is no held-out val check of it"
+    return "; the released weights on val under it: " + ", ".join(f"{s} {fmt(v)}" for s, v in ece.items())
+
+
+def box_fitted_on(card: dict[str, Any]) -> str:
+    fitted_on = str((card.get("boxes") or {}).get("fitted_on", "val"))
+    carried = fitted_on.partition(" by ")[2]
+    return f"val by {carried}" if carried else "val"
+
+
+def ood_threshold_on(ood: dict[str, Any]) -> str:
+    in_sample = "in-sample" in str(ood.get("fitted_on"))
+    return "val, in-sample (the weights trained on val)" if in_sample else "val"
+
+
 def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, Any]], notes: str) -> Path:
     test = card["metrics"]["test"]
     points = card["operating_points"]
@@ -223,16 +248,14 @@ def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, An
         "## How these figures were obtained",
         "",
         "- **Data**: the three sources in `../shared/datasets/`, split as their manifests say. Training used "
-        "every source's `train`; the image head learnt from the two sources with both classes (Kaggle, "
-        "FracAtlas), the cell head from every image with boxes (FracAtlas train, the boxes source's train) "
-        "and "
-        "every normal radiograph. Nothing of `test` was used before this report.",
+        f"every source's {trained_splits(card)}; the image head learnt from the two sources with both "
+        "classes (Kaggle, FracAtlas), the cell head from every image with boxes (FracAtlas, the boxes "
+        "source) and every normal radiograph. Nothing of `test` was used before this report.",
         f"- **Calibration** (Platt, weights 1 / cluster size, on the {fitted_on} of Kaggle + FracAtlas): "
         f"a = {card['calibration']['a']:.3f}, b = {card['calibration']['b']:.3f} (unweighted it would be a = "
         f"{card['calibration_check']['unweighted_platt']['a']:.3f}). ECE where it was fitted: "
         + ", ".join(f"{s} {fmt(v)}" for s, v in fitted_ece.items())
-        + "; the released weights on val under it: "
-        + ", ".join(f"{s} {fmt(v)}" for s, v in card["calibration_check"]["val_ece_per_source"].items())
+        + released_on_val(card["calibration_check"]["val_ece_per_source"])
         + ".",
         f"- **Operating points** on the clusters of the {fitted_on}: sensitive = {points['sensitive']:.3f} "
         f"(sensitivity ≥ 0.95 on every source), specific = {points['specific']:.3f} (specificity ≥ 0.95 "
@@ -245,7 +268,8 @@ def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, An
         )
         + ".",
         f"- **Boxes**: {BoxRule.from_card(card).describe()} (the threshold and the grouping chosen on "
-        "FracAtlas val: the most fractures found at no more than 0.5 false-positive boxes per image). A box "
+        f"FracAtlas {box_fitted_on(card)}: the most fractures found at no more than 0.5 false-positive boxes "
+        "per image). A box "
         "*finds* a fracture when it overlaps it by IoU ≥ 0.1 or its centre lies inside it; the pointing game "
         "asks whether the best cell's centre lies inside a true box.",
         "- **Intervals**: 95 % percentile intervals from bootstrap resamples of whole clusters (stratified "
@@ -254,8 +278,8 @@ def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, An
         f"- **Out-of-distribution check**: Mahalanobis distance of the pooled backbone features in the top "
         f"{len(card['ood'].get('variances', []))} principal components of the training images', threshold "
         f"{card['ood']['threshold']:.3f} = the 99th percentile "
-        f"on val; it flags {card['ood']['test_flag_rate']:.1%} of the test radiographs."
-        + colour_sentence(card["ood"].get("colour")),
+        f"on {ood_threshold_on(card['ood'])}; it flags {card['ood']['test_flag_rate']:.1%} of the test "
+        "radiographs." + colour_sentence(card["ood"].get("colour")),
         "",
         "## Per source",
         "",

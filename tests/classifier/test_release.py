@@ -509,3 +509,60 @@ def test_a_learning_curve_point_trains_on_a_share_and_holds_out_the_same_images(
     assert train.parse_args(
         ["--data", "d", "--out", "o", "--cv", "3", "--cv-train-share", "kaggle=0"]
     ).cv_train_share == {"kaggle": 0.0}
+
+
+def test_a_final_fit_on_train_and_val_is_released_with_nothing_fitted_on_val(
+    released: Released, cross_validated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from classifier import release, train
+    from classifier.card import read_card
+    from classifier.cells import BoxRule
+    from classifier.predict import Predictor
+
+    monkeypatch.setattr(release, "THROUGHPUT_SECONDS", 0.2)
+    run, out = tmp_path / "final", tmp_path / "model"
+    assert train.main([*released["data_args"], "--arch", "lite0det", "--size", "64", "--epochs", "2",
+                       "--max-steps", "1", "--batch-size", "4", "--from-scratch", "--balance-sources",
+                       "--train-on-val", "--out", str(run), "--cache-dir", str(released["cache"]),
+                       "--verbose", "0"]) == 0  # fmt: skip
+    run_card = read_card(run / "card.json")
+    assert run_card["training_data"]["splits_trained_on"] == ["train", "val"]
+    first = read_card(released["run"] / "card.json")["training_data"]["counts"]
+    assert run_card["training_data"]["counts"] == first  # the same train + val images, all trained on
+    # No val to choose an epoch on: the last one is kept, and nothing was scored between epochs.
+    history = json.loads((run / "history.json").read_text())
+    assert run_card["training"]["best_epoch"] == 2 and "fracatlas_auc" not in history[-1]
+    assert not (run / "val_predictions.csv").exists()
+    with pytest.raises(SystemExit):  # a final fit is one fit: cross-validation holds val out by design
+        train.main([*tiny_cv_args(released, tmp_path / "cv"), "--train-on-val"])
+
+    common = ["--run", str(run), "--out", str(out), *released["data_args"], "--n-boot", "20",
+              "--train-every", "1", "--cache-dir", str(released["cache"])]  # fmt: skip
+    # Without out-of-fold logits and a box rule to carry over, it would fit on val, which it trained on.
+    with pytest.raises(SystemExit, match="trained on train \\+ val"):
+        release.main([*common, "--oof", str(cross_validated)])
+    assert release.main([*common, "--oof", str(cross_validated), "--boxes-from", str(released["out"])]) == 0
+    card, source = read_card(out / "card.json"), read_card(released["out"] / "card.json")
+    assert card["calibration"]["fitted_on"].startswith("out-of-fold")
+    assert card["operating_points"]["fitted_on"] == card["calibration"]["fitted_on"]
+    assert Predictor.load(out).box_rule == BoxRule.from_card(source)
+    assert card["boxes"]["fitted_on"].endswith(f"by {source['version']}, carried over")
+    assert "in-sample" in card["ood"]["fitted_on"]
+    assert card["calibration_check"]["val_ece_per_source"] is None
+    oof_images = sum(
+        1
+        for k in (0, 1)
+        for line in (cross_validated / f"oof-fold{k}.csv").read_text().splitlines()[1:]
+        if ",boxes," not in line
+    )
+    assert card["reference"]["images"] == oof_images  # the score reference: out-of-fold, not val
+    assert "box rule carried over from" in card["status"]
+    assert not (out / "predictions-val.csv").exists() and (out / "predictions-test.csv").exists()
+    report = (out / "report.md").read_text()
+    assert "`train` + `val` (a final fit: no val held out)" in report
+    assert f"FracAtlas val by {source['version']}, carried over" in report
+    assert "no held-out val check" in report and "val, in-sample" in report
+    # A box rule chosen again on val would be chosen on images the weights trained on.
+    with pytest.raises(SystemExit, match="in-sample"):
+        release.main(["--refit-boxes", "--run", str(run), "--out", str(out), *released["data_args"],
+                      "--cache-dir", str(released["cache"])])  # fmt: skip
