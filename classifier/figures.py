@@ -48,12 +48,16 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> No
     for key in [k for k in ("loss", "image_loss", "cell_loss") if k in history[0]]:
         ax_loss.plot(epochs, [h[key] for h in history], marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="training loss (weighted BCE)", title="loss")
+    ax_loss.legend(fontsize=7)
     keys = [k for k in history[0] if k.endswith(("auc", "no_hardware", "pointing")) or k == "score"]
     for key in keys:
         ax_auc.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", label=key)
     ax_auc.set(xlabel="epoch", ylabel="validation ROC-AUC", title="validation")
     if keys:
         ax_auc.legend(fontsize=7)
+    else:  # a final fit trained on val too: say so rather than leave an empty panel
+        ax_auc.text(0.5, 0.5, "no validation split:\ntrained on train + val,\nlast epoch kept", ha="center",
+                    va="center", transform=ax_auc.transAxes)  # fmt: skip
     fig.suptitle(title)
     save_figure(fig, path)
 

@@ -39,7 +39,7 @@ from classifier.preprocessing import InputSpec, prepare_batch, unletterbox
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL_VERSION = "lite0-det-v2.3"
+DEFAULT_MODEL_VERSION = "lite0-det-v2.4"
 HEATMAP_MAX_SIDE = 512
 
 
