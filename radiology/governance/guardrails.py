@@ -12,7 +12,7 @@ the study) does not know:
 - colour: radiographs are grey; an image with more than card["ood"]["colour"]["threshold"] of its pixels
   clearly coloured (a photograph, a screenshot) is refused before the model sees it. The grayscale
   conversion in front of the model would otherwise hide the colour from the embedding distance: a
-  landscape photo lies within the distance threshold (13.0 against 14.3 for lite0-det-v2.3);
+  landscape photo lies within the distance threshold (11.1 against 15.3 for lite0-det-v2.4);
 - out of distribution: the distance of the backbone embedding to the training set's centroid
   (card["ood"]), with the threshold fitted on validation so that at most 1 % of in-distribution images
   are flagged.
