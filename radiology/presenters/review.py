@@ -20,7 +20,8 @@ from radiology.templatetags.radiology_ui import (
     band_breakdown,
     band_name,
     outcome_text,
-    probability_percent,
+    threshold_percents,
+    verdict_percent,
     verdict_text,
 )
 
@@ -45,7 +46,9 @@ def prediction_data(prediction: Any, policy: reading.DisplayPolicy) -> dict[str,
         "id": prediction.pk,
         "band": prediction.band,
         "band_display": band_name(verdict.band),
-        "percent": probability_percent(verdict.probability),
+        "percent": verdict_percent(verdict),
+        # The thresholds written with the probability's decimals, so the sentence beside it never blurs them.
+        "threshold_percents": threshold_percents(verdict),
         "text": verdict_text(verdict),
         "probability": round(prediction.probability, 4),
         "label": prediction.label,

@@ -8,6 +8,7 @@ the templates and, through the review page's presenter (radiology.presenters.rev
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from django import template
@@ -25,17 +26,54 @@ def band_name(band: str) -> str:
     return str(Band(band).label) if band in Band.values else ""
 
 
+def percent_digits(probability: float, thresholds: Iterable[float | None] = ()) -> int:
+    """Decimals a probability needs to read on the same side of each band threshold as it lies: whole
+    percent unless rounding would put it on or across one (0.065 is "7 %", yet below a 0.0696 threshold
+    that reads "7 %" too: it then reads "6.5 %")."""
+
+    def same_side(threshold: float, digits: int) -> bool:
+        shown, limit = round(probability * 100, digits), round(threshold * 100, digits)
+        return (probability < threshold) == (shown < limit)
+
+    points = [t for t in thresholds if t is not None]
+    return next((d for d in (0, 1, 2) if all(same_side(t, d) for t in points)), 3)
+
+
 @register.filter
-def probability_percent(probability: float | None) -> str:
-    """The calibrated probability as a reader says it: "93 %", "<1 %", ">99 %"."""
+def probability_percent(probability: float | None, thresholds: Iterable[float | None] = ()) -> str:
+    """The calibrated probability as a reader says it: "93 %", "<1 %", ">99 %"; with a decimal or more
+    where whole percent would blur it into one of ``thresholds`` (see percent_digits)."""
     if probability is None:
         return "—"
     value = probability * 100
-    if 0 < value < 1:
+    digits = percent_digits(probability, thresholds)
+    if digits == 0 and 0 < value < 1:
         return "<1 %"
-    if 99 < value < 100:
+    if digits == 0 and 99 < value < 100:
         return ">99 %"
-    return f"{value:.0f} %"
+    return f"{value:.{digits}f} %"
+
+
+def band_thresholds(verdict: Any) -> tuple[float | None, float | None]:
+    """The two operating points a verdict, a study's verdict or a prediction was banded with."""
+    top = getattr(verdict, "top", verdict)
+    return getattr(top, "threshold_sensitive", None), getattr(top, "threshold_specific", None)
+
+
+@register.filter
+def verdict_percent(verdict: Any) -> str:
+    """A verdict's (or a prediction's) probability, never reading across its own band thresholds."""
+    return probability_percent(getattr(verdict, "probability", None), band_thresholds(verdict))
+
+
+def threshold_percents(verdict: Any) -> tuple[str, str] | None:
+    """The band thresholds as the probability beside them is written (the same decimals), or None."""
+    sensitive, specific = band_thresholds(verdict)
+    probability = getattr(verdict, "probability", None)
+    if sensitive is None or specific is None or probability is None:
+        return None
+    digits = percent_digits(probability, (sensitive, specific))
+    return f"{sensitive * 100:.{digits}f} %", f"{specific * 100:.{digits}f} %"
 
 
 @register.filter
@@ -43,7 +81,7 @@ def verdict_text(verdict: Verdict | StudyVerdict | None) -> str:
     """ "Fracture · 93 %", "Doubt · 28 %": the band and the number, never "likely" below 50 %."""
     if verdict is None:
         return ""
-    return f"{band_name(verdict.band)} · {probability_percent(verdict.probability)}"
+    return f"{band_name(verdict.band)} · {verdict_percent(verdict)}"
 
 
 @register.filter

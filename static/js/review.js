@@ -114,10 +114,6 @@
 
   function show(node, on) { node.hidden = !on; }
 
-  function percent(value) {
-    return value === null || value === undefined ? "—" : Math.round(value * 100) + " %";
-  }
-
   function renderModel(image) {
     $("model-image-label").textContent = "image " + image.number + " of " + study.images.length;
     const prediction = image.prediction;
@@ -140,9 +136,9 @@
       verdict.textContent = prediction.text;
       const meta = $("model-meta");
       meta.textContent = "Calibrated probability of fracture " + prediction.percent + ". ";
-      if (prediction.threshold_sensitive !== null && prediction.threshold_specific !== null) {
-        meta.textContent += "Bands: No fracture below " + percent(prediction.threshold_sensitive) + ", Fracture from " +
-          percent(prediction.threshold_specific) + ", Doubt between. ";
+      if (prediction.threshold_percents) {  // written with the probability's decimals (the presenter's)
+        meta.textContent += "Bands: No fracture below " + prediction.threshold_percents[0] + ", Fracture from " +
+          prediction.threshold_percents[1] + ", Doubt between. ";
       }
       meta.textContent += "Model " + prediction.model_version + ".";
       const boxes = $("boxes-meta");

@@ -14,6 +14,8 @@ from radiology.templatetags.radiology_ui import (
     band_name,
     outcome_text,
     probability_percent,
+    threshold_percents,
+    verdict_percent,
     verdict_text,
 )
 
@@ -39,6 +41,36 @@ def test_band_and_percentage() -> None:
     ]
     assert verdict_text(_verdict("doubt", 0.28)) == "Doubt · 28 %"
     assert verdict_text(None) == ""
+
+
+def _banded(band: str, probability: float) -> Verdict:
+    """Banded by lite0-det-v2.4's two operating points (sensitive 0.0696, specific 0.5829)."""
+    return Verdict(band=band, label="fractured", probability=probability, threshold=0.0696, model_version="v2",
+                   threshold_sensitive=0.06957, threshold_specific=0.58287)  # fmt: skip
+
+
+def test_a_probability_next_to_a_threshold_reads_on_its_own_side_of_it() -> None:
+    # Whole percent would write 0.06507 (No fracture, a fixture's probability) as "7 %", the sensitive
+    # threshold's own "7 %" ("No fracture below 7 %"): it reads "6.5 %", the thresholds "7.0 %" and "58.3 %".
+    assert verdict_text(_banded("no_fracture", 0.06507)) == "No fracture · 6.5 %"
+    assert threshold_percents(_banded("no_fracture", 0.06507)) == ("7.0 %", "58.3 %")
+    # At or above a threshold "7 %" reads right already: 7 is not below 7.
+    assert verdict_text(_banded("doubt", 0.0698)) == "Doubt · 7 %"
+    assert verdict_text(_banded("fracture", 0.5831)) == "Fracture · 58 %"
+    # Just under the specific threshold it takes two decimals to stay under it.
+    assert verdict_text(_banded("doubt", 0.5826)) == "Doubt · 58.26 %"
+    assert threshold_percents(_banded("doubt", 0.5826)) == ("6.96 %", "58.29 %")
+    # Away from both, whole percent as before, and the thresholds as whole percent beside it.
+    assert verdict_text(_banded("doubt", 0.28)) == "Doubt · 28 %"
+    assert verdict_text(_banded("no_fracture", 0.004)) == "No fracture · <1 %"
+    assert threshold_percents(_banded("doubt", 0.28)) == ("7 %", "58 %")
+    assert verdict_text(_banded("no_fracture", 0.061)) == "No fracture · 6 %"
+    # A study's verdict reads its top image's thresholds; a verdict without thresholds stays whole.
+    study = StudyVerdict(top=_banded("no_fracture", 0.06507), counts=(("no_fracture", 1),), images=1)
+    assert verdict_percent(study) == "6.5 %"
+    assert threshold_percents(_verdict("no_fracture", 0.06507)) is None
+    assert verdict_percent(_verdict("no_fracture", 0.06507)) == "7 %"
+    assert probability_percent(0.06507, (0.06957, None)) == "6.5 %"
 
 
 def test_a_studys_breakdown_and_outcome() -> None:

@@ -73,6 +73,25 @@ def test_the_verdict_is_the_band_and_the_calibrated_percentage(
     assert "1 Fracture · 1 Doubt · 1 No fracture" in page
 
 
+def test_a_probability_by_a_threshold_is_written_so_that_it_reads_on_its_side_of_it(
+    clinician_client: Client, make_study: MakeStudy
+) -> None:
+    # lite0-det-v2.4's operating points; 0.06507 is a fixture's probability, No fracture. In whole percent
+    # the page said "No fracture · 7 %" beside "No fracture below 7 %".
+    study = make_study(probabilities=[0.06507, 0.28])
+    Prediction.objects.filter(radiograph__study=study).update(
+        threshold_sensitive=0.06957, threshold_specific=0.58287
+    )
+    Prediction.objects.filter(radiograph__study=study, probability__lt=0.1).update(band="no_fracture")
+    near, far = (image["prediction"] for image in _data(clinician_client, study)["images"])
+    assert (near["text"], near["percent"], near["threshold_percents"]) == (
+        "No fracture · 6.5 %",
+        "6.5 %",
+        ["7.0 %", "58.3 %"],
+    )
+    assert (far["percent"], far["threshold_percents"]) == ("28 %", ["7 %", "58 %"])
+
+
 def test_images_come_in_acquisition_order_and_show_view_laterality_and_study_date(
     clinician_client: Client, make_study: MakeStudy
 ) -> None:
