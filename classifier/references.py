@@ -26,7 +26,7 @@ COLOUR_MIN_THRESHOLD = 0.10
 
 
 def ood_reference(
-    train: Scored, val: Scored, *, components: int = OOD_COMPONENTS, threshold_on: str = "val"
+    train: Scored, val: Scored, *, components: int = OOD_COMPONENTS, in_sample: bool = False
 ) -> dict[str, Any]:
     """Mahalanobis distance of an embedding in the top principal components of the training embeddings.
 
@@ -47,10 +47,11 @@ def ood_reference(
     }
     fitted_on = (
         f"centre and {k} principal components: {len(train.records)} training images; threshold: the "
-        f"{OOD_QUANTILE:.0%} quantile (the next higher distance) of {len(val.records)} {threshold_on} "
-        "images' distances"
+        f"{OOD_QUANTILE:.0%} quantile (the next higher distance) of {len(val.records)} "
+        f"{'val (trained on: in-sample)' if in_sample else 'val'} images' distances"
     )
-    return ood | ood_threshold(ood_distances(val.embeddings, ood), val.sources) | {"fitted_on": fitted_on}
+    threshold = ood_threshold(ood_distances(val.embeddings, ood), val.sources)
+    return ood | threshold | {"fitted_on": fitted_on, "threshold_in_sample": in_sample}
 
 
 def ood_threshold(distances: np.ndarray, sources: np.ndarray) -> dict[str, Any]:

@@ -423,7 +423,7 @@ def release(args: argparse.Namespace) -> dict[str, Any]:
 
     # 2. References: val only (the box rule too, in box_outputs below). A final fit trained on val: its OOD
     #    threshold is in-sample (said so on the card) and its score reference the out-of-fold scores.
-    ood = ood_reference(train, val, threshold_on=ood_threshold_label(run_card)) | {
+    ood = ood_reference(train, val, in_sample=final_fit) | {
         "colour": colour_reference(val.records, test.records)  # the images' colour: no model involved
     }
     if final_fit:
@@ -532,11 +532,6 @@ def trained_on_val(card: dict[str, Any]) -> bool:
     return "val" in (card.get("training_data") or {}).get("splits_trained_on", ["train"])
 
 
-def ood_threshold_label(card: dict[str, Any]) -> str:
-    """Which images the OOD threshold's quantile is taken on, as the card says it."""
-    return "val (trained on: in-sample)" if trained_on_val(card) else "val"
-
-
 def box_outputs(
     val: Scored, test: Scored, figures: Path, *, carried_from: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -580,6 +575,7 @@ def box_outputs(
         "max_boxes": rule.max_boxes,
         "fitted_on": "val (FracAtlas, the source with normal radiographs)"
         + (f" by {carried_from['version']}, carried over" if carried_from is not None else ""),
+        "carried_from": carried_from["version"] if carried_from is not None else None,
         "rule": f"{rule.describe()}; of the groupings and thresholds, the one finding the most fractures at "
         f"<= {FP_PER_IMAGE_TARGET} false-positive boxes per image on FracAtlas val"
         + (f" (chosen for {carried_from['version']}, same recipe)" if carried_from is not None else ""),
@@ -648,7 +644,7 @@ def refit_ood(args: argparse.Namespace) -> dict[str, Any]:
     val = score_split(predictor, records, "val", args.cache_dir)
     test = score_split(predictor, records, "test", args.cache_dir)
     train = score_split(predictor, records, "train", args.cache_dir, every=args.train_every)
-    ood = ood_reference(train, val, threshold_on=ood_threshold_label(card))
+    ood = ood_reference(train, val, in_sample=trained_on_val(card))
     card["ood"] = ood | {
         "test_flag_rate": float(np.mean(ood_distances(test.embeddings, ood) > ood["threshold"])),
         "colour": colour_reference(val.records, test.records),

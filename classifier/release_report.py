@@ -216,14 +216,14 @@ def released_on_val(ece: dict[str, float] | None) -> str:
 
 
 def box_fitted_on(card: dict[str, Any]) -> str:
-    fitted_on = str((card.get("boxes") or {}).get("fitted_on", "val"))
-    carried = fitted_on.partition(" by ")[2]
-    return f"val by {carried}" if carried else "val"
+    """Where the box rule was chosen: val, or val by the release it was carried over from."""
+    carried = (card.get("boxes") or {}).get("carried_from")
+    return f"val by {carried}, carried over" if carried else "val"
 
 
 def ood_threshold_on(ood: dict[str, Any]) -> str:
-    in_sample = "in-sample" in str(ood.get("fitted_on"))
-    return "val, in-sample (the weights trained on val)" if in_sample else "val"
+    """Where the OOD threshold's quantile was taken."""
+    return "val, in-sample (the weights trained on val)" if ood.get("threshold_in_sample") else "val"
 
 
 def write_report(card: dict[str, Any], out: Path, *, compared: list[dict[str, Any]], notes: str) -> Path:

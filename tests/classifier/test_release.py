@@ -109,6 +109,7 @@ def test_the_v2_recipe_trains_and_releases_a_model_with_bands_boxes_and_a_report
     assert set(card["operating_points"]["bands"]) == {"fracatlas", "kaggle"}
     assert {"threshold", "validated", "validation"} <= set(card["boxes"])
     assert card["ood"]["method"] == "pca_mahalanobis" and len(card["ood"]["centroid"]) == 1280
+    assert card["ood"]["threshold_in_sample"] is False and card["boxes"]["carried_from"] is None
     assert len(card["ood"]["components"]) == len(card["ood"]["variances"]) <= 64
     assert len(card["reference"]["intensity"]["fractions"]) == 16
     assert card["intended_use"]["modalities"] == ["DX", "CR", "DR"]
@@ -547,7 +548,8 @@ def test_a_final_fit_on_train_and_val_is_released_with_nothing_fitted_on_val(
     assert card["operating_points"]["fitted_on"] == card["calibration"]["fitted_on"]
     assert Predictor.load(out).box_rule == BoxRule.from_card(source)
     assert card["boxes"]["fitted_on"].endswith(f"by {source['version']}, carried over")
-    assert "in-sample" in card["ood"]["fitted_on"]
+    assert card["boxes"]["carried_from"] == source["version"]
+    assert card["ood"]["threshold_in_sample"] is True and "in-sample" in card["ood"]["fitted_on"]
     assert card["calibration_check"]["val_ece_per_source"] is None
     oof_images = sum(
         1
