@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--train-on-val",
         action="store_true",
-        help="lite0det: a final fit on train + val, with no val to score (the last epoch is kept); its "
-        "release fits nothing on val (classifier.release --trained-on-val)",
+        help="lite0det: a final fit on train + val, with no val to score (the last epoch is kept); "
+        "classifier.release reads it from the card and fits nothing on val",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

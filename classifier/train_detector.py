@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +238,20 @@ def _in(data: ImageSet, sources: Sequence[str]) -> np.ndarray:
     return np.array([r.source in sources for r in data.records], bool)
 
 
+def epoch_scorer(val: ImageSet, classified: Sequence[str]) -> Callable[[Any], dict[str, Any]]:
+    """What an epoch is rated on: the image AUCs on val's classified sources, and the cell head's pointing."""
+    scored = _in(val, classified)
+    records = [r for r, k in zip(val.records, scored, strict=True) if k]
+
+    def evaluate_epoch(core: Any) -> dict[str, Any]:
+        logits, cells = predict_detector(core, val.images)
+        row: dict[str, Any] = source_metrics(records, logits[scored])
+        row.update(localisation_score(val, cells))
+        return row
+
+    return evaluate_epoch
+
+
 def run_detector(
     args: argparse.Namespace, recipe: Any, records: list[Record], spec: InputSpec, backbone: Path | None
 ) -> int:
@@ -248,7 +262,7 @@ def run_detector(
 
     # A final fit (--train-on-val) trains on val as well: nothing is left to score between epochs, so the
     # last epoch is kept, as every cross-validation fold keeps it.
-    final_fit = bool(getattr(args, "train_on_val", False))
+    final_fit = args.train_on_val
     train_records = select(records, splits=["train", "val"] if final_fit else ["train"])
     val_records = [] if final_fit else select(records, splits=["val"])
     classified = image_sources(records)
@@ -261,16 +275,6 @@ def run_detector(
     train = load_images(train_records, spec, cache_dir=args.cache_dir)
     val = load_images(val_records, spec, cache_dir=args.cache_dir) if val_records else None
 
-    def evaluate_epoch(core: Any) -> dict[str, Any]:
-        assert val is not None
-        logits, cells = predict_detector(core, val.images)
-        classified_val = _in(val, classified)
-        row: dict[str, Any] = source_metrics(
-            [r for r, k in zip(val.records, classified_val, strict=True) if k], logits[classified_val]
-        )
-        row.update(localisation_score(val, cells))
-        return row
-
     def checkpoint(epoch: int, core: Any, row: dict[str, Any]) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         core.save_weights(args.out / f"epoch{epoch}.weights.h5")
@@ -282,7 +286,7 @@ def run_detector(
         classified,
         backbone,
         seed=args.seed,
-        evaluate_epoch=evaluate_epoch if val is not None else None,
+        evaluate_epoch=epoch_scorer(val, classified) if val is not None else None,
         select_best=not args.last_epoch,
         max_steps=args.max_steps,
         on_epoch=checkpoint,

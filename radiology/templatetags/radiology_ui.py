@@ -51,7 +51,7 @@ def probability_percent(probability: float | None, thresholds: Iterable[float | 
         return "<1 %"
     if digits == 0 and 99 < value < 100:
         return ">99 %"
-    return f"{value:.{digits}f} %"
+    return percent(probability, digits)
 
 
 def band_thresholds(verdict: Any) -> tuple[float | None, float | None]:
@@ -73,7 +73,7 @@ def threshold_percents(verdict: Any) -> tuple[str, str] | None:
     if sensitive is None or specific is None or probability is None:
         return None
     digits = percent_digits(probability, (sensitive, specific))
-    return f"{sensitive * 100:.{digits}f} %", f"{specific * 100:.{digits}f} %"
+    return percent(sensitive, digits), percent(specific, digits)
 
 
 @register.filter
